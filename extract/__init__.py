@@ -1,0 +1,1 @@
+"""Extraction stage: dataset readers, audio loading, WavLM/BERT encoders and the cache writer loop."""

@@ -1,0 +1,457 @@
+"""The feature cache: the only code that knows the HDF5 layout.
+
+`swrr-extract` writes through `CacheWriter`, `swrr-train` reads through `FeatureCache`.
+
+Layout (SCHEMA_VERSION 1), N utterances:
+
+    /audio       (N, max_frames, audio_dim)  float16 (or float32), one chunk per row
+    /audio_len   (N,)  int32    valid frames of each row
+    /text        (N, max_tokens, text_dim)   float16 (or float32), one chunk per row
+    /text_len    (N,)  int32    valid tokens of each row ([CLS] and [SEP] included)
+    /label       (N,)  int64 class index into label_names, or float32 score (regression)
+    /utt_id /speaker /session /split /transcript /source   (N,) utf-8 strings
+    /done        (N,)  bool     rows already written (resume)
+
+    attrs: format, schema_version, complete, and every field of CacheMeta
+           (lists and dicts as JSON strings).
+
+A cache is written to `<path>.partial` and renamed to `<path>` only when every row is
+written and `complete` is set, so a file at the final path is never a half-written one.
+Embedding chunks carry Fletcher-32 checksums, so corrupted bytes fail loudly on read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import h5py
+import numpy as np
+
+FORMAT_TAG = "swrr-feature-cache"
+SCHEMA_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source")
+TASKS = ("classification", "regression")
+DTYPES = ("float16", "float32")
+
+
+class CacheError(Exception):
+    """A cache that cannot be used as asked; the message names the file and what to do."""
+
+
+@dataclass
+class CacheMeta:
+    """Everything a cache records about how it was made (stored as HDF5 attributes)."""
+
+    dataset: str
+    task: str  # "classification" | "regression"
+    label_names: List[str]  # class names by index; empty for regression
+    audio_encoder: str
+    text_encoder: str
+    audio_dim: int
+    text_dim: int
+    max_frames: int = 255
+    max_tokens: int = 50
+    dtype: str = "float16"
+    layer: int = -1
+    sample_rate: int = 16000
+    audio_encoder_revision: str = ""
+    text_encoder_revision: str = ""
+    random_encoders: bool = False  # True: features come from randomly initialised encoders
+    tool_version: str = ""
+    config: Dict = field(default_factory=dict)  # the full extraction config, compared on resume
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise CacheError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.dtype not in DTYPES:
+            raise CacheError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    def to_attrs(self) -> Dict:
+        out = {}
+        for key, value in asdict(self).items():
+            out[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs) -> "CacheMeta":
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in attrs:
+                continue
+            value = attrs[f.name]
+            if isinstance(value, bytes):
+                value = value.decode()
+            if f.name in ("label_names", "config"):
+                value = json.loads(value)
+            elif isinstance(value, np.generic):
+                value = value.item()
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+@dataclass
+class RowInfo:
+    """What is known about an utterance before its features exist."""
+
+    utt_id: str
+    label: float  # class index (classification) or score (regression)
+    speaker: str = ""
+    session: str = ""
+    split: str = ""
+    transcript: str = ""
+    source: str = ""  # where the audio came from (path and, for segments, start-end)
+
+
+def differing_config_keys(old: Dict, new: Dict) -> List[str]:
+    """Names of the keys whose values differ between two config dicts (sorted)."""
+    keys = set(old) | set(new)
+    return sorted(k for k in keys if old.get(k) != new.get(k))
+
+
+def estimated_bytes(meta: CacheMeta, n_rows: int) -> int:
+    itemsize = np.dtype(meta.dtype).itemsize
+    return n_rows * itemsize * (meta.max_frames * meta.audio_dim + meta.max_tokens * meta.text_dim)
+
+
+class CacheWriter:
+    """Writes (or resumes writing) a cache at `path` through `path + '.partial'`.
+
+    Use `CacheWriter.open(...)`, then `write(...)` batches of rows, then `finalize()`.
+    """
+
+    def __init__(self, path: Path, h5: h5py.File, meta: CacheMeta):
+        self.path = Path(path)
+        self.partial_path = partial_path(self.path)
+        self._h5 = h5
+        self.meta = meta
+        self.resumed_rows = int(np.count_nonzero(h5["done"][:]))
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path, meta: CacheMeta, rows: Sequence[RowInfo], overwrite: bool = False) -> "CacheWriter":
+        """Create a new partial cache, or reopen a compatible interrupted one.
+
+        Raises CacheError when a complete cache or an interrupted one with another config
+        is in the way (unless `overwrite`), when the output folder is not writable, or
+        when the disk cannot hold the finished file.
+        """
+        path = Path(path)
+        part = partial_path(path)
+        if not rows:
+            raise CacheError(f"{path}: nothing to write (the dataset yielded no utterances)")
+        if path.exists() and not overwrite:
+            raise CacheError(_existing_message(path, meta))
+        if part.exists() and not overwrite:
+            h5 = _reopen_partial(part, meta, rows)
+            if h5 is not None:
+                return cls(path, h5, meta)
+        _check_writable(path, meta, len(rows))
+        if part.exists():
+            part.unlink()
+        try:
+            h5 = h5py.File(part, "w")
+        except OSError as exc:
+            raise CacheError(f"{part}: cannot create the cache file ({exc})") from exc
+        _create_layout(h5, meta, rows)
+        return cls(path, h5, meta)
+
+    # ------------------------------------------------------------------ writing
+    @property
+    def n_rows(self) -> int:
+        return self._h5["done"].shape[0]
+
+    def done_mask(self) -> np.ndarray:
+        return self._h5["done"][:]
+
+    def write(self, rows: Sequence[int], audio: np.ndarray, audio_len, text: np.ndarray, text_len) -> None:
+        """Write the features of `rows` (indices into the row list given to `open`).
+
+        audio: (B, F, audio_dim) with F <= max_frames; text: (B, T, text_dim), T <= max_tokens.
+        Rows shorter than the maximum are zero padded here. The done mask is set only after
+        the data is flushed, so a kill between the two just recomputes the rows.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows)  # h5py fancy indexing wants increasing indices
+        rows = rows[order]
+        audio_len = np.asarray(audio_len)[order]
+        text_len = np.asarray(text_len)[order]
+        h5 = self._h5
+        h5["audio"][rows] = _pad_to(np.asarray(audio)[order], self.meta.max_frames, self.meta.dtype, "audio")
+        h5["text"][rows] = _pad_to(np.asarray(text)[order], self.meta.max_tokens, self.meta.dtype, "text")
+        h5["audio_len"][rows] = audio_len
+        h5["text_len"][rows] = text_len
+        h5.flush()
+        h5["done"][rows] = True
+        h5.flush()
+
+    def finalize(self) -> Path:
+        """Mark the cache complete and move it to its final path. Returns that path."""
+        done = self._h5["done"][:]
+        if not done.all():
+            missing = int((~done).sum())
+            raise CacheError(f"{self.partial_path}: {missing} rows are still missing; not marking it complete")
+        self._h5.attrs["complete"] = True
+        self._h5.close()
+        os.replace(self.partial_path, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Close without finalizing (the partial file stays, ready to resume)."""
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _pad_to(x: np.ndarray, length: int, dtype: str, name: str) -> np.ndarray:
+    """Zero-pad (B, L, D) to (B, length, D) in the cache dtype; refuse L > length."""
+    if x.ndim != 3 or x.shape[1] > length:
+        raise CacheError(f"{name} batch has shape {x.shape}; expected (B, <= {length}, D)")
+    out = np.zeros((x.shape[0], length, x.shape[2]), dtype=dtype)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+def partial_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def _existing_message(path: Path, meta: CacheMeta) -> str:
+    try:
+        with FeatureCache(path) as old:
+            keys = differing_config_keys(old.meta.config, meta.config)
+    except CacheError as exc:
+        return f"{path} already exists and is not a usable cache ({exc}); pass --overwrite to replace it"
+    if keys:
+        return (f"{path} already exists with a different extraction config (differs in: {', '.join(keys)}); "
+                "pass --overwrite to replace it, or choose another --out")
+    return f"{path} is already complete with this config; pass --overwrite to extract it again"
+
+
+def _reopen_partial(part: Path, meta: CacheMeta, rows: Sequence[RowInfo]) -> Optional[h5py.File]:
+    """Reopen an interrupted cache for resuming, or None when it is unreadable (then restart)."""
+    h5 = None
+    try:
+        h5 = h5py.File(part, "r+")
+        _validate_layout(h5, part)
+        old = CacheMeta.from_attrs(h5.attrs)
+    except (OSError, KeyError, CacheError, ValueError, TypeError):
+        # A kill during an HDF5 metadata write can leave the partial file unreadable;
+        # it is our own scratch file, so start over rather than fail.
+        if h5 is not None:
+            h5.close()
+        return None
+    keys = differing_config_keys(old.config, meta.config)
+    ids = h5["utt_id"].asstr()[:]
+    if keys or list(ids) != [r.utt_id for r in rows]:
+        h5.close()
+        what = f"config differs in: {', '.join(keys)}" if keys else "the dataset's utterance list changed"
+        raise CacheError(f"{part} is an interrupted extraction made differently ({what}); "
+                         "pass --overwrite to start again")
+    return h5
+
+
+def _check_writable(path: Path, meta: CacheMeta, n_rows: int) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(f"{folder}: cannot create the output folder ({exc})") from exc
+    if not os.access(folder, os.W_OK):
+        raise CacheError(f"{folder}: the output folder is not writable; choose another --out")
+    need = estimated_bytes(meta, n_rows)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise CacheError(f"{path}: the cache needs about {need / 1e9:.2f} GB but {folder} has "
+                         f"{free / 1e9:.2f} GB free; free some space or choose another --out")
+
+
+def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> None:
+    n = len(rows)
+    h5.attrs["format"] = FORMAT_TAG
+    h5.attrs["schema_version"] = SCHEMA_VERSION
+    h5.attrs["complete"] = False
+    for key, value in meta.to_attrs().items():
+        h5.attrs[key] = value
+    # One chunk per row: a random row read touches exactly one chunk of each modality.
+    h5.create_dataset("audio", (n, meta.max_frames, meta.audio_dim), dtype=meta.dtype,
+                      chunks=(1, meta.max_frames, meta.audio_dim), fletcher32=True, fillvalue=0)
+    h5.create_dataset("text", (n, meta.max_tokens, meta.text_dim), dtype=meta.dtype,
+                      chunks=(1, meta.max_tokens, meta.text_dim), fletcher32=True, fillvalue=0)
+    h5.create_dataset("audio_len", (n,), dtype="int32", fillvalue=0)
+    h5.create_dataset("text_len", (n,), dtype="int32", fillvalue=0)
+    label_dtype = "int64" if meta.task == "classification" else "float32"
+    h5.create_dataset("label", data=np.asarray([r.label for r in rows], dtype=label_dtype))
+    text_type = h5py.string_dtype("utf-8")
+    for column in STRING_COLUMNS:
+        h5.create_dataset(column, data=[str(getattr(r, column)) for r in rows], dtype=text_type)
+    h5.create_dataset("done", (n,), dtype="bool", fillvalue=False)
+    h5.flush()
+
+
+def _validate_layout(h5: h5py.File, path) -> None:
+    attrs = h5.attrs
+    if attrs.get("format") != FORMAT_TAG:
+        raise CacheError(f"{path} is an HDF5 file but not an swrr feature cache (no '{FORMAT_TAG}' tag); "
+                         "make one with swrr-extract")
+    version = int(attrs.get("schema_version", -1))
+    if version != SCHEMA_VERSION:
+        raise CacheError(f"{path} has cache schema version {version}, this swrr reads version {SCHEMA_VERSION}; "
+                         "re-extract it with this version: swrr-extract ... --overwrite")
+    required = ("audio", "audio_len", "text", "text_len", "label", "done") + STRING_COLUMNS
+    missing = [name for name in required if name not in h5]
+    if missing:
+        raise CacheError(f"{path} lacks the datasets {missing}; it is damaged: re-extract it with --overwrite")
+    n = h5["done"].shape[0]
+    meta = CacheMeta.from_attrs(attrs)
+    expected = {
+        "audio": (n, meta.max_frames, meta.audio_dim),
+        "text": (n, meta.max_tokens, meta.text_dim),
+    }
+    for name in required:
+        shape = h5[name].shape
+        want = expected.get(name, (n,))
+        if shape != want:
+            raise CacheError(f"{path}: dataset '{name}' has shape {shape}, expected {want} from the file's "
+                             "attributes; the cache is damaged: re-extract it with --overwrite")
+
+
+class FeatureCache:
+    """Read-only view of a complete cache.
+
+    Opening validates format, schema version, shapes and the completeness marker. The small
+    columns (lengths, labels, ids, speakers, ...) are read at once; embeddings are read by
+    `load()` (all rows into memory) or `read_rows()` (random access). The HDF5 handle is
+    reopened after a fork, so one instance is safe to share with DataLoader workers.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists():
+            hint = ""
+            if partial_path(self.path).exists():
+                hint = " (an interrupted extraction is at .partial: rerun the same swrr-extract command to finish it)"
+            raise CacheError(f"{self.path}: no such cache file{hint}")
+        if not h5py.is_hdf5(self.path):
+            raise CacheError(f"{self.path} is not an HDF5 file (truncated or not a cache); "
+                             "re-extract it with swrr-extract --overwrite")
+        self._h5 = None
+        self._pid = None
+        try:
+            h5 = self._file()
+            _validate_layout(h5, self.path)
+            if not bool(h5.attrs.get("complete", False)):
+                raise CacheError(f"{self.path} is incomplete (its extraction did not finish); "
+                                 "rerun swrr-extract to finish it")
+            self.meta = CacheMeta.from_attrs(h5.attrs)
+            done = h5["done"][:]
+            if not done.all():
+                raise CacheError(f"{self.path} is marked complete but {int((~done).sum())} rows are missing; "
+                                 "re-extract it with --overwrite")
+            self.audio_len = h5["audio_len"][:]
+            self.text_len = h5["text_len"][:]
+            self.label = h5["label"][:]
+            self.columns = {c: np.asarray(h5[c].asstr()[:], dtype=object) for c in STRING_COLUMNS}
+        except (OSError, KeyError, ValueError) as exc:
+            self.close()
+            raise CacheError(f"{self.path} is damaged or truncated ({exc}); re-extract it with --overwrite") from exc
+        except CacheError:
+            self.close()
+            raise
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            try:
+                self._h5 = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise CacheError(f"{self.path} cannot be opened as HDF5 ({exc}); "
+                                 "it is truncated or damaged: re-extract it with --overwrite") from exc
+            self._pid = os.getpid()
+        return self._h5
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def utt_id(self):
+        return self.columns["utt_id"]
+
+    @property
+    def speaker(self):
+        return self.columns["speaker"]
+
+    @property
+    def session(self):
+        return self.columns["session"]
+
+    @property
+    def split(self):
+        return self.columns["split"]
+
+    @property
+    def transcript(self):
+        return self.columns["transcript"]
+
+    def load(self, rows: Optional[Iterable[int]] = None) -> Dict[str, np.ndarray]:
+        """All (or the given) rows in memory: audio, audio_len, text, text_len, label."""
+        try:
+            h5 = self._file()
+            audio, text = h5["audio"][:], h5["text"][:]
+        except OSError as exc:
+            raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
+                             "the file is damaged: re-extract it with --overwrite") from exc
+        out = {"audio": audio, "audio_len": self.audio_len, "text": text,
+               "text_len": self.text_len, "label": self.label}
+        if rows is not None:
+            idx = np.asarray(list(rows), dtype=np.int64)
+            out = {k: v[idx] for k, v in out.items()}
+        return out
+
+    def read_rows(self, rows: Sequence[int]) -> Dict[str, np.ndarray]:
+        """Random access to some rows, in the order given."""
+        idx = np.asarray(rows, dtype=np.int64)
+        # h5py reads strictly increasing indices; gather those, then restore the order asked for.
+        unique_idx, inverse = np.unique(idx, return_inverse=True)
+        try:
+            h5 = self._file()
+            audio = h5["audio"][unique_idx][inverse]
+            text = h5["text"][unique_idx][inverse]
+        except OSError as exc:
+            raise CacheError(f"{self.path}: reading rows failed ({exc}); "
+                             "the file is damaged: re-extract it with --overwrite") from exc
+        return {"audio": audio, "audio_len": self.audio_len[idx], "text": text,
+                "text_len": self.text_len[idx], "label": self.label[idx]}
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            try:
+                self._h5.close()
+            except Exception:
+                pass
+        self._h5 = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_h5"] = None  # h5py handles do not pickle; each process opens its own
+        state["_pid"] = None
+        return state
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_cache(path) -> FeatureCache:
+    return FeatureCache(path)

@@ -1,0 +1,224 @@
+"""The cache contract: round trip, resume, refusals and damaged files."""
+import shutil
+from collections import namedtuple
+
+import h5py
+import numpy as np
+import pytest
+
+from swrr_core import cache as cache_mod
+from swrr_core.cache import (SCHEMA_VERSION, CacheError, CacheMeta, CacheWriter, FeatureCache, RowInfo,
+                             partial_path)
+
+N_ROWS, FRAMES, TOKENS, DIM_A, DIM_T = 6, 7, 4, 8, 5
+
+
+def make_meta(**overrides):
+    kwargs = dict(dataset="toy", task="classification", label_names=["a", "b", "c"], audio_encoder="enc-a",
+                  text_encoder="enc-t", audio_dim=DIM_A, text_dim=DIM_T, max_frames=FRAMES, max_tokens=TOKENS,
+                  config={"layer": -1, "batch": "x"})
+    kwargs.update(overrides)
+    return CacheMeta(**kwargs)
+
+
+def make_rows():
+    return [RowInfo(utt_id=f"utt{i}", label=i % 3, speaker=f"spk{i % 2}", session="s1",
+                    split="train" if i < 4 else "test", transcript=f"héllo {i}", source=f"/x/{i}.wav")
+            for i in range(N_ROWS)]
+
+
+def features(rows, seed=0):
+    """Deterministic per-row features with row-dependent lengths."""
+    rng = np.random.default_rng(seed)
+    a_len = np.array([FRAMES - (r % 3) for r in rows])
+    t_len = np.array([TOKENS - (r % 2) for r in rows])
+    audio = rng.standard_normal((len(rows), FRAMES, DIM_A)).astype(np.float32)
+    text = rng.standard_normal((len(rows), TOKENS, DIM_T)).astype(np.float32)
+    for i in range(len(rows)):
+        audio[i, a_len[i]:] = 0
+        text[i, t_len[i]:] = 0
+    return audio, a_len, text, t_len
+
+
+def write_all(path, meta=None, batches=((0, 1, 2), (3, 4, 5))):
+    writer = CacheWriter.open(path, meta or make_meta(), make_rows())
+    for rows in batches:
+        writer.write(list(rows), *features(list(rows), seed=rows[0]))
+    return writer.finalize()
+
+
+def test_round_trip_keeps_values_lengths_and_columns(tmp_path):
+    path = write_all(tmp_path / "toy.h5")
+    assert not partial_path(path).exists()
+    cache = FeatureCache(path)
+    assert len(cache) == N_ROWS
+    assert cache.meta.label_names == ["a", "b", "c"] and cache.meta.config == {"layer": -1, "batch": "x"}
+    assert list(cache.transcript) == [f"héllo {i}" for i in range(N_ROWS)]
+    assert list(cache.split).count("test") == 2
+    data = cache.load()
+    assert data["audio"].shape == (N_ROWS, FRAMES, DIM_A) and data["audio"].dtype == np.float16
+    expected_audio, expected_alen, _, expected_tlen = features([3, 4, 5], seed=3)
+    np.testing.assert_array_equal(data["audio_len"][3:], expected_alen)
+    np.testing.assert_array_equal(data["text_len"][3:], expected_tlen)
+    np.testing.assert_allclose(data["audio"][3:].astype(np.float32), expected_audio, atol=2e-3)
+    np.testing.assert_array_equal(data["label"], [i % 3 for i in range(N_ROWS)])
+
+
+def test_read_rows_keeps_the_requested_order_and_duplicates(tmp_path):
+    cache = FeatureCache(write_all(tmp_path / "toy.h5"))
+    everything = cache.load()
+    got = cache.read_rows([5, 0, 5, 2])
+    np.testing.assert_array_equal(got["audio"], everything["audio"][[5, 0, 5, 2]])
+    np.testing.assert_array_equal(got["label"], everything["label"][[5, 0, 5, 2]])
+
+
+def test_short_rows_are_zero_padded_and_float32_is_kept(tmp_path):
+    meta = make_meta(dtype="float32")
+    writer = CacheWriter.open(tmp_path / "f32.h5", meta, make_rows())
+    writer.write(list(range(N_ROWS)), np.ones((N_ROWS, 3, DIM_A)), [3] * N_ROWS, np.ones((N_ROWS, 2, DIM_T)),
+                 [2] * N_ROWS)
+    data = FeatureCache(writer.finalize()).load()
+    assert data["audio"].dtype == np.float32
+    assert (data["audio"][:, 3:] == 0).all() and (data["audio"][:, :3] == 1).all()
+
+
+def test_too_long_batch_is_refused(tmp_path):
+    writer = CacheWriter.open(tmp_path / "toy.h5", make_meta(), make_rows())
+    with pytest.raises(CacheError, match="audio batch"):
+        writer.write([0], np.ones((1, FRAMES + 1, DIM_A)), [FRAMES], np.ones((1, 2, DIM_T)), [2])
+
+
+def test_interrupted_write_resumes_to_the_same_file(tmp_path):
+    whole = write_all(tmp_path / "whole.h5")
+    path = tmp_path / "resumed.h5"
+    writer = CacheWriter.open(path, make_meta(), make_rows())
+    writer.write([0, 1, 2], *features([0, 1, 2], seed=0))
+    writer.close()  # as if killed: the partial file stays, the final path does not exist
+    assert not path.exists() and partial_path(path).exists()
+    with pytest.raises(CacheError, match="interrupted extraction"):
+        FeatureCache(path)
+    writer = CacheWriter.open(path, make_meta(), make_rows())
+    assert writer.resumed_rows == 3
+    np.testing.assert_array_equal(np.flatnonzero(~writer.done_mask()), [3, 4, 5])
+    writer.write([3, 4, 5], *features([3, 4, 5], seed=3))
+    writer.finalize()
+    a, b = FeatureCache(whole).load(), FeatureCache(path).load()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_resume_with_another_config_is_refused_naming_the_keys(tmp_path):
+    path = tmp_path / "toy.h5"
+    CacheWriter.open(path, make_meta(), make_rows()).close()
+    with pytest.raises(CacheError, match="differs in: batch"):
+        CacheWriter.open(path, make_meta(config={"layer": -1, "batch": "y"}), make_rows())
+    writer = CacheWriter.open(path, make_meta(config={"layer": -1, "batch": "y"}), make_rows(), overwrite=True)
+    assert writer.resumed_rows == 0
+
+
+def test_finalize_refuses_missing_rows(tmp_path):
+    writer = CacheWriter.open(tmp_path / "toy.h5", make_meta(), make_rows())
+    writer.write([0], *features([0]))
+    with pytest.raises(CacheError, match="5 rows are still missing"):
+        writer.finalize()
+    assert not (tmp_path / "toy.h5").exists()
+
+
+def test_existing_complete_cache_is_not_overwritten_silently(tmp_path):
+    path = write_all(tmp_path / "toy.h5")
+    with pytest.raises(CacheError, match="already complete"):
+        CacheWriter.open(path, make_meta(), make_rows())
+    with pytest.raises(CacheError, match="differs in: layer"):
+        CacheWriter.open(path, make_meta(config={"layer": 3, "batch": "x"}), make_rows())
+    assert FeatureCache(path).meta.config["layer"] == -1
+
+
+def test_unreadable_partial_file_is_restarted(tmp_path):
+    path = tmp_path / "toy.h5"
+    partial_path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)  # a kill during the first write
+    writer = CacheWriter.open(path, make_meta(), make_rows())
+    assert writer.resumed_rows == 0
+
+
+def test_output_folder_that_cannot_be_created_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CacheError, match="cannot create the output folder"):
+        CacheWriter.open(blocker / "toy.h5", make_meta(), make_rows())
+
+
+def test_not_enough_disk_is_reported_before_any_work(tmp_path, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda _: usage(10, 10, 10))
+    with pytest.raises(CacheError, match="GB free"):
+        CacheWriter.open(tmp_path / "toy.h5", make_meta(), make_rows())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_file_and_non_hdf5_are_refused(tmp_path):
+    with pytest.raises(CacheError, match="no such cache file"):
+        FeatureCache(tmp_path / "nope.h5")
+    junk = tmp_path / "junk.h5"
+    junk.write_text("hello")
+    with pytest.raises(CacheError, match="not an HDF5 file"):
+        FeatureCache(junk)
+
+
+def test_truncated_cache_is_refused(tmp_path):
+    path = write_all(tmp_path / "toy.h5")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CacheError, match="damaged|truncated|not an HDF5"):
+        FeatureCache(path).load()
+
+
+def test_corrupted_embedding_bytes_fail_the_checksum(tmp_path):
+    path = write_all(tmp_path / "toy.h5")
+    with h5py.File(path, "r") as h5:
+        offset = h5["audio"].id.get_chunk_info(2).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset + 10: offset + 20] = bytes(10 * [0xAB])
+    path.write_bytes(bytes(raw))
+    cache = FeatureCache(path)  # the small columns are intact
+    with pytest.raises(CacheError, match="damaged"):
+        cache.load()
+    with pytest.raises(CacheError, match="damaged"):
+        cache.read_rows([2])
+
+
+def test_foreign_hdf5_other_schema_and_bad_shapes_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5["x"] = np.zeros(3)
+    with pytest.raises(CacheError, match="not an swrr feature cache"):
+        FeatureCache(foreign)
+
+    old = write_all(tmp_path / "old.h5")
+    with h5py.File(old, "r+") as h5:
+        h5.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(CacheError, match="schema version"):
+        FeatureCache(old)
+
+    bad = write_all(tmp_path / "bad.h5")
+    with h5py.File(bad, "r+") as h5:
+        h5.attrs["audio_dim"] = DIM_A + 1
+    with pytest.raises(CacheError, match="'audio' has shape"):
+        FeatureCache(bad)
+
+
+def test_incomplete_marker_is_refused(tmp_path):
+    path = write_all(tmp_path / "toy.h5")
+    copy = tmp_path / "copy.h5"
+    shutil.copy(path, copy)
+    with h5py.File(copy, "r+") as h5:
+        h5.attrs["complete"] = False
+    with pytest.raises(CacheError, match="incomplete"):
+        FeatureCache(copy)
+
+
+def test_reader_reopens_its_file_after_pickling(tmp_path):
+    import pickle
+
+    cache = FeatureCache(write_all(tmp_path / "toy.h5"))
+    clone = pickle.loads(pickle.dumps(cache))
+    np.testing.assert_array_equal(clone.read_rows([1])["audio"], cache.read_rows([1])["audio"])

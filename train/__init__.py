@@ -1,0 +1,1 @@
+"""Training stage: reads only the feature cache, never media or encoders."""
