@@ -1,10 +1,11 @@
 """The record every dataset reader yields, and the reader interface."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Optional, Tuple, Union
+from typing import ClassVar, Iterator, List, Optional, Tuple, Union
 
 
 class DatasetError(Exception):
@@ -32,6 +33,7 @@ class DatasetReader:
     A reader is built on a root folder (or file), checks it at once (DatasetError naming
     what is missing), and `utterances()` yields `Utterance` records. Items it leaves out are
     counted in `skipped` (reason -> count) so the extraction summary can report them.
+    Subclasses implement `_read()`; `utterances()` restarts the skip counts on every pass.
     """
 
     name: ClassVar[str]
@@ -43,7 +45,20 @@ class DatasetReader:
         self.root = Path(root)
         self.skipped: Counter = Counter()
 
+    @classmethod
+    def candidate_roots(cls) -> List[Path]:
+        """Where to look when no root is given, in order: $SWRR_DATA/<default_dirname>, data/<...>."""
+        roots = []
+        if os.environ.get("SWRR_DATA"):
+            roots.append(Path(os.environ["SWRR_DATA"]).expanduser() / cls.default_dirname)
+        roots.append(Path("data") / cls.default_dirname)
+        return roots
+
     def utterances(self) -> Iterator[Utterance]:
+        self.skipped.clear()  # a second pass must not count the same skips twice
+        yield from self._read()
+
+    def _read(self) -> Iterator[Utterance]:
         raise NotImplementedError
 
     def skip(self, reason: str, count: int = 1) -> None:

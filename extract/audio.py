@@ -1,0 +1,152 @@
+"""Audio probing and loading: any soundfile-readable file -> float32 mono at 16 kHz.
+
+soundfile decodes (wav, flac, ogg, ...), only the frames needed are read (segment start/end
+and the max_samples cap), channels are averaged, other sample rates are resampled with
+librosa (imported only then). soundfile and librosa are imported lazily: the rest of the
+package, and the trainer, never needs them.
+
+Every problem with one file is an `AudioError(path, reason)`; `reason` is one of the fixed
+phrases below so that `check_utterances` can count skips by reason before extraction starts.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+MAX_SAMPLES = 81680  # 255 WavLM frames: 254 * 320 + 400
+MIN_SAMPLES = 400  # one WavLM frame (25 ms at 16 kHz)
+
+MISSING = "missing audio file"
+EMPTY = "empty file (0 bytes)"
+NOT_AUDIO = "not an audio file"
+BAD_HEADER = "truncated or corrupt header"
+NO_SAMPLES = "no samples"
+OUTSIDE = "segment outside the audio"
+TOO_SHORT = "shorter than one WavLM frame"
+
+
+class AudioError(Exception):
+    """An audio file that cannot be used; `reason` is a short fixed phrase, the message names the file."""
+
+    def __init__(self, path, reason: str, detail: str = ""):
+        self.path, self.reason, self.detail = Path(path), reason, detail
+        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header says: frames per channel, sample rate, channels."""
+
+    path: Path
+    frames: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe_audio(path) -> AudioInfo:
+    """Read only the header of `path`; AudioError when it is missing, empty, not audio or holds no samples."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, MISSING)
+    if path.stat().st_size == 0:
+        raise AudioError(path, EMPTY)
+    try:
+        info = sf.info(str(path))
+    except RuntimeError as err:  # soundfile's LibsndfileError is a RuntimeError
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        reason = BAD_HEADER if magic in (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM") else NOT_AUDIO
+        raise AudioError(path, reason, str(err).strip()) from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(path, NO_SAMPLES)
+    return AudioInfo(path, int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def resampled_length(n: int, orig_sr: int, target_sr: int) -> int:
+    """Samples that `n` samples at orig_sr become at target_sr (librosa.resample's length)."""
+    return n if orig_sr == target_sr else int(math.ceil(n * target_sr / orig_sr))
+
+
+def segment_frames(info: AudioInfo, start: Optional[float], end: Optional[float]) -> Tuple[int, int]:
+    """[first, stop) frame range of a segment, clipped to the file; AudioError if it lies outside."""
+    first = 0 if start is None else int(round(start * info.sample_rate))
+    stop = info.frames if end is None else min(info.frames, int(round(end * info.sample_rate)))
+    if first >= stop:
+        raise AudioError(info.path, OUTSIDE, f"{start}-{end} s in a {info.duration:.2f} s file")
+    return first, stop
+
+
+def check_audio(info: AudioInfo, start=None, end=None, sample_rate: int = SAMPLE_RATE) -> int:
+    """Samples the segment will have at `sample_rate` (before any max_samples cap); AudioError if too short."""
+    first, stop = segment_frames(info, start, end)
+    n = resampled_length(stop - first, info.sample_rate, sample_rate)
+    if n < MIN_SAMPLES * sample_rate // SAMPLE_RATE:
+        raise AudioError(info.path, TOO_SHORT, f"{n} samples at {sample_rate} Hz, need {MIN_SAMPLES}")
+    return n
+
+
+def load_audio(utt, sample_rate: int = SAMPLE_RATE, max_samples: Optional[int] = MAX_SAMPLES) -> np.ndarray:
+    """Samples of one utterance, (n,) float32 mono at `sample_rate`, n <= max_samples (None = no cap).
+
+    `utt` is an Utterance (audio_path, start, end). AudioError on any unusable file.
+    """
+    import soundfile as sf
+
+    info = probe_audio(utt.audio_path)
+    check_audio(info, utt.start, utt.end, sample_rate)
+    first, stop = segment_frames(info, utt.start, utt.end)
+    if max_samples is not None:
+        # read only what the cap keeps, plus 10 ms so resampling sees real samples at the cut
+        needed = int(math.ceil(max_samples * info.sample_rate / sample_rate)) + info.sample_rate // 100
+        stop = min(stop, first + needed)
+    try:
+        samples, _ = sf.read(str(info.path), start=first, stop=stop, dtype="float32", always_2d=True)
+    except RuntimeError as err:
+        raise AudioError(info.path, BAD_HEADER, str(err).strip()) from None
+    if samples.shape[0] == 0:
+        raise AudioError(info.path, NO_SAMPLES)
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if info.sample_rate != sample_rate:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=info.sample_rate, target_sr=sample_rate)
+    if mono.shape[0] < MIN_SAMPLES * sample_rate // SAMPLE_RATE:  # a data chunk shorter than its header said
+        raise AudioError(info.path, TOO_SHORT, f"{mono.shape[0]} samples at {sample_rate} Hz after decoding")
+    return np.ascontiguousarray(mono[:max_samples], dtype=np.float32)
+
+
+def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> Tuple[List, Counter]:
+    """Probe every file's header; (usable utterances in order, Counter reason -> count of skipped).
+
+    Run it before the cache is opened, so bad files become counted skips in the summary instead
+    of a crash mid-run. Headers of files shared by several segments are read once.
+    """
+    good, skipped, infos = [], Counter(), {}
+    for utt in utts:
+        path = Path(utt.audio_path)
+        if path not in infos:
+            try:
+                infos[path] = probe_audio(path)
+            except AudioError as err:
+                infos[path] = err
+        try:
+            if isinstance(infos[path], AudioError):
+                raise infos[path]
+            check_audio(infos[path], utt.start, utt.end, sample_rate)
+        except AudioError as err:
+            skipped[err.reason] += 1
+        else:
+            good.append(utt)
+    return good, skipped

@@ -1,0 +1,24 @@
+"""The bundled demo dataset: 48 short espeak-ng clips, 4 classes x 12, read as a manifest.
+
+extract/demo_data/demo.csv lists them (path, text, label, speaker, session, split); the clips
+were synthesised once by scripts/make_demo.py, with class-dependent words and prosody, so a
+model can learn the classes from either modality. It lets the first README command run offline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from .manifest import ManifestReader
+
+BUNDLED_ROOT = Path(__file__).resolve().parents[1] / "demo_data"
+
+
+class DemoReader(ManifestReader):
+    name = "demo"
+    default_dirname = "demo"
+    manifest_filename = "demo.csv"
+
+    @classmethod
+    def candidate_roots(cls) -> List[Path]:
+        return super().candidate_roots() + [BUNDLED_ROOT]

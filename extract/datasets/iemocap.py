@@ -1,0 +1,111 @@
+"""IEMOCAP, read from the original release tree (IEMOCAP_full_release).
+
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt   [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[V, A, D]
+    Session{1..5}/dialog/transcriptions/<dialog>.txt  Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
+    Session{1..5}/sentences/wav/<dialog>/<utt>.wav
+
+Four classes, hap and exc merged into hap (the usual 5,531-utterance setup). Skipped and
+counted: other labels ("label fru", ...), an evaluated utterance without a wav ("missing
+audio file") or without a transcript line ("no transcript"; a dialog without a transcription
+file counts all its utterances). The release has no train/test split: split is "".
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+from .base import DatasetError, DatasetReader, Utterance
+
+LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+
+# "[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, ...]"; other lines are headers.
+_EVAL_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)")
+# "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me." ; "M: [BREATHING]" and the like do not match.
+_TRANSCRIPT_LINE = re.compile(r"^(Ses\S+)\s+\[[^\]]*\]:\s?(.*)$")
+_SESSION_DIR = re.compile(r"^Session\d+$")
+
+
+def speaker_of(utt_id: str) -> str:
+    """Ses01F_impro01_M012 -> Ses01M: the session plus the gender letter of the last `_` part."""
+    return utt_id[:5] + utt_id.rsplit("_", 1)[-1][0]
+
+
+def _visible_txt(folder: Path) -> List[Path]:
+    """*.txt files of a folder, leaving out macOS '._' and hidden files."""
+    return sorted(p for p in folder.glob("*.txt") if not p.name.startswith("."))
+
+
+def read_evaluation(path: Path) -> List[Tuple[str, str]]:
+    """(utt_id, label) pairs of one EmoEvaluation file, in file order."""
+    pairs = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _EVAL_LINE.match(line)
+        if match:
+            pairs.append((match.group(1), match.group(2)))
+    return pairs
+
+
+def read_transcriptions(path: Path) -> Dict[str, str]:
+    """utt_id -> transcript of one transcription file."""
+    texts = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _TRANSCRIPT_LINE.match(line.strip())
+        if match:
+            texts[match.group(1)] = match.group(2).strip()
+    return texts
+
+
+class IemocapReader(DatasetReader):
+    name = "iemocap"
+    task = "classification"
+    label_names = ("neu", "hap", "ang", "sad")
+    default_dirname = "IEMOCAP_full_release"
+
+    def __init__(self, root):
+        super().__init__(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"IEMOCAP root {self.root} is not a folder")
+        self.sessions = sorted(p for p in self.root.glob("Session*") if p.is_dir() and _SESSION_DIR.match(p.name))
+        if not self.sessions:
+            hint = ""
+            if _SESSION_DIR.match(self.root.name):
+                hint = f" (it looks like one session: pass its parent {self.root.parent})"
+            raise DatasetError(
+                f"IEMOCAP root {self.root} holds no Session1..Session5 folders{hint}; expected the "
+                "original release layout Session*/dialog/EmoEvaluation/*.txt, "
+                "Session*/dialog/transcriptions/*.txt, Session*/sentences/wav/<dialog>/<utt>.wav"
+            )
+        self.evaluation_files = [f for s in self.sessions for f in _visible_txt(s / "dialog" / "EmoEvaluation")]
+        if not self.evaluation_files:
+            raise DatasetError(
+                f"IEMOCAP root {self.root}: no label files found in "
+                f"{', '.join(str(s / 'dialog' / 'EmoEvaluation') for s in self.sessions)} (expected *.txt)"
+            )
+
+    def _read(self) -> Iterator[Utterance]:
+        for eval_file in self.evaluation_files:
+            session_dir = eval_file.parents[2]
+            dialog = eval_file.stem
+            transcript_file = session_dir / "dialog" / "transcriptions" / f"{dialog}.txt"
+            texts = read_transcriptions(transcript_file) if transcript_file.is_file() else {}
+            for utt_id, raw_label in sorted(read_evaluation(eval_file)):
+                label = LABEL_MAP.get(raw_label)
+                if label is None:
+                    self.skip(f"label {raw_label}")
+                    continue
+                wav = session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav"
+                if not wav.is_file():
+                    self.skip("missing audio file")
+                    continue
+                if utt_id not in texts:
+                    self.skip("no transcript")
+                    continue
+                yield Utterance(
+                    utt_id=utt_id,
+                    audio_path=wav,
+                    transcript=texts[utt_id],
+                    label=label,
+                    speaker=speaker_of(utt_id),
+                    session=utt_id[:5],
+                )
