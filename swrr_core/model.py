@@ -1,0 +1,393 @@
+"""The SWRR head (Zhao et al., INTERSPEECH 2023, section 2) over cached WavLM/BERT features.
+
+    audio (B, N, Da) --+                                     +--> attention (B, T, N)
+                       +- SharedLSTM -> X (B,N,D), Y (B,T,D) -+- SliWa -> Z (B, T, D)
+    text  (B, T, Dt) --+                                        |
+                          CNN levels (Conv2d+BN+LeakyReLU+MaxPool) over Z as a 1-channel image,
+                          HRS picks one map per level and HRFR adds it to the next level's output
+                                                                |
+                                                  FMC (or linear) -> logits (B, num_outputs)
+
+Every row of the paper's Table 3 is a switch of `SWRRConfig` (see `ABLATIONS`); the design choices
+the paper leaves open are written in docs/MODEL.md and marked "Decision:" here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+ATTENTIONS = ("sliding", "full")
+MODALITIES = ("both", "audio", "text")
+HRFR_MODES = ("both", "global", "local", "none")
+CLASSIFIERS = ("fmc", "linear")
+
+
+@dataclass
+class SWRRConfig:
+    audio_dim: int = 768  # from the cache
+    text_dim: int = 768
+    max_frames: int = 255  # N
+    max_tokens: int = 50  # T
+    num_outputs: int = 4  # classes; 1 = regression
+    lstm_hidden: int = 384  # per direction -> D = 2 * lstm_hidden
+    attn_dim: Optional[int] = None  # d of q, k, v; None = D
+    window: int = 10  # omega_X (omega_Y = h_Y = 1)
+    hop: int = 5  # h_X; 0 = every token sees the same first `window` frames
+    attention: str = "sliding"  # "sliding" | "full"
+    modalities: str = "both"  # "both" | "audio" | "text"
+    cnn_channels: Tuple[int, ...] = (16, 32, 64, 64)  # one CNN level per entry
+    cnn_kernel: int = 3
+    hrfr: str = "both"  # "both" | "global" | "local" | "none"
+    screen_ratio: float = 0.5  # H' = ceil(r H), W' = ceil(r W)
+    local_kernel: int = 3  # the 1D conv of the HRS local branch
+    heaviside_temperature: float = 1.0  # surrogate slope of the Heaviside steps in backward
+    classifier: str = "fmc"  # "fmc" | "linear"
+    dropout: float = 0.1  # on the LSTM outputs and before the classifier
+
+    def __post_init__(self):
+        self.cnn_channels = tuple(int(c) for c in self.cnn_channels)  # JSON gives lists
+        for name, allowed in (("attention", ATTENTIONS), ("modalities", MODALITIES),
+                              ("hrfr", HRFR_MODES), ("classifier", CLASSIFIERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SWRRConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        positive = ("audio_dim", "text_dim", "max_frames", "max_tokens", "num_outputs", "lstm_hidden",
+                    "window", "cnn_kernel", "local_kernel")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SWRRConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.hop < 0:
+            raise ValueError(f"SWRRConfig.hop must be >= 0, got {self.hop}")
+        if not self.cnn_channels or min(self.cnn_channels) < 1:
+            raise ValueError(f"SWRRConfig.cnn_channels needs at least one level of >= 1 channels, "
+                             f"got {self.cnn_channels}")
+        if not 0.0 < self.screen_ratio <= 1.0:
+            raise ValueError(f"SWRRConfig.screen_ratio must be in (0, 1], got {self.screen_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"SWRRConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def model_dim(self) -> int:
+        """D: width of the shared BiLSTM output."""
+        return 2 * self.lstm_hidden
+
+
+# The rows of the paper's Table 3, as overrides of the full model's config.
+ABLATIONS: Dict[str, Dict] = {
+    "audio-only": {"modalities": "audio"},
+    "text-only": {"modalities": "text"},
+    "sliwa-full": {"attention": "full"},
+    "window-50": {"window": 50},
+    "no-hrfr": {"hrfr": "none"},
+    "hrfr-global": {"hrfr": "global"},
+    "hrfr-local": {"hrfr": "local"},
+    "linear": {"classifier": "linear"},
+}
+
+
+def ablation_config(base: SWRRConfig, name: str) -> SWRRConfig:
+    """`base` with the overrides of one Table 3 row; "swrr" (the full model) gives `base` unchanged."""
+    if name == "swrr":
+        return replace(base)
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; valid names: {', '.join(['swrr', *ABLATIONS])}")
+    return replace(base, **ABLATIONS[name])
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def lengths_to_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,) lengths -> (B, size) bool, True on valid positions."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def heaviside(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Exact step (x > 0) forward; the gradient of sigmoid(x / temperature) backward.
+
+    Decision: the counts of HRS (eq. 10) are built from Heaviside steps, which have no gradient;
+    this straight-through surrogate lets the local branch's 1D conv learn without changing any value.
+    """
+    soft = torch.sigmoid(x / temperature)
+    return (x > 0).to(soft.dtype) + (soft - soft.detach())
+
+
+class SharedLSTM(nn.Module):
+    """One BiLSTM whose weights serve both modalities (paper 2.1, redundant filtering).
+
+    forward(audio (B, N, Da), audio_len (B,), text (B, T, Dt), text_len (B,))
+        -> X (B, N, D), Y (B, T, D), D = 2 * hidden; zeros at padded positions.
+    Decision: when Da != Dt, a linear layer maps the audio to Dt so one LSTM can read both.
+    """
+
+    def __init__(self, audio_dim: int, text_dim: int, hidden: int):
+        super().__init__()
+        self.audio_proj = nn.Linear(audio_dim, text_dim) if audio_dim != text_dim else nn.Identity()
+        self.lstm = nn.LSTM(text_dim, hidden, batch_first=True, bidirectional=True)
+
+    def run(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L, Dt), (B,) -> (B, L, D); packed so padding never enters the recurrence."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out
+
+    def encode_audio(self, audio, audio_len):
+        return self.run(self.audio_proj(audio), audio_len)
+
+    def forward(self, audio, audio_len, text, text_len):
+        return self.encode_audio(audio, audio_len), self.run(text, text_len)
+
+
+class SliWa(nn.Module):
+    """Sliding window attention (paper 2.2, eqs. 1-7): token i attends audio window i.
+
+    forward(x (B, N, D), x_mask (B, N) bool, y (B, T, D), y_mask (B, T) bool)
+        -> fused (B, T, D): LayerNorm(y + W_z z), zeros at padded tokens,
+           attention (B, T, N): the softmax coefficients at their frames, zeros elsewhere
+           (and on padded tokens).
+    Window i covers frames i*hop .. i*hop + window - 1 (omega_Y = h_Y = 1). All windows are
+    gathered at once (eq. 7). mode="full" is standard cross-attention of every token over all
+    frames. A window with no valid frame yields z_i = 0 (never NaN).
+    """
+
+    def __init__(self, dim: int, attn_dim: int, window: int = 10, hop: int = 5, mode: str = "sliding"):
+        super().__init__()
+        if mode not in ATTENTIONS:
+            raise ValueError(f"SliWa mode must be one of {ATTENTIONS}, got {mode!r}")
+        self.window, self.hop, self.mode = window, hop, mode
+        self.scale = 1.0 / math.sqrt(attn_dim)
+        self.w_q = nn.Linear(dim, attn_dim)
+        self.w_kv = nn.Linear(dim, 2 * attn_dim)
+        self.w_z = nn.Linear(attn_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def window_index(self, num_windows: int, device=None) -> torch.Tensor:
+        """(num_windows, window) frame index of every window: row i = i*hop + [0, window)."""
+        starts = torch.arange(num_windows, device=device) * self.hop
+        return starts[:, None] + torch.arange(self.window, device=device)[None, :]
+
+    def forward(self, x, x_mask, y, y_mask):
+        b, n, _ = x.shape
+        t = y.shape[1]
+        q = self.w_q(y) * self.scale  # (B, T, d)
+        k, v = self.w_kv(x).chunk(2, dim=-1)  # (B, N, d) each
+        if self.mode == "full":
+            scores = torch.einsum("btd,bnd->btn", q, k)
+            weights = masked_softmax(scores, x_mask[:, None, :]).to(v.dtype)  # (B, T, N)
+            z = torch.einsum("btn,bnd->btd", weights, v)
+            attention = weights
+        else:
+            index = self.window_index(t, x.device)  # (T, w)
+            needed = int(index.max()) + 1
+            if needed > n:  # Decision: e.g. window 50 -> pad with masked frames so eq. (1) holds
+                k, v = F.pad(k, (0, 0, 0, needed - n)), F.pad(v, (0, 0, 0, needed - n))
+                x_mask = F.pad(x_mask, (0, needed - n), value=False)
+            k_win, v_win = k[:, index], v[:, index]  # (B, T, w, d)
+            scores = torch.einsum("btd,btwd->btw", q, k_win)
+            weights = masked_softmax(scores, x_mask[:, index]).to(v.dtype)  # (B, T, w)
+            z = torch.einsum("btw,btwd->btd", weights, v_win)
+            attention = scatter_windows(weights, index, max(n, needed))[:, :, :n]
+        fused = self.norm(y + self.w_z(z))  # eq. (6)
+        return fused * y_mask[..., None].to(fused.dtype), attention * y_mask[..., None].to(attention.dtype)
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis at True positions; exact zeros where no position is valid."""
+    scores = scores.float().masked_fill(~mask, torch.finfo(torch.float32).min)
+    return torch.softmax(scores, dim=-1) * mask  # an all-masked row was uniform, now zero
+
+
+def scatter_windows(weights: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T, w) window coefficients -> (B, T, length), each at its frame, zeros elsewhere."""
+    out = weights.new_zeros(weights.shape[0], weights.shape[1], length)
+    return out.scatter_add(2, index.expand_as(weights), weights)
+
+
+class HRS(nn.Module):
+    """High-response feature map screening (paper 2.4, eqs. 8-12) and the map it hands to HRFR.
+
+    scores(z (B, C, H, W)) -> alpha (B, C) or None, beta (B, C) or None, q (B, C)
+        alpha = sigmoid(W2 LeakyReLU(W1 GAP(z)))                       (global branch, eqs. 8-9)
+        z~ = adaptive_avg_pool(conv1d_shared(z), (H', W'))            (local branch, screening)
+        frame score s_i = #{j : z~_ij > mean_j z~_i};  beta = #{i : s_i > mean_i s_i}   (eq. 10)
+        q = H' * alpha + beta                                            (eq. 11)
+    forward(z) -> reused (B, 1, H, W): z[b, argmax softmax(q)], index (B,) (eq. 12).
+    Decision: the reused map is multiplied by 1 + (p - p.detach()), p its softmax weight: the
+    value is exactly the chosen map, while the gradient reaches both branches through p.
+    """
+
+    def __init__(self, channels: int, mode: str = "both", screen_ratio: float = 0.5,
+                 local_kernel: int = 3, temperature: float = 1.0):
+        super().__init__()
+        if mode not in ("both", "global", "local"):
+            raise ValueError(f"HRS mode must be 'both', 'global' or 'local', got {mode!r}")
+        self.mode, self.screen_ratio, self.temperature = mode, screen_ratio, temperature
+        if mode in ("both", "global"):
+            hidden = max(1, channels // 2)
+            self.w1 = nn.Linear(channels, hidden)
+            self.w2 = nn.Linear(hidden, channels)
+        if mode in ("both", "local"):  # one filter shared by all maps and frames; no bias, since
+            # eq. (10) compares each point with its frame mean, a constant shift cancels
+            self.local = nn.Conv2d(1, 1, (1, local_kernel), padding=(0, local_kernel // 2), bias=False)
+
+    def screened_size(self, h: int, w: int) -> Tuple[int, int]:
+        return math.ceil(self.screen_ratio * h), math.ceil(self.screen_ratio * w)
+
+    def scores(self, z: torch.Tensor):
+        b, c, h, w = z.shape
+        h_kept, w_kept = self.screened_size(h, w)
+        alpha = beta = None
+        q = z.new_zeros(b, c, dtype=torch.float32)
+        if self.mode in ("both", "global"):
+            alpha = torch.sigmoid(self.w2(F.leaky_relu(self.w1(z.mean(dim=(2, 3)))))).float()
+            q = q + h_kept * alpha
+        if self.mode in ("both", "local"):
+            filtered = self.local(z.reshape(b * c, 1, h, w))
+            # Decision: screening to H' x W' = average pooling of the filtered map to that size
+            filtered = F.adaptive_avg_pool2d(filtered, (h_kept, w_kept)).reshape(b, c, h_kept, w_kept)
+            filtered = filtered.float()
+            blink = heaviside(filtered - filtered.mean(dim=3, keepdim=True), self.temperature)
+            frame_score = blink.sum(dim=3)  # (B, C, H')
+            keyframe = heaviside(frame_score - frame_score.mean(dim=2, keepdim=True), self.temperature)
+            beta = keyframe.sum(dim=2)
+            q = q + beta
+        return alpha, beta, q
+
+    def forward(self, z: torch.Tensor):
+        _, _, q = self.scores(z)
+        p = torch.softmax(q, dim=1)
+        index = p.argmax(dim=1)  # (B,)
+        rows = torch.arange(z.shape[0], device=z.device)
+        weight = p[rows, index]
+        chosen = z[rows, index] * (1 + (weight - weight.detach())).to(z.dtype)[:, None, None]
+        return chosen[:, None], index
+
+
+class ConvLevel(nn.Module):
+    """One CNN level: (B, C_in, H, W) -> (B, C_out, ceil(H/2), ceil(W/2))."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+
+    def forward(self, x):
+        return self.pool(F.leaky_relu(self.bn(self.conv(x))))
+
+
+class FMC(nn.Module):
+    """Feature map classifier (paper 2.3): one conv kernel per output -> global average pooling.
+
+    forward(z (B, C, H, W)) -> logits (B, num_outputs); num_outputs = 1 is the regression map.
+    """
+
+    def __init__(self, channels: int, num_outputs: int, kernel: int = 3):
+        super().__init__()
+        self.kernels = nn.Conv2d(channels, num_outputs, kernel, padding=kernel // 2)
+
+    def forward(self, z):
+        return self.kernels(z).mean(dim=(2, 3))
+
+
+class LinearClassifier(nn.Module):
+    """The 'Linear' ablation: flatten the last level and one fully connected layer.
+
+    forward(z (B, C, H, W)) -> logits (B, num_outputs); in_features = C * H * W is fixed.
+    """
+
+    def __init__(self, in_features: int, num_outputs: int):
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_outputs)
+
+    def forward(self, z):
+        return self.fc(z.flatten(1))
+
+
+class SWRR(nn.Module):
+    """The SWRR head. forward(audio (B,N,Da), audio_len (B,), text (B,T,Dt), text_len (B,),
+    return_attention=False) -> logits (B, num_outputs) [, attention (B, T, N) or None].
+
+    Inputs of any float dtype (the cache stores float16) are cast to the parameters' dtype; under
+    torch.autocast the layers then run in the autocast dtype. Lengths must be in [1, max].
+    """
+
+    def __init__(self, config: SWRRConfig):
+        super().__init__()
+        self.config = cfg = config
+        dim = cfg.model_dim
+        audio_dim = cfg.text_dim if cfg.modalities == "text" else cfg.audio_dim  # text-only: no projection
+        self.encoder = SharedLSTM(audio_dim, cfg.text_dim, cfg.lstm_hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.modalities == "both":
+            self.fusion = SliWa(dim, cfg.attn_dim or dim, cfg.window, cfg.hop, cfg.attention)
+        else:  # Decision: one modality has nothing to attend to; its LSTM output is normalised
+            self.fusion = nn.LayerNorm(dim)  # and fed to the CNN as the map (N x D or T x D)
+        channels = (1, *cfg.cnn_channels)
+        self.levels = nn.ModuleList(ConvLevel(a, b, cfg.cnn_kernel) for a, b in zip(channels, channels[1:]))
+        self.hrs = nn.ModuleList()
+        if cfg.hrfr != "none":  # one HRS after every level but the last; its map joins the next level
+            self.hrs.extend(HRS(c, cfg.hrfr, cfg.screen_ratio, cfg.local_kernel, cfg.heaviside_temperature)
+                            for c in cfg.cnn_channels[:-1])
+        if cfg.classifier == "fmc":
+            self.classifier = FMC(cfg.cnn_channels[-1], cfg.num_outputs, cfg.cnn_kernel)
+        else:
+            h, w = self.map_size()
+            self.classifier = LinearClassifier(cfg.cnn_channels[-1] * h * w, cfg.num_outputs)
+
+    def map_size(self) -> Tuple[int, int]:
+        """(H, W) of the last CNN level for this config."""
+        cfg = self.config
+        h = cfg.max_frames if cfg.modalities == "audio" else cfg.max_tokens
+        w = cfg.model_dim
+        for _ in cfg.cnn_channels:
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return h, w
+
+    def check_inputs(self, audio, audio_len, text, text_len):
+        cfg = self.config
+        for name, x, lengths, size, dim in (("audio", audio, audio_len, cfg.max_frames, cfg.audio_dim),
+                                           ("text", text, text_len, cfg.max_tokens, cfg.text_dim)):
+            if x.dim() != 3 or x.shape[1] != size or x.shape[2] != dim:
+                raise ValueError(f"{name} must be (batch, {size}, {dim}), got {tuple(x.shape)}")
+            if lengths.shape != (x.shape[0],):
+                raise ValueError(f"{name}_len must be ({x.shape[0]},), got {tuple(lengths.shape)}")
+            lengths = lengths.cpu()
+            if bool((lengths < 1).any()) or bool((lengths > size).any()):
+                raise ValueError(f"{name}_len must be in [1, {size}], got min {int(lengths.min())} "
+                                 f"max {int(lengths.max())}")
+
+    def fuse(self, audio, audio_len, text, text_len):
+        """-> map (B, H, D) for the CNN, attention (B, T, N) or None."""
+        modalities = self.config.modalities
+        if modalities == "both":
+            x, y = self.encoder(audio, audio_len, text, text_len)
+            x_mask, y_mask = lengths_to_mask(audio_len, x.shape[1]), lengths_to_mask(text_len, y.shape[1])
+            return self.fusion(self.dropout(x), x_mask, self.dropout(y), y_mask)
+        if modalities == "audio":
+            m, mask = self.encoder.encode_audio(audio, audio_len), lengths_to_mask(audio_len, audio.shape[1])
+        else:
+            m, mask = self.encoder.run(text, text_len), lengths_to_mask(text_len, text.shape[1])
+        return self.fusion(self.dropout(m)) * mask[..., None].to(m.dtype), None
+
+    def forward(self, audio, audio_len, text, text_len, return_attention: bool = False):
+        self.check_inputs(audio, audio_len, text, text_len)
+        dtype = self.encoder.lstm.weight_ih_l0.dtype
+        audio_len, text_len = audio_len.long(), text_len.long()
+        fused, attention = self.fuse(audio.to(dtype), audio_len, text.to(dtype), text_len)
+        z = fused[:, None]  # (B, 1, H, D): the fused map as a one-channel image
+        reused = None
+        for i, level in enumerate(self.levels):
+            z = level(z)
+            if reused is not None:  # HRFR: the previous level's chosen map, resized, added to all maps
+                z = z + F.adaptive_avg_pool2d(reused, z.shape[-2:]).to(z.dtype)
+            reused = self.hrs[i](z)[0] if i < len(self.hrs) else None
+        logits = self.classifier(self.dropout(z))
+        return (logits, attention) if return_attention else logits

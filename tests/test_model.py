@@ -1,0 +1,266 @@
+"""The SWRR head: windows, masking, HRS arithmetic, gradients, ablations, and that it learns."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from swrr_core.model import (ABLATIONS, FMC, HRS, SWRR, LinearClassifier, SliWa, SWRRConfig,
+                             ablation_config, count_parameters, heaviside, lengths_to_mask)
+
+# 12 tokens and D = 32 keep H' >= 2 and W' >= 3 at every HRS level: with H' = 1 beta is always 0
+# (see the test below), with W' = 2 the two points of a frame always split 1/1
+TINY = dict(audio_dim=16, text_dim=12, max_frames=65, max_tokens=12, lstm_hidden=16,
+            cnn_channels=(4, 8, 8), dropout=0.0)
+ALL_VARIANTS = ["swrr", *ABLATIONS]
+
+
+def tiny_config(name="swrr", **overrides):
+    return ablation_config(SWRRConfig(**{**TINY, **overrides}), name)
+
+
+def random_batch(cfg, audio_len, text_len, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = len(audio_len)
+    return (torch.randn(b, cfg.max_frames, cfg.audio_dim, generator=g), torch.tensor(audio_len),
+            torch.randn(b, cfg.max_tokens, cfg.text_dim, generator=g), torch.tensor(text_len))
+
+
+def test_window_arithmetic_paper_sizes():
+    sliwa = SliWa(dim=8, attn_dim=8, window=10, hop=5)
+    index = sliwa.window_index(50)
+    assert (255 - 10) // 5 + 1 == 50  # eq. (2)
+    assert index.shape == (50, 10)
+    for i in (0, 1, 17, 49):
+        assert index[i].tolist() == list(range(5 * i, 5 * i + 10))
+    assert int(index.max()) == 254  # the last window ends on the last frame
+
+
+def test_window_50_pads_with_masked_frames():
+    torch.manual_seed(0)
+    sliwa = SliWa(dim=8, attn_dim=8, window=50, hop=5)
+    x, y = torch.randn(2, 255, 8), torch.randn(2, 50, 8)
+    x_mask = lengths_to_mask(torch.tensor([255, 30]), 255)
+    fused, attention = sliwa(x, x_mask, y, torch.ones(2, 50, dtype=torch.bool))
+    assert attention.shape == (2, 50, 255) and torch.isfinite(fused).all()
+    # token 49's window is frames 245..294: the 40 frames past the end are masked padding
+    assert torch.allclose(attention[0, 49, 245:].sum(), torch.tensor(1.0))
+    assert attention[0, 49, :245].abs().sum() == 0
+    assert attention[1, :, 30:].abs().sum() == 0  # no weight on padded frames
+    assert attention[1, 6:].abs().sum() == 0  # windows from frame 30 on hold no valid frame
+
+
+@pytest.mark.parametrize("num_tokens,hop", [(1, 5), (7, 0)])
+def test_single_window_over_all_frames_equals_full_attention(num_tokens, hop):
+    torch.manual_seed(0)
+    n = 20
+    sliding = SliWa(dim=8, attn_dim=6, window=n, hop=hop, mode="sliding")
+    full = SliWa(dim=8, attn_dim=6, mode="full")
+    full.load_state_dict(sliding.state_dict())
+    x, y = torch.randn(3, n, 8), torch.randn(3, num_tokens, 8)
+    x_mask = lengths_to_mask(torch.tensor([20, 13, 1]), n)
+    y_mask = lengths_to_mask(torch.tensor([num_tokens, 1, num_tokens]), num_tokens)
+    fused_s, att_s = sliding(x, x_mask, y, y_mask)
+    fused_f, att_f = full(x, x_mask, y, y_mask)
+    assert torch.allclose(fused_s, fused_f, atol=1e-6)
+    assert torch.allclose(att_s, att_f, atol=1e-6)
+    assert att_f[0, 0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_padding_content_does_not_change_outputs(name):
+    torch.manual_seed(0)
+    cfg = tiny_config(name)
+    model = SWRR(cfg).eval()
+    audio, audio_len, text, text_len = random_batch(cfg, [65, 12, 3], [12, 4, 1])
+    noisy_audio, noisy_text = audio.clone(), text.clone()
+    for b in range(3):
+        noisy_audio[b, audio_len[b]:] = 100 * torch.randn_like(noisy_audio[b, audio_len[b]:])
+        noisy_text[b, text_len[b]:] = 100 * torch.randn_like(noisy_text[b, text_len[b]:])
+    assert not torch.equal(audio, noisy_audio) and not torch.equal(text, noisy_text)
+    logits, att = model(audio, audio_len, text, text_len, return_attention=True)
+    logits2, att2 = model(noisy_audio, audio_len, noisy_text, text_len, return_attention=True)
+    assert torch.allclose(logits, logits2, atol=1e-5)
+    if att is not None:
+        assert torch.allclose(att, att2, atol=1e-6)
+    # and the valid content does matter
+    (text if cfg.modalities == "text" else audio)[1, 0] += 5.0
+    assert not torch.allclose(model(audio, audio_len, text, text_len), logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_padding_windows_and_one_frame_one_token_are_finite(name):
+    torch.manual_seed(0)
+    cfg = tiny_config(name)
+    model = SWRR(cfg)
+    # row 0: 1 frame, 1 token; row 1: 3 frames and 12 tokens, so windows 1..11 are all padding
+    audio, audio_len, text, text_len = random_batch(cfg, [1, 3], [1, 12])
+    logits, att = model(audio, audio_len, text, text_len, return_attention=True)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    if att is not None:
+        assert torch.isfinite(att).all()
+        if cfg.attention == "sliding" and cfg.window == 10:
+            assert att[1, 1:].abs().sum() == 0  # empty windows give zeros
+            assert torch.allclose(att[1, 0].sum(), torch.tensor(1.0))
+        assert torch.allclose(att[0, 0, 0], torch.tensor(1.0))  # the only frame takes it all
+
+
+def hand_built_hrs(mode):
+    """HRS over 2 maps with known weights; the local filter is the identity."""
+    hrs = HRS(channels=2, mode=mode, screen_ratio=0.5, local_kernel=3)
+    with torch.no_grad():
+        if mode != "local":
+            hrs.w1.weight.copy_(torch.tensor([[1.0, -1.0]]))
+            hrs.w1.bias.zero_()
+            hrs.w2.weight.copy_(torch.tensor([[-0.25], [0.25]]))
+            hrs.w2.bias.zero_()
+        if mode != "global":
+            hrs.local.weight.copy_(torch.tensor([0.0, 1.0, 0.0]).view(1, 1, 1, 3))
+    # the screened (pooled) maps P; z repeats each value in a 2x2 block, so pooling gives back P
+    p = torch.tensor([[[1, 2, 3, 10], [5, 6, 7, 0], [1, 1, 1, 1], [0, 4, 4, 0]],
+                      [[0, 0, 0, 4], [0, 0, 0, 4], [0, 0, 0, 4], [1, 2, 3, 6]]], dtype=torch.float32)
+    z = p.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[None]  # (1, 2, 8, 8)
+    return hrs, z
+
+
+@pytest.mark.parametrize("mode,expected_index", [("both", 0), ("global", 1), ("local", 0)])
+def test_hrs_matches_hand_computation(mode, expected_index):
+    hrs, z = hand_built_hrs(mode)
+    alpha, beta, q = hrs.scores(z)
+    # global: GAP = (46/16, 24/16); W1 -> 1.375 (LeakyReLU keeps it); W2 -> (-0.34375, 0.34375)
+    sig = lambda v: 1 / (1 + math.exp(-v))
+    want_alpha = torch.tensor([[sig(-0.34375), sig(0.34375)]])
+    # local, map 0: frame scores (1, 3, 0, 2), mean 1.5 -> 2 keyframes;
+    #        map 1: frame scores (1, 1, 1, 1), none above the mean -> 0
+    want_beta = torch.tensor([[2.0, 0.0]])
+    h_kept = 4  # H' = 0.5 * 8
+    want_q = torch.zeros(1, 2)
+    if mode != "local":
+        assert torch.allclose(alpha, want_alpha)
+        want_q += h_kept * want_alpha
+    else:
+        assert alpha is None
+    if mode != "global":
+        assert torch.equal(beta, want_beta)
+        want_q += want_beta
+    else:
+        assert beta is None
+    assert torch.allclose(q, want_q)
+    reused, index = hrs(z)
+    assert index.tolist() == [expected_index]
+    assert torch.equal(reused[0, 0], z[0, expected_index])  # the value is exactly the chosen map
+
+
+def test_local_branch_is_silent_on_a_single_screened_frame():
+    # the documented exception: one frame never exceeds its own mean, so beta = 0 and the
+    # local filter gets no gradient from such a level
+    hrs = HRS(channels=3, mode="local")
+    z = torch.randn(2, 3, 2, 8)  # H = 2 -> H' = 1
+    _, beta, _ = hrs.scores(z)
+    assert torch.equal(beta, torch.zeros(2, 3))
+
+
+def test_heaviside_is_exact_forward_with_a_gradient():
+    x = torch.tensor([-2.0, 0.0, 0.5, 3.0], requires_grad=True)
+    y = heaviside(x, temperature=1.0)
+    assert y.tolist() == [0.0, 0.0, 1.0, 1.0]
+    y.sum().backward()
+    assert (x.grad > 0).all()
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    cfg = tiny_config(name)
+    model = SWRR(cfg).train()
+    audio, audio_len, text, text_len = random_batch(cfg, [65, 20, 9, 4], [12, 5, 3, 2])
+    loss = F.cross_entropy(model(audio, audio_len, text, text_len), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert missing == []
+    hrs_expected = 0 if cfg.hrfr == "none" else len(cfg.cnn_channels) - 1
+    assert len(model.hrs) == hrs_expected
+
+
+def test_fmc_has_fewer_parameters_than_linear_at_paper_sizes():
+    paper = SWRRConfig()
+    fmc = SWRR(paper).classifier
+    linear = SWRR(ablation_config(paper, "linear")).classifier
+    assert isinstance(fmc, FMC) and isinstance(linear, LinearClassifier)
+    n_fmc, n_linear = count_parameters(fmc), count_parameters(linear)
+    print(f"FMC head {n_fmc} parameters, linear head {n_linear}")
+    assert n_fmc < n_linear
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_ablations_run_at_paper_sizes(name):
+    torch.manual_seed(0)
+    cfg = ablation_config(SWRRConfig(), name)
+    model = SWRR(cfg)
+    audio, audio_len, text, text_len = random_batch(cfg, [255, 90], [50, 12])
+    logits, att = model(audio.half(), audio_len, text.half(), text_len, return_attention=True)  # cache dtype
+    assert logits.shape == (2, 4) and logits.dtype == torch.float32
+    assert (att is None) == (cfg.modalities != "both")
+    if att is not None:
+        assert att.shape == (2, 50, 255)
+    F.cross_entropy(logits, torch.tensor([0, 3])).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_regression_output_shape():
+    cfg = tiny_config(num_outputs=1)
+    logits = SWRR(cfg)(*random_batch(cfg, [65, 5], [12, 2]))
+    assert logits.shape == (2, 1)
+
+
+def test_bad_inputs_and_names_are_reported():
+    cfg = tiny_config()
+    model = SWRR(cfg)
+    audio, audio_len, text, text_len = random_batch(cfg, [65, 5], [12, 2])
+    with pytest.raises(ValueError, match="audio must be"):
+        model(audio[:, :30], audio_len, text, text_len)
+    with pytest.raises(ValueError, match="text_len must be in"):
+        model(audio, audio_len, text, torch.tensor([12, 0]))
+    with pytest.raises(ValueError, match="no-hrfr"):
+        ablation_config(cfg, "no-such-ablation")
+    with pytest.raises(ValueError, match="attention"):
+        SWRRConfig(attention="global")
+
+
+def test_audio_projection_when_dims_differ():
+    model = SWRR(tiny_config())
+    assert model.encoder.audio_proj.in_features == 16 and model.encoder.audio_proj.out_features == 12
+    assert isinstance(SWRR(tiny_config(audio_dim=12)).encoder.audio_proj, torch.nn.Identity)
+
+
+def test_learns_a_separable_synthetic_set():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    n, classes = 64, 4
+    labels = torch.arange(n) % classes
+    audio_len = torch.randint(10, 66, (n,))
+    text_len = torch.randint(2, 13, (n,))
+    audio_pattern, text_pattern = torch.randn(classes, cfg.audio_dim), torch.randn(classes, cfg.text_dim)
+    audio = torch.randn(n, cfg.max_frames, cfg.audio_dim) + audio_pattern[labels][:, None]
+    text = torch.randn(n, cfg.max_tokens, cfg.text_dim) + text_pattern[labels][:, None]
+    audio = audio * lengths_to_mask(audio_len, cfg.max_frames)[..., None]
+    text = text * lengths_to_mask(text_len, cfg.max_tokens)[..., None]
+    model = SWRR(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.99))
+    accuracy = 0.0
+    for step in range(300):
+        model.train()
+        loss = F.cross_entropy(model(audio, audio_len, text, text_len), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 24:
+            with torch.no_grad():
+                predicted = model.eval()(audio, audio_len, text, text_len).argmax(1)
+            accuracy = (predicted == labels).float().mean().item()
+            if accuracy >= 0.95:
+                break
+    assert accuracy >= 0.95, f"train accuracy {accuracy:.2f} after {step + 1} steps"
