@@ -1,0 +1,87 @@
+"""`swrr-extract`: parse options -> ExtractConfig -> run_extraction -> print the summary."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from extract.audio import AudioError
+from extract.batching import DEFAULT_BATCH_SECONDS
+from extract.datasets import READERS, DatasetError
+from extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
+from extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
+from swrr_core.cache import CacheError, partial_path
+
+USER_ERRORS = (DatasetError, AudioError, CacheError, EncoderError)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--dataset", required=True, type=click.Choice(list(READERS)),
+              help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release or "
+                   "label.csv layout), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
+                   "demo (48 bundled clips, works offline).")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="The dataset folder (manifest: the CSV or a folder holding manifest.csv). "
+                   "Default: $SWRR_DATA/<dataset folder>, then data/<dataset folder>.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="The cache file to write. Default: cache/<dataset>.h5.")
+@click.option("--audio-encoder", default=None,
+              help=f"Hugging Face hub id or local folder of a WavLM/wav2vec2-style model. "
+                   f"Default: {DEFAULT_AUDIO_ENCODER}.")
+@click.option("--text-encoder", default=None,
+              help=f"Hugging Face hub id or local folder of a BERT-style model. Default: {DEFAULT_TEXT_ENCODER}.")
+@click.option("--encoders", type=click.Choice(PRESETS), default="pretrained", show_default=True,
+              help="pretrained: load the two encoders above. tiny: small RANDOMLY initialised encoders "
+                   "built offline, for tests and demos; the cache records that they are random.")
+@click.option("--layer", type=int, default=-1, show_default=True,
+              help="Hidden layer of both encoders to store: -1 = the last, 0 = the transformer's input, "
+                   "N = the output of layer N.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where the encoders run; auto = cuda when torch sees a GPU, else cpu.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True,
+              help="Dtype of the stored features. float16 also runs the encoders under fp16 autocast on CUDA; "
+                   "float32 computes and stores full precision (twice the disk).")
+@click.option("--batch-seconds", type=click.FloatRange(min=0), default=DEFAULT_BATCH_SECONDS, show_default=True,
+              help="Audio per batch, in seconds of padded audio (rows x longest row). 160 fits an 11 GB "
+                   "GPU; 0 encodes one utterance at a time.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Processes decoding audio while the GPU encodes. Default: min(4, CPUs - 1), here "
+                   f"{default_workers()}; 0 = decode in the main process.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing cache, or an interrupted one made with another config. Without it a "
+                   "rerun of an interrupted command resumes where it stopped.")
+def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, device, dtype, batch_seconds,
+         workers, overwrite):
+    """Extract WavLM (audio) and BERT (text) features of a dataset into one HDF5 cache,
+    which `swrr-train --cache` then reads.
+
+    \b
+    Examples:
+      swrr-extract --dataset demo --encoders tiny        # offline, seconds
+      swrr-extract --dataset iemocap --root /data/IEMOCAP_full_release
+      swrr-extract --dataset manifest --root my.csv --out cache/mine.h5
+    """
+    if encoders == "tiny" and (audio_encoder or text_encoder):
+        raise click.UsageError("--encoders tiny builds its own random encoders; leave out "
+                               "--audio-encoder/--text-encoder, or use --encoders pretrained")
+    config = ExtractConfig(dataset=dataset, root=root, out=out,
+                           audio_encoder=audio_encoder or DEFAULT_AUDIO_ENCODER,
+                           text_encoder=text_encoder or DEFAULT_TEXT_ENCODER, encoders=encoders, layer=layer,
+                           device=device, dtype=dtype, batch_seconds=batch_seconds, overwrite=overwrite,
+                           num_workers=default_workers() if workers is None else workers)
+    try:
+        summary = run_extraction(config)
+    except USER_ERRORS as exc:
+        click.echo(f"swrr-extract: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        part = partial_path(config.out_path)
+        kept = f"finished batches are kept in {part}: " if part.exists() else ""
+        click.echo(f"\nswrr-extract: interrupted; {kept}run the same command again to resume", err=True)
+        sys.exit(130)
+    click.echo("\n".join(summary.lines()))
+
+
+if __name__ == "__main__":
+    main()

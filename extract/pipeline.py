@@ -1,0 +1,350 @@
+"""The extraction stage: dataset -> WavLM/BERT features -> cache/<dataset>.h5.
+
+    summary = run_extraction(ExtractConfig(dataset="demo", encoders="tiny"))
+
+Steps: the reader lists utterances; every audio header is checked first, so unusable files
+become counted skips and the row list is fixed before the cache is opened; the batch plan
+(extract/batching.py) is computed over all rows; batches not yet in the cache (resume) are
+decoded by DataLoader worker processes while the GPU encodes the previous ones, and a writer
+thread puts finished batches into the HDF5 file; the cache is renamed to its final path only
+when every row is in it.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from extract.audio import AudioError, check_audio, check_utterances, load_audio, probe_audio
+from extract.batching import DEFAULT_BATCH_SECONDS, BatchPlan, plan_batches
+from extract.datasets import DatasetError, Utterance, get_reader
+from extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
+                              TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
+from swrr_core import __version__
+from swrr_core.cache import CacheMeta, CacheWriter, RowInfo
+
+DTYPES = ("float16", "float32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def default_workers() -> int:
+    """Audio decoding processes: a few suffice to keep one GPU busy (decoding is ~1 ms per clip)."""
+    return min(4, max(1, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class ExtractConfig:
+    """Everything `swrr-extract` can be told. Defaults are the paper's setting."""
+
+    dataset: str
+    root: Optional[Path] = None  # None: $SWRR_DATA/<dataset dir>, then data/<dataset dir>
+    out: Optional[Path] = None  # None: cache/<dataset>.h5
+    audio_encoder: str = DEFAULT_AUDIO_ENCODER
+    text_encoder: str = DEFAULT_TEXT_ENCODER
+    encoders: str = "pretrained"  # "tiny": small random encoders built in code (offline)
+    layer: int = -1  # hidden layer of both encoders; -1 = last
+    device: str = "auto"  # auto = cuda when available
+    dtype: str = "float16"  # cache dtype; float16 also means fp16 autocast on CUDA
+    batch_seconds: float = DEFAULT_BATCH_SECONDS  # padded audio per batch
+    max_frames: int = 255  # audio is cut to the samples giving this many WavLM frames (5.1 s)
+    max_tokens: int = 50  # [CLS] and [SEP] included
+    sample_rate: int = 16000
+    overwrite: bool = False
+    num_workers: int = field(default_factory=default_workers)  # 0 = decode in the main process
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out is not None else Path("cache") / f"{self.dataset}.h5"
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise EncoderError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class Summary:
+    """What an extraction did; `lines()` is what the CLI prints at the end."""
+
+    out: Path
+    dataset: str
+    task: str
+    rows: int
+    resumed_rows: int
+    per_class: Dict[str, int]
+    per_split: Dict[str, int]
+    skipped: Dict[str, int]
+    seconds: float
+    file_bytes: int
+    random_encoders: bool
+    encoders: str
+    padding_waste: float
+
+    def lines(self) -> List[str]:
+        rate = (self.rows - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
+        resumed = f", {self.resumed_rows} kept from an interrupted run" if self.resumed_rows else ""
+        out = [f"wrote {self.out} ({self.file_bytes / 1e6:.1f} MB): {self.rows} utterances of {self.dataset} "
+               f"in {self.seconds:.1f} s ({rate:.1f} utt/s overall{resumed})",
+               "  " + ("classes: " + _counts(self.per_class) if self.per_class else f"task: {self.task}"),
+               "  splits: " + (_counts(self.per_split) if self.per_split else "none given"),
+               f"  skipped: {sum(self.skipped.values())}" + (f" ({_counts(self.skipped)})" if self.skipped else ""),
+               f"  encoders: {self.encoders}",
+               f"  audio padding: {100 * self.padding_waste:.1f}% of the encoded samples"]
+        if self.random_encoders:
+            out.append("  WARNING: random encoders (--encoders tiny): use this cache for tests and demos only")
+        return out
+
+
+def _counts(counts: Dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+# ---------------------------------------------------------------------------------- rows
+@dataclass
+class Rows:
+    """The fixed row list: utterances that passed the audio check, their cache records and lengths."""
+
+    utterances: List[Utterance]
+    info: List[RowInfo]
+    samples: np.ndarray  # samples each row will have at the sample rate, before the max_frames cap
+    skipped: Counter
+
+
+def collect_rows(reader, sample_rate: int) -> Rows:
+    """Read the dataset, check every audio header, and build the cache's row records."""
+    utterances, skipped = check_utterances(reader.utterances(), sample_rate)
+    skipped = reader.skipped + skipped
+    probe = lru_cache(maxsize=None)(probe_audio)  # segments of one file share a header
+    samples = np.array([check_audio(probe(u.audio_path), u.start, u.end, sample_rate) for u in utterances],
+                       dtype=np.int64)
+    class_index = {name: i for i, name in enumerate(reader.label_names)}
+    info = []
+    for utt in utterances:
+        if reader.task == "classification":
+            if utt.label not in class_index:
+                raise DatasetError(f"{utt.utt_id}: label {utt.label!r} is not one of {list(reader.label_names)}")
+            label = class_index[utt.label]
+        else:
+            label = float(utt.label)
+        info.append(RowInfo(utt_id=utt.utt_id, label=label, speaker=utt.speaker, session=utt.session,
+                            split=utt.split, transcript=utt.transcript, source=_source(utt)))
+    return Rows(utterances, info, samples, skipped)
+
+
+def _source(utt: Utterance) -> str:
+    if utt.start is None and utt.end is None:
+        return str(utt.audio_path)
+    return f"{utt.audio_path}:{utt.start if utt.start is not None else ''}-{utt.end if utt.end is not None else ''}"
+
+
+def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEncoder, fp16: bool) -> CacheMeta:
+    """The cache attributes; `config` holds the settings that change the numbers (compared on resume)."""
+    numbers = {
+        "dataset": config.dataset,
+        "encoders": config.encoders,
+        "audio_encoder": audio.name,
+        "text_encoder": text.name,
+        "audio_encoder_revision": audio.revision,
+        "text_encoder_revision": text.revision,
+        "layer": config.layer,
+        "dtype": config.dtype,
+        "precision": "fp16-autocast" if fp16 else "fp32",
+        "max_frames": config.max_frames,
+        "max_tokens": config.max_tokens,
+        "sample_rate": config.sample_rate,
+    }
+    return CacheMeta(dataset=config.dataset, task=reader.task, label_names=list(reader.label_names),
+                     audio_encoder=audio.name, text_encoder=text.name, audio_dim=audio.dim, text_dim=text.dim,
+                     max_frames=config.max_frames, max_tokens=config.max_tokens, dtype=config.dtype,
+                     layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
+                     text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
+                     tool_version=__version__, config=numbers)
+
+
+# ---------------------------------------------------------------------------------- loading
+class LoadedBatch(NamedTuple):
+    rows: List[int]
+    input_values: torch.Tensor  # (B, S) zero-padded waveforms
+    sample_lengths: torch.Tensor  # (B,)
+    tokens: Dict[str, torch.Tensor]  # (B, T) each
+
+
+class LoadFailure(NamedTuple):
+    """An AudioError met while decoding, returned so that it reaches the main process as it was."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+class BatchInputs(torch.utils.data.Dataset):
+    """Planned batch i -> its decoded, prepared and padded inputs (runs in DataLoader workers).
+
+    Holds only the feature extractor and the tokenizer, never the models.
+    """
+
+    def __init__(self, batches: Sequence[np.ndarray], utterances: Sequence[Utterance], feature_extractor,
+                 tokenizer, sample_rate: int, max_samples: int, max_tokens: int):
+        self.batches = [list(map(int, b)) for b in batches]
+        self.utterances = utterances
+        self.feature_extractor, self.tokenizer = feature_extractor, tokenizer
+        self.sample_rate, self.max_samples, self.max_tokens = sample_rate, max_samples, max_tokens
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        rows = self.batches[i]
+        utts = [self.utterances[r] for r in rows]
+        try:
+            waves = [prepare_waveform(self.feature_extractor, load_audio(u, self.sample_rate, self.max_samples))
+                     for u in utts]
+        except AudioError as err:  # returned, not raised: a worker's exception would carry its traceback
+            return LoadFailure(str(err.path), err.reason, err.detail)
+        input_values, lengths = AudioEncoder.collate(waves)
+        return LoadedBatch(rows, input_values, lengths, tokenize(self.tokenizer, [u.transcript for u in utts],
+                                                                 self.max_tokens))
+
+
+def _as_is(item):
+    return item
+
+
+# ---------------------------------------------------------------------------------- writing
+class BackgroundWriter:
+    """Writes finished batches into the cache from a thread, so the GPU does not wait on HDF5."""
+
+    def __init__(self, writer: CacheWriter, depth: int = 4):
+        self.writer = writer
+        self.queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="swrr-cache-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:  # after an error keep draining, so put() never blocks forever
+                try:
+                    self.writer.write(*item)
+                except BaseException as exc:
+                    self.error = exc
+
+    def put(self, rows, audio, audio_len, text, text_len) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((rows, audio, audio_len, text, text_len))
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, and raise its error if it had one."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+# ---------------------------------------------------------------------------------- running
+def encode_batch(batch: LoadedBatch, audio: AudioEncoder, text: TextEncoder, dtype: str):
+    """-> (audio (B, F, D), frames (B,), text (B, T, D), tokens (B,)) as numpy in the cache dtype."""
+    torch_dtype = getattr(torch, dtype)
+    audio_features, frames = audio(batch.input_values, batch.sample_lengths)
+    text_features, n_tokens = text(batch.tokens)
+    return (audio_features.to(torch_dtype).cpu().numpy(), frames,
+            text_features.to(torch_dtype).cpu().numpy(), n_tokens)
+
+
+def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
+    """Extract (or finish extracting) the cache described by `config`; see the module docstring.
+
+    `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
+    Raises DatasetError, AudioError, EncoderError or CacheError for problems the user can fix.
+    On any interruption the rows already written stay in `<out>.partial` for the next run.
+    """
+    started = time.perf_counter()
+    device = config.torch_device
+    reader = get_reader(config.dataset, config.root)
+    rows = collect_rows(reader, config.sample_rate)
+    if not rows.utterances:
+        raise DatasetError(f"{reader.root}: no usable utterances (skipped: {_counts(rows.skipped) or 'none'})")
+    audio, text = encoders or load_encoders(config.encoders, config.audio_encoder, config.text_encoder,
+                                            config.layer, config.max_tokens)
+    if audio.sample_rate != config.sample_rate:
+        raise EncoderError(f"{audio.name} expects {audio.sample_rate} Hz audio, not {config.sample_rate} Hz")
+    fp16 = config.dtype == "float16" and device.type == "cuda"
+    audio.to(device, fp16)
+    text.to(device, fp16)
+    max_samples = audio.samples_for(config.max_frames)
+    plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, config.batch_seconds)
+
+    meta = cache_meta(config, reader, audio, text, fp16)
+    writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
+    try:
+        resumed = int(writer.done_mask().sum())
+        _encode_pending(plan, writer, rows, audio, text, config, max_samples, resumed)
+        path = writer.finalize()
+    finally:
+        writer.close()
+    return Summary(
+        out=path, dataset=config.dataset, task=reader.task, rows=len(rows.info), resumed_rows=resumed,
+        per_class=_class_counts(rows.info, reader.label_names), per_split=_split_counts(rows.info),
+        skipped=dict(sorted(rows.skipped.items())), seconds=time.perf_counter() - started,
+        file_bytes=path.stat().st_size, random_encoders=meta.random_encoders, encoders=describe([audio, text]),
+        padding_waste=plan.padding_waste)
+
+
+def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: AudioEncoder, text: TextEncoder,
+                    config: ExtractConfig, max_samples: int, resumed: int) -> None:
+    from tqdm import tqdm
+
+    pending = plan.pending(writer.done_mask())
+    inputs = BatchInputs(pending, rows.utterances, audio.feature_extractor, text.tokenizer,
+                         config.sample_rate, max_samples, config.max_tokens)
+    workers = min(config.num_workers, len(pending))
+    loader = torch.utils.data.DataLoader(inputs, batch_size=None, shuffle=False, collate_fn=_as_is,
+                                         num_workers=workers, pin_memory=audio.device.type == "cuda",
+                                         prefetch_factor=4 if workers else None)
+    background = BackgroundWriter(writer)
+    bar = tqdm(total=len(rows.info), initial=resumed, unit="utt", desc=f"extract {config.dataset}",
+               disable=not config.progress, dynamic_ncols=True)
+    try:
+        for batch in loader:
+            if isinstance(batch, LoadFailure):
+                raise AudioError(batch.path, batch.reason, "; ".join(filter(None, [
+                    batch.detail, "its header looked fine; fix or remove the file, then rerun with --overwrite"])))
+            background.put(batch.rows, *encode_batch(batch, audio, text, config.dtype))
+            bar.update(len(batch.rows))
+    finally:
+        bar.close()
+        background.close()
+
+
+def _class_counts(info: Sequence[RowInfo], label_names: Sequence[str]) -> Dict[str, int]:
+    counts = Counter(int(r.label) for r in info) if label_names else Counter()
+    return {name: counts[i] for i, name in enumerate(label_names)}
+
+
+def _split_counts(info: Sequence[RowInfo]) -> Dict[str, int]:
+    counts = Counter(r.split for r in info if r.split)
+    order = {"train": 0, "valid": 1, "test": 2}
+    return dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])))
