@@ -1,0 +1,265 @@
+"""How fast the trainer feeds and trains the SWRR head, and what a full IEMOCAP run costs.
+
+Measures, on a synthetic cache of IEMOCAP shape (5,531 rows x 255 x 768 + 50 x 768, float16):
+
+- training-step time with batches fed from the same data three ways:
+    device-tensors  batches sliced from tensors made directly on the device (the ceiling),
+    in-memory       the trainer's default: the cache loaded once, kept resident, indexed per batch,
+    stream          --stream: rows read from HDF5 per batch by DataLoader workers;
+  and the ratios to device-tensors (targets: >= 0.95 in-memory, >= 0.8 stream);
+- evaluation time of a test fold, peak memory (GPU and host);
+- aggregate steps/s with N fold processes at once (--parallel), as `--parallel-folds N` runs them;
+- the estimated wall time of a full IEMOCAP 10-fold x 50-epoch run from those rates.
+
+    python benchmarks/train.py --device cuda            # full size (a GPU)
+    python benchmarks/train.py --quick                  # < 1 minute on a CPU: a smoke test, small head
+
+Prints readable lines, then one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[0] = str(REPO)  # this file is named train.py: make `import train` find the package
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.data import ResidentSource, StreamSource  # noqa: E402
+from train.loop import FoldJob, evaluate, make_scaler, train_epoch  # noqa: E402
+from train.protocols import Fold  # noqa: E402
+from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
+
+IEMOCAP_ROWS, IEMOCAP_FOLDS, IEMOCAP_EPOCHS = 5531, 10, 50
+CLASSES = ["neu", "ang", "sad", "hap"]
+
+
+def make_cache(path: Path, rows: int, dim: int, frames: int = 255, tokens: int = 50, seed: int = 0) -> Path:
+    """Random float16 features with IEMOCAP-like lengths, written in chunks of 256 rows."""
+    rng = np.random.default_rng(seed)
+    meta = CacheMeta(dataset="synthetic-iemocap", task="classification", label_names=CLASSES,
+                     audio_encoder="synthetic", text_encoder="synthetic", audio_dim=dim, text_dim=dim,
+                     max_frames=frames, max_tokens=tokens, random_encoders=True, config={"rows": rows, "dim": dim})
+    infos = [RowInfo(f"u{i:05d}", i % 4, speaker=f"Ses0{i % 5 + 1}{'FM'[i % 2]}") for i in range(rows)]
+    writer = CacheWriter.open(path, meta, infos, overwrite=True)
+    for start in range(0, rows, 256):
+        idx = np.arange(start, min(rows, start + 256))
+        # most IEMOCAP utterances fill the 5.1 s cap; the rest are shorter
+        a_len = np.where(rng.random(len(idx)) < 0.55, frames, rng.integers(40, frames, len(idx)))
+        writer.write(idx, rng.standard_normal((len(idx), frames, dim), dtype=np.float32).astype(np.float16), a_len,
+                     rng.standard_normal((len(idx), tokens, dim), dtype=np.float32).astype(np.float16),
+                     rng.integers(5, tokens + 1, len(idx)))
+    return writer.finalize()
+
+
+class DeviceTensors:
+    """The ceiling: the same rows as tensors made on the device, batches as contiguous slices."""
+
+    def __init__(self, cache: FeatureCache, device: torch.device):
+        data = cache.load()
+        self.tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in data.items()}
+        self.tensors["audio_len"] = self.tensors["audio_len"].long()
+        self.tensors["text_len"] = self.tensors["text_len"].long()
+
+    def batches(self, batch_rows):
+        start = 0
+        for rows in batch_rows:  # same batch sizes, no gather
+            yield {k: v[start:start + len(rows)] for k, v in self.tensors.items()}
+            start += len(rows)
+
+    def close(self):
+        self.tensors = {}
+
+
+def make_job(rows: int, args, model_config: SWRRConfig) -> FoldJob:
+    config = TrainConfig(cache="", epochs=1, lr=5e-4, batch_size=args.batch_size, progress=False,
+                         amp=not args.no_amp)
+    fold = Fold(1, "bench", np.arange(rows), np.zeros(0, np.int64), np.arange(args.test_rows))
+    return FoldJob(fold, 1, config, model_config, "classification", CLASSES, "", {})
+
+
+def measure_steps(source, device, args, model_config, steps: int) -> float:
+    """Seconds per training step (after a warm-up epoch), through loop.train_epoch."""
+    torch.manual_seed(0)
+    model = SWRR(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, betas=(0.9, 0.99))
+    scaler = make_scaler(device.type == "cuda" and not args.no_amp)
+    generator = torch.Generator().manual_seed(0)
+    train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
+                generator, device, 0)
+    job = make_job(steps * args.batch_size, args, model_config)
+    _sync(device)
+    tick = time.perf_counter()
+    train_epoch(job, model, optimizer, scaler, source, generator, device, 0)
+    _sync(device)
+    return (time.perf_counter() - tick) / steps
+
+
+def measure_eval(source, device, args, model_config) -> float:
+    model = SWRR(model_config).to(device)
+    job = make_job(args.batch_size, args, model_config)
+    labels = np.zeros(args.test_rows, dtype=np.int64)
+    evaluate(job, model, source, job.fold.test[: args.batch_size], labels[: args.batch_size], device)  # warm-up
+    _sync(device)
+    tick = time.perf_counter()
+    evaluate(job, model, source, job.fold.test, labels, device)
+    _sync(device)
+    return time.perf_counter() - tick
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_gpu_gb(device):
+    return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+
+
+def _parallel_worker(rank, cache_path, device_name, args, model_config, steps, barrier, queue):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.parallel_now) if device_name == "cpu" else 1)
+    device = torch.device(device_name)
+    source = ResidentSource(FeatureCache(cache_path), device)
+    args.warmup = max(args.warmup, 2)
+    torch.manual_seed(rank)
+    model = SWRR(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    scaler = make_scaler(device.type == "cuda" and not args.no_amp)
+    generator = torch.Generator().manual_seed(rank)
+    train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
+                generator, device, 0)
+    _sync(device)
+    barrier.wait()
+    tick = time.perf_counter()
+    train_epoch(make_job(steps * args.batch_size, args, model_config), model, optimizer, scaler, source,
+                generator, device, 0)
+    _sync(device)
+    queue.put((tick, time.perf_counter(), _peak_gpu_gb(device)))
+
+
+def measure_parallel(n: int, cache_path, device, args, model_config, steps: int):
+    """Aggregate training steps/s of n processes, each training its own model (as --parallel-folds)."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    args.parallel_now = n
+    procs = [ctx.Process(target=_parallel_worker, args=(r, str(cache_path), str(device), args, model_config,
+                                                        steps, barrier, queue)) for r in range(n)]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    start, end = min(r[0] for r in results), max(r[1] for r in results)
+    peaks = [r[2] for r in results if r[2] is not None]
+    return n * steps / (end - start), (max(peaks) if peaks else None)
+
+
+def estimate_full_run(step_s: float, eval_s_per_fold: float, batch_size: int, steps_per_s_total: float = None) -> float:
+    """Seconds for IEMOCAP 10 folds x 50 epochs: train steps of ~9/10 of the rows + one test-fold eval per epoch."""
+    steps_per_epoch = math.ceil(IEMOCAP_ROWS * (IEMOCAP_FOLDS - 1) / IEMOCAP_FOLDS / batch_size)
+    train_steps = IEMOCAP_FOLDS * IEMOCAP_EPOCHS * steps_per_epoch
+    total_steps_per_s = steps_per_s_total or 1.0 / step_s
+    # evaluation runs in the same processes and speeds up with them like training does
+    speedup = total_steps_per_s * step_s
+    return train_steps / total_steps_per_s + IEMOCAP_FOLDS * IEMOCAP_EPOCHS * eval_s_per_fold / speedup
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CPU smoke test: 384 rows, small head, few steps")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--rows", type=int, help=f"cache rows (default {IEMOCAP_ROWS}, quick 384)")
+    parser.add_argument("--dim", type=int, help="feature size (default 768, quick 64)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, help="timed steps per mode (default 60, quick 4)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 10, quick 1)")
+    parser.add_argument("--workers", type=int, help="DataLoader workers for the stream mode (default 4, quick 2)")
+    parser.add_argument("--parallel", default="", help="process counts to measure, e.g. 1,2,4,5 (default: none; "
+                                                       "full GPU run: 1,2,4,5,10)")
+    parser.add_argument("--lstm-hidden", type=int, help="head size (default paper 384, quick 32)")
+    parser.add_argument("--no-amp", action="store_true")
+    parser.add_argument("--cache", type=Path, help="reuse this synthetic cache (made if missing)")
+    args = parser.parse_args()
+    quick = args.quick
+    args.rows = args.rows or (384 if quick else IEMOCAP_ROWS)
+    args.dim = args.dim or (64 if quick else 768)
+    args.steps = args.steps or (4 if quick else 60)
+    args.workers = args.workers if args.workers is not None else (2 if quick else 4)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 10)
+    args.lstm_hidden = args.lstm_hidden or (32 if quick else 384)
+    args.test_rows = min(args.rows, round(IEMOCAP_ROWS / IEMOCAP_FOLDS))
+    if not quick and not args.parallel and torch.cuda.is_available():
+        args.parallel = "1,2,4,5,10"
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    model_config = SWRRConfig(audio_dim=args.dim, text_dim=args.dim, lstm_hidden=args.lstm_hidden,
+                              **({"cnn_channels": (8, 16, 16)} if quick else {}))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_path = args.cache or Path(tmp) / "synthetic.h5"
+        tick = time.perf_counter()
+        if not Path(cache_path).exists():
+            make_cache(Path(cache_path), args.rows, args.dim)
+        make_s = time.perf_counter() - tick
+        cache = FeatureCache(cache_path)
+        gb = Path(cache_path).stat().st_size / 1e9
+        print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+              f"torch {torch.__version__}, {os.cpu_count()} CPUs; cache {args.rows} rows, {gb:.2f} GB "
+              f"(made in {make_s:.1f} s); head lstm_hidden {args.lstm_hidden}, batch {args.batch_size}, "
+              f"AMP {device.type == 'cuda' and not args.no_amp}" + ("  [--quick: small head, not representative]" if quick else ""))
+        results = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                   "torch": torch.__version__, "rows": args.rows, "cache_gb": gb, "batch_size": args.batch_size,
+                   "lstm_hidden": args.lstm_hidden, "quick": quick, "modes": {}}
+        for mode in ("device-tensors", "in-memory", "stream"):
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            tick = time.perf_counter()
+            source = {"device-tensors": lambda: DeviceTensors(cache, device),
+                      "in-memory": lambda: ResidentSource(cache, device),
+                      "stream": lambda: StreamSource(cache, device, args.workers)}[mode]()
+            load_s = time.perf_counter() - tick
+            step_s = measure_steps(source, device, args, model_config, args.steps)
+            eval_s = measure_eval(source, device, args, model_config) if mode == "in-memory" else None
+            source.close()
+            results["modes"][mode] = {"step_s": step_s, "steps_per_s": 1 / step_s, "load_s": load_s,
+                                      "peak_gpu_gb": _peak_gpu_gb(device), "eval_s_per_test_fold": eval_s}
+        base = results["modes"]["device-tensors"]["step_s"]
+        for mode, r in results["modes"].items():
+            r["ratio_to_device_tensors"] = base / r["step_s"]
+            print(f"  {mode:<15} {1000 * r['step_s']:8.1f} ms/step  {r['steps_per_s']:7.2f} steps/s  "
+                  f"ratio {r['ratio_to_device_tensors']:.3f}  load {r['load_s']:.1f} s"
+                  + (f"  peak GPU {r['peak_gpu_gb']:.2f} GB" if r["peak_gpu_gb"] is not None else "") + (f"  eval of a test fold ({args.test_rows} rows) "
+                                                           f"{r['eval_s_per_test_fold']:.2f} s"
+                                                           if r["eval_s_per_test_fold"] else ""))
+        mem = results["modes"]["in-memory"]
+        results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        results["estimate_sequential_s"] = estimate_full_run(mem["step_s"], mem["eval_s_per_test_fold"], args.batch_size)
+        print(f"  peak host RSS {results['peak_rss_gb']:.2f} GB")
+        print(f"  estimated IEMOCAP 10 folds x 50 epochs, sequential: {results['estimate_sequential_s'] / 60:.1f} min")
+        results["parallel"] = {}
+        for n in [int(x) for x in args.parallel.split(",") if x.strip()]:
+            total, peak = measure_parallel(n, cache_path, device, args, model_config, args.steps)
+            est = estimate_full_run(mem["step_s"], mem["eval_s_per_test_fold"], args.batch_size, total)
+            results["parallel"][n] = {"steps_per_s_total": total, "peak_gpu_gb_per_process": peak, "estimate_s": est}
+            print(f"  --parallel-folds {n:<2}: {total:7.2f} steps/s in total"
+                  + (f", peak GPU {peak:.2f} GB per process" if peak is not None else "")
+                  + f", estimated 10x50 run {est / 60:.1f} min")
+        cache.close()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Evaluation metrics as the emotion-recognition literature reports them.
+
+Classification (IEMOCAP): WA = overall accuracy, UA = mean per-class recall, confusion matrix.
+Regression (CMU-MOSEI sentiment in [-3, 3]), following the common MOSEI evaluation code
+(MulT / MMSA `eval_mosei_senti`):
+
+- ACC7: predictions and labels clipped to [-3, 3] and rounded (np.round, half to even) to
+  seven classes.
+- ACC2 / F1 "has-zero": negative (< 0) vs non-negative (>= 0), all samples.
+- ACC2 / F1 "non-zero": samples with label 0 left out, negative vs positive (> 0). This is the
+  variant the SWRR paper describes ("negative (<0), positive (>0)").
+- F1 is the support-weighted F1 of the two classes; MAE; Pearson r.
+
+All functions take numpy arrays (or anything np.asarray accepts) and return plain Python
+types, so results can go straight into JSON.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts; rows are true classes, columns predictions."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    flat = y_true * num_classes + y_pred
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def weighted_accuracy(y_true, y_pred) -> float:
+    """WA: the fraction of samples classified correctly."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float(np.mean(y_true == y_pred)) if y_true.size else float("nan")
+
+
+def unweighted_accuracy(y_true, y_pred, num_classes: int) -> float:
+    """UA: mean recall over the classes present in y_true (absent classes are skipped)."""
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    support = cm.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float(np.mean(np.diag(cm)[present] / support[present]))
+
+
+def weighted_f1(y_true, y_pred) -> float:
+    """Support-weighted mean of per-class F1 over the classes present in y_true or y_pred."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if not y_true.size:
+        return float("nan")
+    total = 0.0
+    for c in np.union1d(y_true, y_pred):
+        tp = np.sum((y_true == c) & (y_pred == c))
+        predicted, actual = np.sum(y_pred == c), np.sum(y_true == c)
+        f1 = 2 * tp / (predicted + actual) if predicted + actual else 0.0
+        total += f1 * actual
+    return float(total / y_true.size)
+
+
+def classification_metrics(y_true, y_pred, num_classes: int) -> Dict:
+    """WA, UA, weighted F1 (fractions in [0, 1]) and the confusion matrix as nested lists."""
+    return {
+        "wa": weighted_accuracy(y_true, y_pred),
+        "ua": unweighted_accuracy(y_true, y_pred, num_classes),
+        "f1": weighted_f1(y_true, y_pred),
+        "confusion": confusion_matrix(y_true, y_pred, num_classes).tolist(),
+    }
+
+
+def acc7(y_true, y_pred) -> float:
+    """Seven-class accuracy: both sides clipped to [-3, 3] and rounded."""
+    t = np.round(np.clip(np.asarray(y_true, dtype=np.float64), -3.0, 3.0))
+    p = np.round(np.clip(np.asarray(y_pred, dtype=np.float64), -3.0, 3.0))
+    return weighted_accuracy(t, p)
+
+
+def pearson_r(y_true, y_pred) -> float:
+    """Pearson correlation; nan when either side is constant."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    if t.size < 2 or t.std() == 0 or p.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(t, p)[0, 1])
+
+
+def regression_metrics(y_true, y_pred) -> Dict:
+    """MOSEI metrics (fractions in [0, 1] for the accuracies and F1)."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    nonzero = t != 0
+    return {
+        "acc7": acc7(t, p),
+        "acc2_has0": weighted_accuracy(t >= 0, p >= 0),
+        "f1_has0": weighted_f1(t >= 0, p >= 0),
+        "acc2_non0": weighted_accuracy(t[nonzero] > 0, p[nonzero] > 0),
+        "f1_non0": weighted_f1(t[nonzero] > 0, p[nonzero] > 0),
+        "mae": float(np.mean(np.abs(t - p))) if t.size else float("nan"),
+        "corr": pearson_r(t, p),
+    }
+
+
+def compute_metrics(task: str, y_true, outputs, num_classes: int = 0) -> Dict:
+    """Metrics of a task from raw model outputs.
+
+    outputs: (N, num_classes) logits for "classification" (argmax is the prediction),
+    (N,) or (N, 1) scores for "regression".
+    """
+    outputs = np.asarray(outputs)
+    if task == "classification":
+        return classification_metrics(y_true, outputs.argmax(axis=-1), num_classes)
+    return regression_metrics(y_true, outputs.reshape(-1))
+
+
+# The headline metric of each task, and whether larger is better (model selection on valid).
+SELECTION_METRIC = {"classification": ("ua", True), "regression": ("mae", False)}
+
+
+def is_better(task: str, candidate: Dict, best: Dict) -> bool:
+    """True when `candidate` beats `best` on the task's selection metric (ties keep `best`)."""
+    name, larger = SELECTION_METRIC[task]
+    if best is None:
+        return True
+    a, b = candidate[name], best[name]
+    if np.isnan(a):
+        return False
+    if np.isnan(b):
+        return True
+    return a > b if larger else a < b
+
+
+def headline(task: str) -> Sequence[str]:
+    """The scalar metrics reported per fold and in summaries, in display order."""
+    if task == "classification":
+        return ("wa", "ua", "f1")
+    return ("acc7", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "mae", "corr")

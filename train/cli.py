@@ -1,0 +1,154 @@
+"""`swrr-train`: parse options -> TrainConfig -> train.runner.run (or resume). Nothing else here."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Dict, List, Optional
+
+import click
+
+from swrr_core.cache import CacheError
+from train.config import ABLATION_CHOICES, PROTOCOLS, RUNTIME_FIELDS, SELECT_RULES, TrainConfig, TrainError
+from train.loop import RunInterrupted
+
+EPILOG = """\b
+Defaults come from the cache's dataset (see docs/TRAINING.md):
+  iemocap  loso-speaker (10 folds), lr 5e-4, 50 epochs, last-epoch results
+  mosei    split (train/valid/test), lr 1e-3, 20 epochs, best-valid-epoch results
+  demo     split, small head, 40 epochs (about a minute on 2 CPU cores)
+  other    split when the cache has train/test rows, else loso-speaker
+Every run writes runs/<name>/: config.json, fold*/ (log, metrics, checkpoints),
+summary.csv, results.json and PNGs. Continue a killed run with --resume runs/<name>.
+"""
+
+
+class OneLineErrors(click.Command):
+    """User mistakes end with one line `error: ...` on stderr and exit code 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def parse_folds(text: Optional[str]) -> Optional[List[int]]:
+    if not text:
+        return None
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise click.BadParameter(f"expected fold numbers like 1,3 — got {text!r}", param_hint="--folds")
+
+
+def parse_model_set(items) -> Dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--model-set")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+@click.command(cls=OneLineErrors, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
+                                                                    "max_content_width": 100})
+@click.option("--cache", type=click.Path(dir_okay=False), help="Feature cache made by swrr-extract, e.g. cache/iemocap.h5.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this folder (e.g. runs/iemocap-loso-speaker) with its saved config; "
+                   "only execution options (--device, --workers, --stream, --parallel-folds, --threads) may change.")
+@click.option("--protocol", type=click.Choice(PROTOCOLS),
+              help="loso-speaker: one fold per speaker; loso-session: one fold per session; "
+                   "split: the cache's train/valid/test rows. Default: by dataset (see below).")
+@click.option("--folds", help="Run only these folds (1-based), e.g. 1,3. Default: all.")
+@click.option("--early-stop-speaker", is_flag=True,
+              help="LOSO only: hold out one training speaker per fold (the test speaker's session mate) as "
+                   "validation and report the epoch with the best validation UA. Default: off (last epoch).")
+@click.option("--select", type=click.Choice(SELECT_RULES), default="auto", show_default=True,
+              help="Which epoch's model is reported: 'valid' = best validation epoch (UA, or MAE for "
+                   "regression), 'last' = final epoch, 'auto' = 'valid' when the fold has validation rows.")
+@click.option("--ablation", type=click.Choice(ABLATION_CHOICES),
+              help="Train a Table 3 variant instead of the full model (swrr); 'all' runs the full model and "
+                   "every variant and writes ablations.csv beside the paper's numbers.")
+@click.option("--epochs", type=int, help="Training epochs. Default: 50 (classification) / 20 (regression), paper.")
+@click.option("--lr", type=float, help="Adam learning rate. Default: 5e-4 (classification) / 1e-3 (regression), paper.")
+@click.option("--batch-size", type=int, help="Utterances per forward pass. Default: 32 (not in the paper).")
+@click.option("--grad-accum", type=int, default=1, show_default=True,
+              help="Optimizer step every N batches (effective batch = batch size x N); for small GPUs use "
+                   "e.g. --batch-size 16 --grad-accum 2.")
+@click.option("--beta1", type=float, default=0.9, show_default=True, help="Adam beta1 (paper).")
+@click.option("--beta2", type=float, default=0.99, show_default=True, help="Adam beta2 (paper).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Adam weight decay.")
+@click.option("--lr-decay-at", type=float, default=0.5, show_default=True,
+              help="Fraction of the epochs after which the learning rate is multiplied by --lr-decay-factor.")
+@click.option("--lr-decay-factor", type=float, default=0.1, show_default=True, help="Learning-rate decay factor (paper: /10).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed; with the same seed CPU reruns are bit-identical.")
+@click.option("--lstm-hidden", type=int, help="Shared LSTM units per direction (paper 384). Non-paper size knob.")
+@click.option("--model-set", multiple=True, metavar="KEY=VALUE",
+              help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "
+                   "(non-paper; repeatable).")
+@click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run folders.")
+@click.option("--name", help="Run folder name. Default: <dataset>-<protocol>[-<ablation>], numbered if taken.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (float16) on CUDA.")
+@click.option("--stream", is_flag=True,
+              help="Read rows from the HDF5 file per batch instead of loading the cache into (device) memory; "
+                   "for caches larger than memory. Same results.")
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes with --stream.")
+@click.option("--parallel-folds", type=int, default=1, show_default=True,
+              help="Train N folds at once in N processes on the same device (faster on big GPUs; "
+                   "per-fold results do not change).")
+@click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch.")
+@click.option("--stop-after-epochs", type=int, hidden=True)  # tests: stop as if killed
+@click.pass_context
+def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **options):
+    """Train the SWRR head on a feature cache and report the paper's metrics.
+
+    \b
+    Example:
+      swrr-train --cache cache/iemocap.h5
+      swrr-train --cache cache/iemocap.h5 --ablation all --parallel-folds 5
+      swrr-train --resume runs/iemocap-loso-speaker
+    """
+    from train.runner import resume, run
+
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    model = parse_model_set(model_set)
+    if lstm_hidden is not None:
+        model["lstm_hidden"] = lstm_hidden
+    try:
+        if resume_dir:
+            allowed = set(RUNTIME_FIELDS) | {"cache", "resume_dir"}
+            fixed = sorted(given - allowed)
+            if fixed:
+                raise TrainError(f"--resume uses the run's saved config; these options cannot be given with it: "
+                                 f"{', '.join('--' + f.replace('_', '-') for f in fixed)}")
+            resume(resume_dir, **{k: options[k] for k in given - {"resume_dir"}})
+        else:
+            if not options["cache"]:
+                raise TrainError("give --cache PATH (a cache made by swrr-extract) or --resume RUN_FOLDER")
+            run(TrainConfig(folds=parse_folds(folds), model=model, **options))
+    except (CacheError, TrainError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except RunInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        click.echo("interrupted; continue with --resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

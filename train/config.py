@@ -1,0 +1,158 @@
+"""What a training run is: the `TrainConfig` dataclass, the per-dataset presets that fill it,
+and the error type for user mistakes.
+
+A config is *resolved* against its cache before anything runs: every `None` is replaced by a
+preset value, so the `config.json` of a run folder holds the numbers that were actually used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Dict, List, Optional
+
+from swrr_core.cache import CacheMeta
+from swrr_core.model import ABLATIONS, SWRRConfig, ablation_config
+
+PROTOCOLS = ("loso-speaker", "loso-session", "split")
+SELECT_RULES = ("auto", "last", "valid")
+FULL_MODEL = "swrr"  # the name of the un-ablated model in tables and folder names
+ABLATION_CHOICES = (FULL_MODEL, *ABLATIONS, "all")
+
+
+class TrainError(Exception):
+    """A training request that cannot be carried out as asked; the message says what to do."""
+
+
+# The paper's schedule (section 3.2) by task: IEMOCAP classification, CMU-MOSEI regression.
+# The batch size is not in the paper; 32 is the common choice and fits 11 GB with a wide margin.
+TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "classification": {"lr": 5e-4, "epochs": 50, "batch_size": 32},
+    "regression": {"lr": 1e-3, "epochs": 20, "batch_size": 32},
+}
+
+# Per-dataset presets, applied over TASK_DEFAULTS (keys are CacheMeta.dataset).
+# protocol None = chosen from what the cache holds (see protocols.default_protocol).
+DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
+    "iemocap": {"protocol": "loso-speaker"},
+    "mosei": {"protocol": "split"},
+    # The bundled demo: 48 clips from tiny random encoders (64-d). A smaller head, small batches
+    # and a higher lr so it trains in about a minute on 2 CPU cores (not a paper setting).
+    "demo": {"protocol": "split", "epochs": 40, "batch_size": 4, "lr": 2e-3, "model": {"lstm_hidden": 64}},
+}
+
+# Fields that change how a run executes but not what it computes; they may differ on --resume.
+RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_folds", "threads",
+                  "progress", "stop_after_epochs")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. None = take the preset of the cache's dataset."""
+
+    cache: str
+    # what to run
+    protocol: Optional[str] = None  # loso-speaker | loso-session | split
+    folds: Optional[List[int]] = None  # 1-based fold numbers; None = all
+    early_stop_speaker: bool = False  # hold out one training speaker per LOSO fold as validation
+    select: str = "auto"  # auto: best valid epoch when a fold has validation data, else the last epoch
+    ablation: Optional[str] = None  # a Table 3 row, "swrr" (= None) or "all"
+    # schedule (paper defaults by task)
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.0
+    lr_decay_at: float = 0.5  # fraction of the epochs after which the lr is divided
+    lr_decay_factor: float = 0.1
+    grad_accum: int = 1  # optimizer step every grad_accum batches (effective batch = batch_size * this)
+    seed: int = 0
+    model: Dict[str, Any] = field(default_factory=dict)  # SWRRConfig overrides (non-paper sizes)
+    # execution
+    runs_dir: str = "runs"
+    name: Optional[str] = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    amp: bool = True  # mixed precision, on CUDA only
+    stream: bool = False  # read rows from HDF5 per batch instead of loading the cache
+    workers: int = 2  # DataLoader workers with --stream
+    parallel_folds: int = 1  # folds trained at once, one process each
+    threads: Optional[int] = None  # CPU threads per process; None = torch's default
+    progress: bool = True  # tqdm bar per epoch
+    stop_after_epochs: Optional[int] = None  # debug/tests: stop as if killed after this many epochs
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrainError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**data)
+
+    def result_fields(self) -> Dict[str, Any]:
+        """The fields that decide the numbers a run produces (compared on resume)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+def resolve(config: TrainConfig, meta: CacheMeta, default_protocol: str) -> TrainConfig:
+    """Fill every None from the presets and check the values; raises TrainError."""
+    preset = {**TASK_DEFAULTS[meta.task], **DATASET_PRESETS.get(meta.dataset, {})}
+    if preset.get("protocol") is None:
+        preset["protocol"] = default_protocol
+    filled = {name: preset[name] for name in ("protocol", "epochs", "lr", "batch_size")
+              if getattr(config, name) is None}
+    model = {**preset.get("model", {}), **config.model}
+    ablation = None if config.ablation == FULL_MODEL else config.ablation
+    config = replace(config, model=model, ablation=ablation, **filled)
+    check(config)
+    return config
+
+
+def check(config: TrainConfig) -> None:
+    """Value checks that need no cache; raises TrainError naming the option."""
+    problems = []
+    if config.protocol is not None and config.protocol not in PROTOCOLS:
+        problems.append(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
+    if config.ablation is not None and config.ablation not in ABLATION_CHOICES:
+        problems.append(f"unknown --ablation {config.ablation!r}; choose one of {', '.join(ABLATION_CHOICES)}")
+    if config.select not in SELECT_RULES:
+        problems.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+    for name in ("epochs", "batch_size", "grad_accum", "parallel_folds", "threads"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if config.lr is not None and not config.lr > 0:
+        problems.append(f"--lr must be > 0, got {config.lr}")
+    if config.workers < 0:
+        problems.append(f"--workers must be >= 0, got {config.workers}")
+    if not 0.0 <= config.lr_decay_at <= 1.0:
+        problems.append(f"--lr-decay-at must be in [0, 1], got {config.lr_decay_at}")
+    if config.folds is not None and (not config.folds or min(config.folds) < 1):
+        problems.append(f"--folds takes 1-based fold numbers, got {config.folds}")
+    if problems:
+        raise TrainError("; ".join(problems))
+
+
+def model_config(config: TrainConfig, meta: CacheMeta) -> SWRRConfig:
+    """The SWRR config for a resolved run: sizes from the cache, overrides, then the ablation."""
+    base = SWRRConfig(audio_dim=meta.audio_dim, text_dim=meta.text_dim, max_frames=meta.max_frames,
+                      max_tokens=meta.max_tokens,
+                      num_outputs=len(meta.label_names) if meta.task == "classification" else 1)
+    known = {f.name for f in fields(SWRRConfig)} - {"audio_dim", "text_dim", "max_frames", "max_tokens",
+                                                    "num_outputs"}
+    unknown = sorted(set(config.model) - known)
+    if unknown:
+        raise TrainError(f"unknown model option(s) {unknown}; valid: {', '.join(sorted(known))}")
+    try:
+        cfg = replace(base, **config.model)
+        return ablation_config(cfg, config.ablation) if config.ablation else cfg
+    except (ValueError, TypeError) as exc:
+        raise TrainError(f"invalid model options {config.model}: {exc}") from exc
+
+
+def fingerprint(data: Dict[str, Any]) -> str:
+    """A short stable hash of plain data (JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

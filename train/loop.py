@@ -1,0 +1,310 @@
+"""Training and evaluation of one fold, resumable after a kill at any point.
+
+After every epoch `last.pt` holds the model, optimizer, grad scaler, RNG and shuffle-generator
+states, the epoch log and the model-selection state, so `train_fold` called again on the same
+folder continues exactly where the last finished epoch left off: on CPU with a fixed seed the
+resumed fold ends with bit-identical weights and metrics.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from swrr_core.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
+from swrr_core.model import SWRR, SWRRConfig
+from train import checkpoint
+from train.config import TrainConfig, TrainError
+from train.data import epoch_batches
+from train.protocols import Fold
+
+SYNC_EVERY = 25  # steps between host syncs for the progress bar and the NaN check
+
+
+class RunInterrupted(Exception):
+    """Raised by --stop-after-epochs: the run stops as if it had been killed."""
+
+
+class EpochBudget:
+    """Counts finished epochs across folds; raises RunInterrupted when `limit` is reached."""
+
+    def __init__(self, limit: Optional[int]):
+        self.limit, self.spent = limit, 0
+
+    def spend(self) -> None:
+        self.spent += 1
+        if self.limit is not None and self.spent >= self.limit:
+            raise RunInterrupted(f"stopped after {self.spent} epochs (--stop-after-epochs)")
+
+
+@dataclass
+class FoldJob:
+    """Everything `train_fold` needs besides the data source (picklable, for worker processes)."""
+
+    fold: Fold
+    num_folds: int
+    config: TrainConfig
+    model_config: SWRRConfig
+    task: str
+    label_names: List[str]
+    fold_dir: str
+    identity: Dict[str, Any]
+
+
+def fold_seed(seed: int, fold_number: int) -> int:
+    """A fold's seed depends only on the run seed and the fold, never on which folds run."""
+    return seed * 1009 + fold_number
+
+
+def use_amp(config: TrainConfig, device: torch.device) -> bool:
+    return config.amp and device.type == "cuda"
+
+
+def make_scaler(enabled: bool):
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def loss_fn(task: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over class logits (B, C), or L1 on scores (B, 1) (MOSEI)."""
+    if task == "classification":
+        return F.cross_entropy(outputs.float(), labels)
+    return F.l1_loss(outputs.float().squeeze(-1), labels.float())
+
+
+@torch.no_grad()
+def predict(model: SWRR, source, rows: np.ndarray, batch_size: int, device: torch.device, amp: bool,
+            attention: bool = False):
+    """Model outputs on `rows` in their order: (outputs (n, C) float32, mean attention (T, N) or None)."""
+    model.eval()
+    outputs, attn_sum = [], None
+    for batch in source.batches(epoch_batches(rows, batch_size)):
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            out, attn = model(batch["audio"], batch["audio_len"], batch["text"], batch["text_len"],
+                              return_attention=True)
+        outputs.append(out.float())
+        if attention and attn is not None:
+            summed = attn.float().sum(dim=0)
+            attn_sum = summed if attn_sum is None else attn_sum + summed
+    out = torch.cat(outputs).cpu().numpy() if outputs else np.zeros((0, model.config.num_outputs), np.float32)
+    mean_attn = None if attn_sum is None else (attn_sum / max(len(rows), 1)).cpu().numpy()
+    return out, mean_attn
+
+
+def evaluate(job: FoldJob, model, source, rows, labels: np.ndarray, device, attention=False):
+    """-> (metrics dict with 'loss', outputs, mean attention)."""
+    amp = use_amp(job.config, device)
+    outputs, attn = predict(model, source, rows, 4 * job.config.batch_size, device, amp, attention)
+    metrics = compute_metrics(job.task, labels, outputs, len(job.label_names))
+    target = torch.as_tensor(labels)
+    metrics["loss"] = float(loss_fn(job.task, torch.from_numpy(outputs), target)) if len(rows) else float("nan")
+    return metrics, outputs, attn
+
+
+def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, device, epoch: int) -> Dict[str, float]:
+    """One pass over the fold's training rows; raises TrainError on a non-finite loss."""
+    cfg = job.config
+    amp = use_amp(cfg, device)
+    model.train()
+    batches = epoch_batches(job.fold.train, cfg.batch_size, generator)
+    bar = tqdm(total=len(batches), leave=False, disable=not cfg.progress, dynamic_ncols=True,
+               desc=f"fold {job.fold.number}/{job.num_folds} ({job.fold.name}) epoch {epoch + 1}/{cfg.epochs}")
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(source.batches(batches), start=1):
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            outputs = model(batch["audio"], batch["audio_len"], batch["text"], batch["text_len"])
+        loss = loss_fn(job.task, outputs, batch["label"])
+        scaler.scale(loss / cfg.grad_accum).backward()
+        if step % cfg.grad_accum == 0 or step == len(batches):
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        n = batch["label"].shape[0]
+        seen += n
+        loss_sum += loss.detach() * n
+        if job.task == "classification":
+            correct += (outputs.detach().argmax(-1) == batch["label"]).sum()
+        bar.update()
+        if step % SYNC_EVERY == 0 or step == len(batches):
+            mean_loss = loss_sum.item() / seen
+            _check_finite(mean_loss, job, epoch, amp)
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+    bar.close()
+    record = {"train_loss": loss_sum.item() / max(seen, 1)}
+    if job.task == "classification":
+        record["train_acc"] = correct.item() / max(seen, 1)
+    return record
+
+
+def _check_finite(loss: float, job: FoldJob, epoch: int, amp: bool) -> None:
+    if not math.isfinite(loss):
+        hint = "; try without --amp" if amp else ""
+        raise TrainError(f"the training loss became {loss} in fold {job.fold.number} epoch {epoch + 1}: "
+                         f"training diverged, stopping. Try a lower --lr (now {job.config.lr}){hint}")
+
+
+def _rng_state(generator: torch.Generator) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_log(fold_dir: Path, history: List[Dict[str, Any]]) -> None:
+    """The per-epoch log as JSON lines and CSV (rewritten whole from the checkpointed history,
+    so it always matches the checkpoint, also after a kill)."""
+    import pandas as pd
+
+    with open(fold_dir / "log.jsonl", "w") as f:
+        for record in history:
+            f.write(json.dumps(record) + "\n")
+    pd.DataFrame(history).to_csv(fold_dir / "log.csv", index=False)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _epoch_record(epoch, lr, train, valid, test, task) -> Dict[str, Any]:
+    record = {"epoch": epoch + 1, "lr": lr, **train}
+    for prefix, metrics in (("valid", valid), ("test", test)):
+        if metrics is not None:
+            record[f"{prefix}_loss"] = metrics["loss"]
+            record.update({f"{prefix}_{k}": metrics[k] for k in headline(task)})
+    return record
+
+
+def selects_on_valid(job: FoldJob) -> bool:
+    rule = job.config.select
+    if rule == "valid" and not len(job.fold.valid):
+        raise TrainError(f"--select valid, but fold {job.fold.number} has no validation rows "
+                         "(add --early-stop-speaker for the LOSO protocols)")
+    return rule == "valid" or (rule == "auto" and len(job.fold.valid) > 0)
+
+
+def train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget) -> Dict[str, Any]:
+    """Train (or continue) one fold in `job.fold_dir`; returns its result (also in metrics.json)."""
+    try:
+        return _train_fold(job, source, device, budget)
+    except torch.cuda.OutOfMemoryError:
+        raise TrainError(f"out of GPU memory in fold {job.fold.number} at batch size {job.config.batch_size}: "
+                         f"use e.g. --batch-size {max(1, job.config.batch_size // 2)} --grad-accum "
+                         f"{2 * job.config.grad_accum}, fewer --parallel-folds, or --stream") from None
+
+
+def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget) -> Dict[str, Any]:
+    cfg, fold, fold_dir = job.config, job.fold, Path(job.fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    labels = source.labels
+    started = time.time()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    torch.manual_seed(fold_seed(cfg.seed, fold.number))
+    model = SWRR(job.model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                 weight_decay=cfg.weight_decay)
+    scaler = make_scaler(use_amp(cfg, device))
+    generator = torch.Generator().manual_seed(fold_seed(cfg.seed, fold.number))
+    on_valid = selects_on_valid(job)
+    history: List[Dict[str, Any]] = []
+    best: Dict[str, Any] = {"epoch": 0, "valid": None}
+    start_epoch = 0
+    last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
+    if last_path.exists():
+        state = checkpoint.load(last_path, job.identity)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], generator)
+        history, best, start_epoch = state["history"], state["best"], state["epoch"]
+
+    decay_epoch = round(cfg.epochs * cfg.lr_decay_at)
+    train_seconds, train_steps = 0.0, 0
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = cfg.lr * (cfg.lr_decay_factor if epoch >= decay_epoch else 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tick = time.time()
+        train = train_epoch(job, model, optimizer, scaler, source, generator, device, epoch)
+        train_seconds += time.time() - tick
+        train_steps += math.ceil(len(fold.train) / cfg.batch_size)
+        valid = evaluate(job, model, source, fold.valid, labels[fold.valid], device)[0] if len(fold.valid) else None
+        test = evaluate(job, model, source, fold.test, labels[fold.test], device)[0]
+        history.append(_epoch_record(epoch, lr, train, valid, test, job.task))
+        if on_valid and is_better(job.task, valid, best["valid"]):
+            best = {"epoch": epoch + 1, "valid": {k: valid[k] for k in (*headline(job.task), "loss")}}
+            _save_model(best_path, model, job, epoch + 1)
+        checkpoint.save(last_path, {"epoch": epoch + 1, "model": model.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                    "rng": _rng_state(generator), "history": history, "best": best},
+                        job.identity)
+        write_log(fold_dir, history)
+        budget.spend()
+
+    if not on_valid:  # the reported model is the last epoch's
+        best = {"epoch": cfg.epochs, "valid": None}
+        _save_model(best_path, model, job, cfg.epochs)
+    else:
+        model.load_state_dict(checkpoint.load(best_path, job.identity)["model"])
+    metrics, outputs, attention = evaluate(job, model, source, fold.test, labels[fold.test], device, attention=True)
+    if attention is not None:
+        np.save(fold_dir / "attention.npy", attention)
+    _write_predictions(fold_dir, source, fold.test, labels[fold.test], outputs, job)
+    result = {
+        "fold": fold.number, "name": fold.name, "valid_speaker": fold.valid_name,
+        "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
+        "selection": "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch",
+        "selected_epoch": best["epoch"], "valid_at_selected": best["valid"],
+        "metrics": metrics,
+        "seconds": time.time() - started,
+        "train_steps_per_s": train_steps / train_seconds if train_seconds else None,
+        "device": str(device),
+        "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
+    write_json(fold_dir / "metrics.json", result)
+    return result
+
+
+def _save_model(path: Path, model, job: FoldJob, epoch: int) -> None:
+    checkpoint.save(path, {"epoch": epoch, "model": model.state_dict(),
+                           "model_config": asdict(job.model_config), "label_names": list(job.label_names),
+                           "task": job.task}, job.identity)
+
+
+def _write_predictions(fold_dir: Path, source, rows, labels, outputs, job: FoldJob) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"utt_id": source.utt_id[rows], "label": labels})
+    if job.task == "classification":
+        table["prediction"] = outputs.argmax(-1)
+        for i, name in enumerate(job.label_names):
+            table[f"logit_{name}"] = outputs[:, i]
+    else:
+        table["prediction"] = outputs[:, 0]
+    table.to_csv(fold_dir / "predictions.csv", index=False)

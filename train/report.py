@@ -1,0 +1,239 @@
+"""What a run tells its user: console lines, summary.csv next to the paper's numbers,
+results.json, and the confusion-matrix, learning-curve and attention PNGs.
+
+Accuracies and F1 are written in percent (as the paper reports them); MAE and Pearson r as is.
+A cache made with random encoders is flagged in every output: its numbers only show that the
+pipeline runs, they are not emotion-recognition results.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from swrr_core.metrics import classification_metrics, headline
+from train.config import FULL_MODEL
+
+# The paper's numbers (percent): IEMOCAP 4-class leave-one-speaker-out (Table 1 and the
+# Table 3 ablations) and CMU-MOSEI (Table 2; its ACC2/F1 are the non-zero variant: neg < 0 vs pos > 0).
+PAPER: Dict[str, Dict[str, Dict[str, float]]] = {
+    "iemocap": {
+        FULL_MODEL: {"wa": 77.4, "ua": 78.5},
+        "text-only": {"wa": 71.7, "ua": 72.3},  # "w/o audio"
+        "audio-only": {"wa": 70.9, "ua": 71.6},  # "w/o text"
+        "sliwa-full": {"wa": 75.3, "ua": 76.7},
+        "window-50": {"wa": 76.2, "ua": 76.9},
+        "no-hrfr": {"wa": 75.6, "ua": 76.2},
+        "hrfr-global": {"wa": 76.4, "ua": 77.0},
+        "hrfr-local": {"wa": 75.9, "ua": 76.8},
+        "linear": {"wa": 76.5, "ua": 77.4},
+    },
+    "mosei": {FULL_MODEL: {"acc7": 52.4, "acc2_non0": 84.8, "f1_non0": 83.8}},
+}
+PAPER_PROTOCOL = {"iemocap": "loso-speaker", "mosei": "split"}
+PERCENT = {"wa", "ua", "f1", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"}
+RANDOM_NOTE = "features from RANDOM encoders: pipeline check only, not emotion-recognition results"
+NAMES = {"wa": "WA", "ua": "UA", "f1": "F1w", "acc7": "ACC7", "acc2_non0": "ACC2", "f1_non0": "F1",
+         "acc2_has0": "ACC2(has0)", "f1_has0": "F1(has0)", "mae": "MAE", "corr": "r"}
+
+
+def paper_numbers(dataset: str, protocol: str, variant: Optional[str]) -> Dict[str, float]:
+    """The paper's numbers for this setting, empty when the paper did not report it."""
+    if PAPER_PROTOCOL.get(dataset) != protocol:
+        return {}
+    return PAPER.get(dataset, {}).get(variant or FULL_MODEL, {})
+
+
+def shown(metric: str, value: Optional[float]) -> Optional[float]:
+    """A metric value as reported: percent for accuracies/F1."""
+    if value is None:
+        return None
+    return 100.0 * value if metric in PERCENT else value
+
+
+def banner(plan, run_dir: Path, device) -> None:
+    cfg, meta = plan.config, plan.cache.meta
+    folds = ",".join(str(f.number) for f in plan.folds)
+    print(f"swrr-train: {plan.cache.path} ({meta.dataset}, {len(plan.cache)} rows, {meta.task}); "
+          f"protocol {cfg.protocol}, folds {folds} of {plan.num_folds}; model {cfg.ablation or FULL_MODEL}; "
+          f"{cfg.epochs} epochs, lr {cfg.lr:g}, batch {cfg.batch_size}x{cfg.grad_accum}; device {device}"
+          f"{' (AMP)' if cfg.amp and device.type == 'cuda' else ''}; run folder {run_dir}")
+    if meta.random_encoders:
+        print(f"WARNING: {plan.cache.path}: {RANDOM_NOTE}")
+
+
+def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False) -> str:
+    m = result["metrics"]
+    scores = " ".join(f"{NAMES[k]} {shown(k, m[k]):.1f}" if k in PERCENT else f"{NAMES[k]} {m[k]:.3f}"
+                      for k in headline(task)[:3 if task == "classification" else 5])
+    line = (f"fold {result['fold']}/{num_folds} {result['name']}: {scores} "
+            f"({result['selection']}: epoch {result['selected_epoch']}) {result['seconds']:.0f} s")
+    if result.get("train_steps_per_s"):
+        line += f", {result['train_steps_per_s']:.1f} steps/s"
+    if result.get("peak_gpu_mem_gb") is not None:
+        line += f", peak GPU {result['peak_gpu_mem_gb']:.2f} GB"
+    return line + (" [random encoders]" if random_encoders else "")
+
+
+def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_encoders: bool) -> List[Dict]:
+    """Rows of summary.csv: one per metric, mean and std (ddof=1) over folds, the paper's value."""
+    rows = []
+    note = RANDOM_NOTE if random_encoders else ""
+    for metric in headline(task):
+        values = np.array([shown(metric, r["metrics"][metric]) for r in results], dtype=np.float64)
+        rows.append({"metric": NAMES[metric], "key": metric, "mean": float(np.mean(values)),
+                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
+                     "folds": len(values), "per_fold": " ".join(f"{v:.2f}" for v in values),
+                     "paper": paper.get(metric), "note": note})
+    if task == "classification":  # also over all test utterances pooled (some papers report this)
+        pooled = pooled_confusion(results)
+        n = pooled.shape[0]
+        y_true = np.repeat(np.arange(n), pooled.sum(axis=1))
+        y_pred = np.concatenate([np.repeat(np.arange(n), row) for row in pooled])
+        pooled_metrics = classification_metrics(y_true, y_pred, n)
+        for metric in ("wa", "ua"):
+            rows.append({"metric": f"{NAMES[metric]} pooled", "key": f"{metric}_pooled",
+                         "mean": shown(metric, pooled_metrics[metric]), "std": float("nan"),
+                         "folds": len(results), "per_fold": "", "paper": None, "note": note})
+    return rows
+
+
+def pooled_confusion(results: List[Dict]) -> np.ndarray:
+    return np.sum([np.asarray(r["metrics"]["confusion"]) for r in results], axis=0)
+
+
+def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
+    """summary.csv, results.json and the PNGs of a finished run; prints the summary."""
+    import pandas as pd
+
+    cfg, meta = plan.config, plan.cache.meta
+    paper = paper_numbers(meta.dataset, cfg.protocol, cfg.ablation)
+    rows = summarize(results, meta.task, paper, meta.random_encoders)
+    pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
+    (run_dir / "results.json").write_text(json.dumps(
+        {"folds": results, "summary": rows, "random_encoders": meta.random_encoders,
+         "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
+    suffix = " (random encoders)" if meta.random_encoders else ""
+    if meta.task == "classification":
+        plot_confusion(run_dir / "confusion.png", pooled_confusion(results), meta.label_names, suffix)
+    plot_learning_curves(run_dir / "learning_curve.png", [run_dir / f"fold{r['fold']:02d}" for r in results],
+                         meta.task, suffix)
+    plot_attention(run_dir / "attention.png", [run_dir / f"fold{r['fold']:02d}" for r in results],
+                   [r["sizes"]["test"] for r in results], plan.jobs[0].model_config, suffix)
+    print(f"summary over {len(results)} fold(s), {cfg.ablation or FULL_MODEL}{suffix}:")
+    for row in rows:
+        paper_text = f"   paper {row['paper']:.1f}" if row["paper"] is not None else ""
+        std = f" ± {row['std']:.2f}" if np.isfinite(row["std"]) else ""
+        print(f"  {row['metric']:<12} {row['mean']:.2f}{std}{paper_text}")
+    if meta.random_encoders:
+        print(f"WARNING: {RANDOM_NOTE}")
+    print(f"reports in {run_dir}")
+    return rows
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(path: Path, confusion: np.ndarray, label_names: List[str], suffix: str) -> None:
+    """Counts summed over folds; colour and the percentage are row-normalised (recall)."""
+    plt = _pyplot()
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(label_names) + 2, 1.1 * len(label_names) + 1.5))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(label_names)):
+        for j in range(len(label_names)):
+            ax.text(j, i, f"{100 * rates[i, j]:.1f}%\n({confusion[i, j]})", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(len(label_names)), label_names)
+    ax.set_yticks(range(len(label_names)), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix, all test folds{suffix}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: str) -> None:
+    """Loss and the selection metric per epoch: each fold thin, the mean over folds thick."""
+    import pandas as pd
+
+    plt = _pyplot()
+    logs = [pd.read_json(d / "log.jsonl", lines=True) for d in fold_dirs if (d / "log.jsonl").exists()]
+    if not logs:
+        return
+    metric = "ua" if task == "classification" else "mae"
+    panels = [("loss", ["train_loss", "valid_loss", "test_loss"]),
+              (NAMES[metric], ["train_acc", f"valid_{metric}", f"test_{metric}"] if task == "classification"
+               else [f"valid_{metric}", f"test_{metric}"])]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (title, columns) in zip(axes, panels):
+        for column, colour in zip(columns, ("C0", "C1", "C2")):
+            if column not in logs[0]:
+                continue
+            for log in logs:
+                ax.plot(log["epoch"], log[column], color=colour, alpha=0.25, linewidth=0.8)
+            mean = pd.concat([log.set_index("epoch")[column] for log in logs], axis=1).mean(axis=1)
+            ax.plot(mean.index, mean.values, color=colour, linewidth=2, label=column)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Learning curves ({len(logs)} fold(s); test curves are for monitoring only){suffix}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_attention(path: Path, fold_dirs: List[Path], test_sizes: List[int], model_config, suffix: str) -> None:
+    """The mean token x frame attention on the test data of all folds (as the paper's Fig. 3)."""
+    maps = [(np.load(d / "attention.npy"), n) for d, n in zip(fold_dirs, test_sizes) if (d / "attention.npy").exists()]
+    if not maps:
+        return  # single-modality ablations have no attention
+    plt = _pyplot()
+    mean = sum(m * n for m, n in maps) / max(sum(n for _, n in maps), 1)
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    image = ax.imshow(mean, aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax)
+    what = ("full cross-attention" if model_config.attention == "full"
+            else f"SliWa, window {model_config.window}, hop {model_config.hop}")
+    ax.set_title(f"Mean attention coefficients on test data ({what}){suffix}", fontsize=10)
+    ax.set_xlabel("audio frame")
+    ax.set_ylabel("text token")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
+    """ablations.csv: one row per variant, mean ± std of the headline metrics and the paper's."""
+    import pandas as pd
+
+    rows = []
+    for variant, run_dir in runs.items():
+        config = json.loads((run_dir / "config.json").read_text())
+        summary = pd.read_csv(run_dir / "summary.csv")
+        paper = paper_numbers(config["cache"]["dataset"], config["train"]["protocol"], variant)
+        row = {"variant": variant}
+        for key, mean, std in zip(summary["key"], summary["mean"], summary["std"]):
+            if key.endswith("_pooled"):
+                continue
+            row[f"{NAMES[key]} mean"], row[f"{NAMES[key]} std"] = mean, std
+            if key in paper:
+                row[f"{NAMES[key]} paper"] = paper[key]
+        row["note"] = RANDOM_NOTE if config["cache"]["random_encoders"] else ""
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.to_csv(top / "ablations.csv", index=False)
+    print("ablations (Table 3):")
+    print(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if rows and rows[0]["note"]:
+        print(f"WARNING: {RANDOM_NOTE}")
