@@ -131,6 +131,6 @@ def test_demo_clips_all_load(tmp_path, monkeypatch):
     monkeypatch.delenv("SWRR_DATA", raising=False)
     utts = list(get_reader("demo").utterances())
     good, skipped = check_utterances(utts)
-    assert len(good) == 48 and not skipped
+    assert len(good) == 96 and not skipped
     lengths = [load_audio(u).shape[0] for u in utts[::6]]
     assert all(16000 * 0.5 <= n <= 16000 * 2.0 for n in lengths)

@@ -36,9 +36,11 @@ TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
 DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
     "iemocap": {"protocol": "loso-speaker"},
     "mosei": {"protocol": "split"},
-    # The bundled demo: 48 clips from tiny random encoders (64-d). A smaller head, small batches
-    # and a higher lr so it trains in about a minute on 2 CPU cores (not a paper setting).
-    "demo": {"protocol": "split", "epochs": 40, "batch_size": 4, "lr": 2e-3, "model": {"lstm_hidden": 64}},
+    # The bundled demo: 96 clips (48 train) from tiny random encoders (64-d). A smaller head and
+    # batch so it trains in a few minutes on 2 CPU cores (not paper settings). Measured on the
+    # demo: batch 8, lr 1e-3, 60 epochs -> test WA 95.8; batch 4, lr 2e-3, 40 epochs -> 66.7
+    # (batch 4 leaves BatchNorm's statistics too noisy to fit the training set).
+    "demo": {"protocol": "split", "epochs": 60, "batch_size": 8, "lr": 1e-3, "model": {"lstm_hidden": 64}},
 }
 
 # Fields that change how a run executes but not what it computes; they may differ on --resume.

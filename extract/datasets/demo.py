@@ -1,4 +1,4 @@
-"""The bundled demo dataset: 48 short espeak-ng clips, 4 classes x 12, read as a manifest.
+"""The bundled demo dataset: 96 short espeak-ng clips, 4 classes x 24, read as a manifest.
 
 extract/demo_data/demo.csv lists them (path, text, label, speaker, session, split); the clips
 were synthesised once by scripts/make_demo.py, with class-dependent words and prosody, so a
