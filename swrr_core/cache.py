@@ -144,6 +144,8 @@ class CacheWriter:
         part = partial_path(path)
         if not rows:
             raise CacheError(f"{path}: nothing to write (the dataset yielded no utterances)")
+        if path.is_dir():  # else the final rename fails after all the work, even with --overwrite
+            raise CacheError(f"{path} is a folder, not a cache file; give a file path such as {path / 'cache.h5'}")
         if path.exists() and not overwrite:
             raise CacheError(_existing_message(path, meta))
         if part.exists() and not overwrite:
@@ -183,16 +185,20 @@ class CacheWriter:
         h5 = self._h5
         audio = _pad_to(np.asarray(audio)[order], self.meta.max_frames, self.meta.dtype, "audio")
         text = _pad_to(np.asarray(text)[order], self.meta.max_tokens, self.meta.dtype, "text")
-        # One row at a time: h5py's fancy-index write of scattered rows is 20-30x slower
-        # (measured ~20 MB/s vs ~500 MB/s) than writing each one-row chunk directly.
-        for i, row in enumerate(rows):
-            h5["audio"][row] = audio[i]
-            h5["text"][row] = text[i]
-        h5["audio_len"][rows] = audio_len
-        h5["text_len"][rows] = text_len
-        h5.flush()
-        h5["done"][rows] = True
-        h5.flush()
+        try:
+            # One row at a time: h5py's fancy-index write of scattered rows is 20-30x slower
+            # (measured ~20 MB/s vs ~500 MB/s) than writing each one-row chunk directly.
+            for i, row in enumerate(rows):
+                h5["audio"][row] = audio[i]
+                h5["text"][row] = text[i]
+            h5["audio_len"][rows] = audio_len
+            h5["text_len"][rows] = text_len
+            h5.flush()
+            h5["done"][rows] = True
+            h5.flush()
+        except OSError as exc:  # disk full, I/O error: the rows already marked done stay valid
+            raise CacheError(f"{self.partial_path}: writing rows failed ({exc}); the rows written before are "
+                             "kept: fix the cause (e.g. free some space) and rerun the same command to resume") from exc
 
     def finalize(self) -> Path:
         """Mark the cache complete and move it to its final path. Returns that path."""

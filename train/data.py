@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from swrr_core.cache import FeatureCache, estimated_bytes
+from swrr_core.cache import CacheError, FeatureCache, estimated_bytes
 from train.config import TrainError
 
 Batch = Dict[str, torch.Tensor]
@@ -96,7 +96,10 @@ class _CacheRows(Dataset):
         return len(self.cache)
 
     def __getitem__(self, rows) -> Batch:
-        return _as_tensors(self.cache.read_rows(rows))
+        try:
+            return _as_tensors(self.cache.read_rows(rows))
+        except CacheError as exc:  # returned, not raised: a worker's exception would carry its traceback
+            return exc
 
 
 class _BatchList(Sampler):
@@ -131,6 +134,8 @@ class StreamSource:
     def batches(self, batch_rows: List[np.ndarray]) -> Iterator[Batch]:
         self.sampler.batch_rows = batch_rows
         for batch in self.loader:
+            if isinstance(batch, CacheError):  # a damaged row: one clear line, not a worker traceback
+                raise batch
             yield {k: v.to(self.device, non_blocking=self.non_blocking) for k, v in batch.items()}
 
     def close(self) -> None:

@@ -106,6 +106,11 @@ def evaluate(job: FoldJob, model, source, rows, labels: np.ndarray, device, atte
     """-> (metrics dict with 'loss', outputs, mean attention)."""
     amp = use_amp(job.config, device)
     outputs, attn = predict(model, source, rows, 4 * job.config.batch_size, device, amp, attention)
+    bad = np.flatnonzero(~np.isfinite(outputs).all(axis=1))
+    if len(bad):  # else argmax/metrics of NaN would be reported as if they were results
+        raise TrainError(f"the model's outputs are not finite on {len(bad)} of {len(rows)} evaluated rows of fold "
+                         f"{job.fold.number} (e.g. {', '.join(source.utt_id[np.asarray(rows)[bad[:3]]])}): "
+                         "their cached features hold NaN/inf, or training diverged; stopping")
     metrics = compute_metrics(job.task, labels, outputs, len(job.label_names))
     target = torch.as_tensor(labels)
     metrics["loss"] = float(loss_fn(job.task, torch.from_numpy(outputs), target)) if len(rows) else float("nan")

@@ -111,10 +111,6 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     cfg, meta = plan.config, plan.cache.meta
     paper = paper_numbers(meta.dataset, cfg.protocol, cfg.ablation)
     rows = summarize(results, meta.task, paper, meta.random_encoders)
-    pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
-    (run_dir / "results.json").write_text(json.dumps(
-        {"folds": results, "summary": rows, "random_encoders": meta.random_encoders,
-         "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
     suffix = " (random encoders)" if meta.random_encoders else ""
     if meta.task == "classification":
         plot_confusion(run_dir / "confusion.png", pooled_confusion(results), meta.label_names, suffix)
@@ -122,6 +118,11 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
                          meta.task, suffix)
     plot_attention(run_dir / "attention.png", [run_dir / f"fold{r['fold']:02d}" for r in results],
                    [r["sizes"]["test"] for r in results], plan.jobs[0].model_config, suffix)
+    # last: a kill while plotting must not leave results beside the INCOMPLETE marker
+    (run_dir / "results.json").write_text(json.dumps(
+        {"folds": results, "summary": rows, "random_encoders": meta.random_encoders,
+         "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
+    pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
     print(f"summary over {len(results)} fold(s), {cfg.ablation or FULL_MODEL}{suffix}:")
     for row in rows:
         paper_text = f"   paper {row['paper']:.1f}" if row["paper"] is not None else ""

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 
 from swrr_core import __version__
@@ -83,6 +84,7 @@ def prepare(config: TrainConfig) -> Plan:
     """Open the cache, resolve the config, build folds, jobs and the model config; writes nothing."""
     cache = FeatureCache(config.cache)
     meta = cache.meta
+    _check_lengths(cache)
     config = resolve(config, meta, default_protocol(meta.task, cache.speaker, cache.split))
     all_folds = make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
                            config.early_stop_speaker, cache_name=str(cache.path))
@@ -98,6 +100,18 @@ def prepare(config: TrainConfig) -> Plan:
                             "", identity))
         selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp)
+
+
+def _check_lengths(cache: FeatureCache) -> None:
+    """Every row needs 1..max frames and tokens (swrr-extract stores at least [CLS] [SEP]);
+    other lengths mean a damaged cache or one written by another tool. Checked before any work."""
+    for name, lengths, size in (("audio_len", cache.audio_len, cache.meta.max_frames),
+                                ("text_len", cache.text_len, cache.meta.max_tokens)):
+        bad = np.flatnonzero((lengths < 1) | (lengths > size))
+        if len(bad):
+            raise TrainError(f"{cache.path}: {len(bad)} rows have {name} outside [1, {size}] (e.g. "
+                             f"{', '.join(f'{cache.utt_id[i]}: {lengths[i]}' for i in bad[:3])}); the SWRR head "
+                             "needs at least one frame and one token per row: re-extract the cache with swrr-extract")
 
 
 def execute(plan: Plan, run_dir: Path) -> Path:

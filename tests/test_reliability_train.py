@@ -1,0 +1,236 @@
+"""Reliability of the training stage on small synthetic caches and the tiny head.
+
+Hard kills (SIGKILL of a subprocess) at four points of a run, resumed to the uninterrupted result;
+checkpoints from another fold or cache refused; non-finite losses and outputs stopped with a clear
+message; pickle-bearing checkpoints refused without running them; damaged or unusable caches through
+the swrr-train CLI. Companions: tests/test_train.py (a stop between epochs, a checkpoint from another
+lr, a plain pickle, NaN features everywhere) and tests/test_train_cli.py (a timed SIGKILL, missing,
+foreign, truncated and unfinished caches). The catalogue with outcomes is docs/RELIABILITY.md.
+"""
+import ast
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from swrr_core.cache import SCHEMA_VERSION
+from test_train import cache_path, fold_metrics, make_cache, reference, tiny_config, weights  # noqa: F401 (fixtures)
+from test_train_cli import invoke
+from train.config import TrainError
+from train.loop import RunInterrupted
+from train.runner import INCOMPLETE, resume, run
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT_FILES = ("summary.csv", "results.json", "metrics.json", "ablations.csv")  # a fold is done with its metrics.json
+
+# ---------------------------------------------------------------------------------- hard kills
+# The child starts the same run as test_train's `reference` (folds 1-2, 3 epochs of 5 steps) with
+# hooks that SIGKILL the process at one point.
+KILL_CHILD = r"""
+import os, signal, sys
+repo, point, cache, runs = sys.argv[1:5]
+sys.path[:0] = [repo, os.path.join(repo, "tests")]
+import torch
+from test_train import tiny_config
+from train import loop, report
+from train.runner import run
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+steps, saves = [], []
+real_step, real_save, real_write_json = torch.optim.Adam.step, torch.save, loop.write_json
+
+def step(self, *args, **kwargs):
+    steps.append(1)
+    if point == "mid-epoch" and len(steps) == 7:  # fold 1, epoch 2, its second step
+        die()
+    return real_step(self, *args, **kwargs)
+
+def save(obj, path, *args, **kwargs):
+    real_save(obj, path, *args, **kwargs)
+    if point == "checkpoint-write" and str(path).endswith("last.pt.tmp"):
+        saves.append(1)
+        if len(saves) == 2:  # fold 1, epoch 2: half of the new checkpoint on disk, as a kill mid-write leaves it
+            data = open(path, "rb").read()
+            open(path, "wb").write(data[: len(data) // 2])
+            die()
+
+def write_json(path, data):
+    if point == "fold-result" and path.name == "metrics.json":
+        die()  # fold 1 trained to the end (last.pt, best.pt), its result not written
+    real_write_json(path, data)
+
+def plot_confusion(*args, **kwargs):
+    die()  # both folds done, the run's reports being written
+
+torch.optim.Adam.step, torch.save, loop.write_json = step, save, write_json
+if point == "reports":
+    report.plot_confusion = plot_confusion
+run(tiny_config(cache, runs, name="killed"))
+print("the kill hook never fired")
+"""
+KILL_POINTS = {  # point -> epoch in fold01/last.pt after the kill, fold folders with a metrics.json
+    "mid-epoch": (1, []), "checkpoint-write": (1, []), "fold-result": (3, []), "reports": (3, ["fold01", "fold02"])}
+
+
+def result_files(folder: Path):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name in RESULT_FILES)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_then_resume_gives_the_uninterrupted_result(point, cache_path, reference, tmp_path):
+    child = subprocess.run([sys.executable, "-c", KILL_CHILD, str(REPO), point, str(cache_path), str(tmp_path)],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr[-3000:]
+    killed = tmp_path / "killed"
+    epoch, finished = KILL_POINTS[point]
+    assert (killed / INCOMPLETE).exists()
+    assert result_files(killed) == [f"{fold}/metrics.json" for fold in finished]  # no run result, no half fold
+    assert torch.load(killed / "fold01" / "last.pt", weights_only=True)["epoch"] == epoch
+    if point == "checkpoint-write":
+        assert (killed / "fold01" / "last.pt.tmp").exists()  # the cut file is left aside, never read
+
+    resume(killed)
+    assert not (killed / INCOMPLETE).exists()
+    assert fold_metrics(killed) == fold_metrics(reference)
+    for fold in ("fold01", "fold02"):
+        assert (killed / fold / "log.jsonl").read_text() == (reference / fold / "log.jsonl").read_text()
+        for a, b in zip(weights(killed / fold / "last.pt").values(), weights(reference / fold / "last.pt").values()):
+            assert torch.equal(a, b)
+    assert pd.read_csv(killed / "summary.csv").equals(pd.read_csv(reference / "summary.csv"))
+
+
+# ---------------------------------------------------------------------------------- refused checkpoints
+@pytest.fixture
+def stopped(cache_path, tmp_path):
+    """A run stopped after fold 1's first epoch (as if killed): its folder."""
+    with pytest.raises(RunInterrupted):
+        run(tiny_config(cache_path, tmp_path, name="stopped", stop_after_epochs=1))
+    return tmp_path / "stopped"
+
+
+def test_a_checkpoint_of_another_fold_or_a_resume_on_another_cache_is_refused(stopped, reference, tmp_path):
+    other_cache = make_cache(tmp_path / "other.h5", seed=1)
+    result = invoke(["--resume", stopped, "--cache", other_cache])
+    assert result.exit_code == 2 and "is not the cache" in result.stderr and "pass the original" in result.stderr
+
+    shutil.copy(reference / "fold02" / "last.pt", stopped / "fold01" / "last.pt")
+    result = invoke(["--resume", stopped])
+    assert result.exit_code == 2, result.output
+    assert "was made by a different run (differs in: fold)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result_files(stopped) == []
+
+
+class CodeRunningPickle:
+    """Unpickling it runs a shell command (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(stopped, tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"format": "swrr-train-checkpoint", "version": 1, "model": CodeRunningPickle(marker)},
+               stopped / "fold01" / "last.pt")
+    result = invoke(["--resume", stopped])
+    assert result.exit_code == 2, result.output
+    assert "last.pt cannot be loaded safely as a checkpoint" in result.stderr
+    assert "delete it to start that fold over" in result.stderr
+    assert not marker.exists()
+    # control: the same file loaded without weights_only does run the command
+    torch.load(stopped / "fold01" / "last.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_every_torch_load_in_the_package_passes_weights_only_true():
+    calls = []
+    for folder in ("swrr_core", "extract", "train", "benchmarks", "scripts"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+                    safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                               for k in node.keywords)
+                    calls.append((f"{path.relative_to(REPO)}:{node.lineno}", safe))
+    assert calls, "no torch.load call found: the scan is broken"
+    assert [where for where, safe in calls if not safe] == []
+
+
+# ---------------------------------------------------------------------------------- bad caches via the CLI
+ONE_FOLD = ["--protocol", "loso-speaker", "--folds", "1", "--epochs", "1", "--batch-size", "8", "--lr", "2e-3",
+            "--lstm-hidden", "8", "--model-set", "cnn_channels=[4,8]", "--threads", "1", "--no-progress"]
+
+
+def damage(path: Path, case: str) -> None:
+    """Row 0 is a fold-1 test row (speaker S1F), row 1 a fold-1 training row."""
+    with h5py.File(path, "r+") as h5:
+        if case.startswith("corrupted bytes"):
+            offset = h5["audio"].id.get_chunk_info(2).byte_offset
+        elif case == "other schema version":
+            h5.attrs["schema_version"] = SCHEMA_VERSION + 1
+        elif case == "shapes that disagree with the attributes":
+            h5.attrs["text_dim"] = int(h5.attrs["text_dim"]) + 1
+        elif case == "marked incomplete":
+            h5.attrs["complete"] = False
+        elif case == "empty text (text_len 0)":
+            h5["text_len"][5] = 0
+        elif case == "audio_len beyond max_frames":
+            h5["audio_len"][5] = h5["audio"].shape[1] + 1
+        elif case == "NaN features in a test row":
+            h5["audio"][0] = np.full(h5["audio"].shape[1:], np.nan, dtype=h5["audio"].dtype)
+        elif case == "inf features in a training row":
+            h5["text"][1] = np.full(h5["text"].shape[1:], np.inf, dtype=h5["text"].dtype)
+    if case.startswith("corrupted bytes"):
+        raw = bytearray(path.read_bytes())
+        raw[offset + 10: offset + 20] = bytes(10 * [0xAB])
+        path.write_bytes(bytes(raw))
+
+
+BAD_CACHES = [
+    ("corrupted bytes", "reading the embeddings failed .* the file is damaged: re-extract it", True),
+    ("corrupted bytes, --stream", "reading rows failed .* the file is damaged: re-extract it", True),
+    ("other schema version", f"has cache schema version {SCHEMA_VERSION + 1}.* re-extract it", False),
+    ("shapes that disagree with the attributes", "dataset 'text' has shape .* re-extract it", False),
+    ("marked incomplete", "is incomplete .* rerun swrr-extract", False),
+    ("empty text (text_len 0)", r"1 rows have text_len outside \[1, 6\] \(e.g. u005: 0\)", False),
+    ("audio_len beyond max_frames", r"1 rows have audio_len outside \[1, 35\] \(e.g. u005: 36\)", False),
+    ("NaN features in a test row", "outputs are not finite on 1 of 12 evaluated rows of fold 1 \\(e.g. u000\\)", True),
+    ("inf features in a training row", "training loss became nan in fold 1 epoch 1", True),
+]
+
+
+@pytest.mark.parametrize("case, message, leaves_folder", BAD_CACHES, ids=[c[0] for c in BAD_CACHES])
+def test_an_unusable_cache_is_one_line_exit_2_and_no_result(case, message, leaves_folder, cache_path, tmp_path):
+    path = tmp_path / "cache.h5"
+    shutil.copy(cache_path, path)
+    damage(path, case)
+    runs = tmp_path / "runs"
+    stream = ["--stream", "--workers", "2"] if case.endswith("--stream") else []  # rows read in worker processes
+    result = invoke(["--cache", path, "--runs-dir", runs, *ONE_FOLD, *stream])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert __import__("re").search(message, result.stderr), result.stderr
+    folders = list(runs.iterdir()) if runs.exists() else []
+    assert len(folders) == int(leaves_folder)
+    for folder in folders:  # a folder made before the problem showed: marked, and no result in it
+        assert (folder / INCOMPLETE).exists() and result_files(folder) == []
+
+
+def test_a_diverging_learning_rate_stops_with_advice(cache_path, tmp_path):
+    with pytest.raises(TrainError, match=r"loss became nan in fold 1 epoch 1: training diverged, stopping. "
+                                         r"Try a lower --lr \(now 1e\+30\)"):
+        run(tiny_config(cache_path, tmp_path, name="diverged", folds=[1], epochs=1, lr=1e30))
+    assert (tmp_path / "diverged" / INCOMPLETE).exists() and result_files(tmp_path / "diverged") == []
