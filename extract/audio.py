@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -88,11 +88,16 @@ def segment_frames(info: AudioInfo, start: Optional[float], end: Optional[float]
     return first, stop
 
 
+def min_samples(sample_rate: int = SAMPLE_RATE) -> int:
+    """One WavLM frame (MIN_SAMPLES at 16 kHz) at `sample_rate`: the shortest usable audio."""
+    return MIN_SAMPLES * sample_rate // SAMPLE_RATE
+
+
 def check_audio(info: AudioInfo, start=None, end=None, sample_rate: int = SAMPLE_RATE) -> int:
     """Samples the segment will have at `sample_rate` (before any max_samples cap); AudioError if too short."""
     first, stop = segment_frames(info, start, end)
     n = resampled_length(stop - first, info.sample_rate, sample_rate)
-    if n < MIN_SAMPLES * sample_rate // SAMPLE_RATE:
+    if n < min_samples(sample_rate):
         raise AudioError(info.path, TOO_SHORT, f"{n} samples at {sample_rate} Hz, need {MIN_SAMPLES}")
     return n
 
@@ -122,18 +127,27 @@ def load_audio(utt, sample_rate: int = SAMPLE_RATE, max_samples: Optional[int] =
         import librosa
 
         mono = librosa.resample(mono, orig_sr=info.sample_rate, target_sr=sample_rate)
-    if mono.shape[0] < MIN_SAMPLES * sample_rate // SAMPLE_RATE:  # a data chunk shorter than its header said
+    if mono.shape[0] < min_samples(sample_rate):  # a data chunk shorter than its header said
         raise AudioError(info.path, TOO_SHORT, f"{mono.shape[0]} samples at {sample_rate} Hz after decoding")
     return np.ascontiguousarray(mono[:max_samples], dtype=np.float32)
 
 
-def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> Tuple[List, Counter]:
-    """Probe every file's header; (usable utterances in order, Counter reason -> count of skipped).
+class CheckedUtterances(NamedTuple):
+    """What `check_utterances` found: the usable utterances, their lengths, the skips."""
+
+    utterances: List  # the usable utterances, in input order
+    samples: np.ndarray  # (n,) int64: samples each will have at the sample rate, before any max_samples cap
+    skipped: Counter  # reason -> count of utterances left out
+
+
+def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedUtterances:
+    """Probe every file's header once: the usable utterances with their lengths, and the skips by reason.
 
     Run it before the cache is opened, so bad files become counted skips in the summary instead
     of a crash mid-run. Headers of files shared by several segments are read once.
     """
-    good, skipped, infos = [], Counter(), {}
+    good, samples, skipped = [], [], Counter()
+    infos = {}  # path -> AudioInfo, or the AudioError its probe raised
     for utt in utts:
         path = Path(utt.audio_path)
         if path not in infos:
@@ -144,9 +158,10 @@ def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> Tuple[Li
         try:
             if isinstance(infos[path], AudioError):
                 raise infos[path]
-            check_audio(infos[path], utt.start, utt.end, sample_rate)
+            n = check_audio(infos[path], utt.start, utt.end, sample_rate)
         except AudioError as err:
             skipped[err.reason] += 1
         else:
             good.append(utt)
-    return good, skipped
+            samples.append(n)
+    return CheckedUtterances(good, np.array(samples, dtype=np.int64), skipped)

@@ -17,14 +17,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from extract.audio import AudioError, check_audio, check_utterances, load_audio, probe_audio
+from extract.audio import AudioError, check_utterances, load_audio
 from extract.batching import DEFAULT_BATCH_SECONDS, BatchPlan, plan_batches
 from extract.datasets import DatasetError, Utterance, get_reader
 from extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
@@ -131,11 +130,8 @@ class Rows:
 
 def collect_rows(reader, sample_rate: int) -> Rows:
     """Read the dataset, check every audio header, and build the cache's row records."""
-    utterances, skipped = check_utterances(reader.utterances(), sample_rate)
-    skipped = reader.skipped + skipped
-    probe = lru_cache(maxsize=None)(probe_audio)  # segments of one file share a header
-    samples = np.array([check_audio(probe(u.audio_path), u.start, u.end, sample_rate) for u in utterances],
-                       dtype=np.int64)
+    utterances, samples, skipped = check_utterances(reader.utterances(), sample_rate)
+    skipped = reader.skipped + skipped  # the reader counted its own skips during that pass
     class_index = {name: i for i, name in enumerate(reader.label_names)}
     info = []
     for utt in utterances:
@@ -300,13 +296,12 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     meta = cache_meta(config, reader, audio, text, fp16)
     writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
     try:
-        resumed = int(writer.done_mask().sum())
-        _encode_pending(plan, writer, rows, audio, text, config, max_samples, resumed)
+        _encode_pending(plan, writer, rows, audio, text, config, max_samples)
         path = writer.finalize()
     finally:
         writer.close()
     return Summary(
-        out=path, dataset=config.dataset, task=reader.task, rows=len(rows.info), resumed_rows=resumed,
+        out=path, dataset=config.dataset, task=reader.task, rows=len(rows.info), resumed_rows=writer.resumed_rows,
         per_class=_class_counts(rows.info, reader.label_names), per_split=_split_counts(rows.info),
         skipped=dict(sorted(rows.skipped.items())), seconds=time.perf_counter() - started,
         file_bytes=path.stat().st_size, random_encoders=meta.random_encoders, encoders=describe([audio, text]),
@@ -314,7 +309,7 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
 
 
 def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: AudioEncoder, text: TextEncoder,
-                    config: ExtractConfig, max_samples: int, resumed: int) -> None:
+                    config: ExtractConfig, max_samples: int) -> None:
     from tqdm import tqdm
 
     pending = plan.pending(writer.done_mask())
@@ -325,7 +320,7 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
                                          num_workers=workers, pin_memory=audio.device.type == "cuda",
                                          prefetch_factor=4 if workers else None)
     background = BackgroundWriter(writer)
-    bar = tqdm(total=len(rows.info), initial=resumed, unit="utt", desc=f"extract {config.dataset}",
+    bar = tqdm(total=len(rows.info), initial=writer.resumed_rows, unit="utt", desc=f"extract {config.dataset}",
                disable=not config.progress, dynamic_ncols=True)
     try:
         for batch in loader:
@@ -340,7 +335,9 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
 
 
 def _class_counts(info: Sequence[RowInfo], label_names: Sequence[str]) -> Dict[str, int]:
-    counts = Counter(int(r.label) for r in info) if label_names else Counter()
+    if not label_names:  # regression: labels are scores
+        return {}
+    counts = Counter(int(r.label) for r in info)
     return {name: counts[i] for i, name in enumerate(label_names)}
 
 

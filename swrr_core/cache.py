@@ -163,10 +163,6 @@ class CacheWriter:
         return cls(path, h5, meta)
 
     # ------------------------------------------------------------------ writing
-    @property
-    def n_rows(self) -> int:
-        return self._h5["done"].shape[0]
-
     def done_mask(self) -> np.ndarray:
         return self._h5["done"][:]
 
@@ -421,12 +417,10 @@ class FeatureCache:
         except OSError as exc:
             raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
                              "the file is damaged: re-extract it with --overwrite") from exc
-        out = {"audio": audio, "audio_len": self.audio_len, "text": text,
-               "text_len": self.text_len, "label": self.label}
-        if rows is not None:
-            idx = np.asarray(list(rows), dtype=np.int64)
-            out = {k: v[idx] for k, v in out.items()}
-        return out
+        if rows is None:
+            return self._with_columns(audio, text)
+        idx = np.asarray(list(rows), dtype=np.int64)
+        return self._with_columns(audio[idx], text[idx], idx)
 
     def read_rows(self, rows: Sequence[int]) -> Dict[str, np.ndarray]:
         """Random access to some rows, in the order given."""
@@ -439,6 +433,10 @@ class FeatureCache:
         except OSError as exc:
             raise CacheError(f"{self.path}: reading rows failed ({exc}); "
                              "the file is damaged: re-extract it with --overwrite") from exc
+        return self._with_columns(audio, text, idx)
+
+    def _with_columns(self, audio: np.ndarray, text: np.ndarray, idx=slice(None)) -> Dict[str, np.ndarray]:
+        """Embeddings read for rows `idx` (all by default) with those rows' lengths and labels."""
         return {"audio": audio, "audio_len": self.audio_len[idx], "text": text,
                 "text_len": self.text_len[idx], "label": self.label[idx]}
 

@@ -101,7 +101,7 @@ def test_truncated_data_is_read_up_to_where_it_stops(tmp_path, wav_writer):
     path.write_bytes(data[: 44 + 2 * 8000])  # header says 16000 samples, 8000 remain
     assert probe_audio(path).frames == 8000 and load_audio(utt(path)).shape == (8000,)
     path.write_bytes(data[: 44 + 2 * 100])  # so little left that it is a skip, found by the probe
-    assert check_utterances([utt(path)])[1] == {TOO_SHORT: 1}
+    assert check_utterances([utt(path)]).skipped == {TOO_SHORT: 1}
 
 
 def test_check_utterances_counts_skips(tmp_path, wav_writer):
@@ -119,8 +119,9 @@ def test_check_utterances_counts_skips(tmp_path, wav_writer):
         utt(tmp_path / "short.wav", utt_id="g"),
         utt(tmp_path / "absent.wav", utt_id="h"),
     ]
-    good, skipped = check_utterances(utts)
+    good, samples, skipped = check_utterances(utts)
     assert [u.utt_id for u in good] == ["a", "b"]
+    assert samples.tolist() == [32000, 8000]  # the lengths the batch plan is built from
     assert skipped == {TOO_SHORT: 2, OUTSIDE: 1, EMPTY: 1, NOT_AUDIO: 1, MISSING: 1}
     for u in good:  # what passes the check loads
         assert load_audio(u).shape[0] >= 400
@@ -130,7 +131,8 @@ def test_demo_clips_all_load(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SWRR_DATA", raising=False)
     utts = list(get_reader("demo").utterances())
-    good, skipped = check_utterances(utts)
+    good, samples, skipped = check_utterances(utts)
     assert len(good) == 96 and not skipped
     lengths = [load_audio(u).shape[0] for u in utts[::6]]
     assert all(16000 * 0.5 <= n <= 16000 * 2.0 for n in lengths)
+    assert lengths == samples[::6].tolist()  # the header check predicts the decoded length

@@ -140,6 +140,11 @@ def _find_near(root: Path, filename: str) -> Optional[Path]:
     return None
 
 
+def _first_file(stem: Path, suffixes: Tuple[str, ...]) -> Optional[Path]:
+    """The first existing `<stem><suffix>` (stem keeps any dots of a clip id), else None."""
+    return next((p for p in (Path(f"{stem}{s}") for s in suffixes) if p.is_file()), None)
+
+
 class MoseiReader(DatasetReader):
     name = "mosei"
     task = "regression"
@@ -217,9 +222,9 @@ class MoseiReader(DatasetReader):
         for row in self.table.itertuples(index=False):
             video, clip = row.video_id.strip(), row.clip_id.strip()
             stem = self.root / "Raw" / video / clip
-            audio = next((p for p in (Path(f"{stem}{s}") for s in CLIP_AUDIO_SUFFIXES) if p.is_file()), None)
+            audio = _first_file(stem, CLIP_AUDIO_SUFFIXES)
             if audio is None:
-                video_only = any(Path(f"{stem}{s}").is_file() for s in CLIP_VIDEO_SUFFIXES)
+                video_only = _first_file(stem, CLIP_VIDEO_SUFFIXES) is not None
                 self.skip(VIDEO_ONLY if video_only else "missing audio file")
                 continue
             found_audio += 1
