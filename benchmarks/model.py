@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 from swrr_core.model import ABLATIONS, SWRR, SWRRConfig, ablation_config, count_parameters  # noqa: E402
+from train.loop import make_scaler  # noqa: E402
 
 TIMED = ("swrr", "window-50", "sliwa-full")  # SliWa omega_X = 10, omega_X = 50, full cross-attention
 
@@ -50,20 +51,18 @@ def make_batch(cfg: SWRRConfig, batch: int, device: str):
 
 
 def train_step(model, batch, optimizer=None, scaler=None):
-    """Forward, loss, backward (and the optimizer step when given); AMP on CUDA."""
+    """Forward, loss, backward, and with `optimizer` (and its `scaler`) the step; AMP on CUDA."""
     audio, audio_len, text, text_len, labels = batch
     device = audio.device.type
     with torch.autocast(device, dtype=torch.float16, enabled=device == "cuda"):
         loss = F.cross_entropy(model(audio, audio_len, text, text_len).float(), labels)
     model.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-    else:
+    if optimizer is None:
         loss.backward()
-    if optimizer is not None:
-        scaler.step(optimizer) if scaler is not None else optimizer.step()
-        if scaler is not None:
-            scaler.update()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def sync(device: str):
@@ -94,9 +93,7 @@ def measure(name: str, batch_size: int, device: str, warmup: int, iters: int):
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, betas=(0.9, 0.99))
-    scaler = None
-    if device == "cuda":  # torch.amp.GradScaler from torch 2.3 on; torch.cuda.amp's before
-        scaler = torch.amp.GradScaler("cuda") if hasattr(torch.amp, "GradScaler") else torch.cuda.amp.GradScaler()
+    scaler = make_scaler(device == "cuda")  # disabled on CPU: a plain backward and optimizer step
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         train_step(model, batch, optimizer, scaler)

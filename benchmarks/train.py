@@ -36,9 +36,10 @@ import torch  # noqa: E402
 
 from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
-from train.data import ResidentSource, StreamSource  # noqa: E402
+from train.data import ResidentSource, StreamSource, as_tensors  # noqa: E402
 from train.loop import FoldJob, evaluate, make_scaler, train_epoch  # noqa: E402
 from train.protocols import Fold  # noqa: E402
+from train.runner import resolve_device  # noqa: E402
 from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
 
 IEMOCAP_ROWS, IEMOCAP_FOLDS, IEMOCAP_EPOCHS = 5531, 10, 50
@@ -67,10 +68,7 @@ class DeviceTensors:
     """The ceiling: the same rows as tensors made on the device, batches as contiguous slices."""
 
     def __init__(self, cache: FeatureCache, device: torch.device):
-        data = cache.load()
-        self.tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in data.items()}
-        self.tensors["audio_len"] = self.tensors["audio_len"].long()
-        self.tensors["text_len"] = self.tensors["text_len"].long()
+        self.tensors = {k: v.to(device) for k, v in as_tensors(cache.load()).items()}
 
     def batches(self, batch_rows):
         start = 0
@@ -89,31 +87,39 @@ def make_job(rows: int, args, model_config: SWRRConfig) -> FoldJob:
     return FoldJob(fold, 1, config, model_config, "classification", CLASSES, "", {})
 
 
-def measure_steps(source, device, args, model_config, steps: int) -> float:
-    """Seconds per training step (after a warm-up epoch), through loop.train_epoch."""
-    torch.manual_seed(0)
+def timed_epoch(source, device, args, model_config, steps: int, seed: int = 0, barrier=None):
+    """A warm-up epoch of args.warmup steps, then `steps` timed steps through loop.train_epoch
+    (after `barrier`, when given); -> (start, end) perf_counter times of the timed steps."""
+    torch.manual_seed(seed)
     model = SWRR(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, betas=(0.9, 0.99))
     scaler = make_scaler(device.type == "cuda" and not args.no_amp)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
                 generator, device, 0)
     job = make_job(steps * args.batch_size, args, model_config)
     _sync(device)
+    if barrier is not None:
+        barrier.wait()
     tick = time.perf_counter()
     train_epoch(job, model, optimizer, scaler, source, generator, device, 0)
     _sync(device)
-    return (time.perf_counter() - tick) / steps
+    return tick, time.perf_counter()
+
+
+def measure_steps(source, device, args, model_config, steps: int) -> float:
+    """Seconds per training step (after a warm-up epoch)."""
+    tick, tock = timed_epoch(source, device, args, model_config, steps)
+    return (tock - tick) / steps
 
 
 def measure_eval(source, device, args, model_config) -> float:
     model = SWRR(model_config).to(device)
     job = make_job(args.batch_size, args, model_config)
-    labels = np.zeros(args.test_rows, dtype=np.int64)
-    evaluate(job, model, source, job.fold.test[: args.batch_size], labels[: args.batch_size], device)  # warm-up
+    evaluate(job, model, source, job.fold.test[: args.batch_size], device)  # warm-up
     _sync(device)
     tick = time.perf_counter()
-    evaluate(job, model, source, job.fold.test, labels, device)
+    evaluate(job, model, source, job.fold.test, device)
     _sync(device)
     return time.perf_counter() - tick
 
@@ -132,20 +138,8 @@ def _parallel_worker(rank, cache_path, device_name, args, model_config, steps, b
     device = torch.device(device_name)
     source = ResidentSource(FeatureCache(cache_path), device)
     args.warmup = max(args.warmup, 2)
-    torch.manual_seed(rank)
-    model = SWRR(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-    scaler = make_scaler(device.type == "cuda" and not args.no_amp)
-    generator = torch.Generator().manual_seed(rank)
-    train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
-                generator, device, 0)
-    _sync(device)
-    barrier.wait()
-    tick = time.perf_counter()
-    train_epoch(make_job(steps * args.batch_size, args, model_config), model, optimizer, scaler, source,
-                generator, device, 0)
-    _sync(device)
-    queue.put((tick, time.perf_counter(), _peak_gpu_gb(device)))
+    tick, tock = timed_epoch(source, device, args, model_config, steps, seed=rank, barrier=barrier)
+    queue.put((tick, tock, _peak_gpu_gb(device)))
 
 
 def measure_parallel(n: int, cache_path, device, args, model_config, steps: int):
@@ -203,7 +197,7 @@ def main():
     args.test_rows = min(args.rows, round(IEMOCAP_ROWS / IEMOCAP_FOLDS))
     if not quick and not args.parallel and torch.cuda.is_available():
         args.parallel = "1,2,4,5,10"
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     model_config = SWRRConfig(audio_dim=args.dim, text_dim=args.dim, lstm_hidden=args.lstm_hidden,
                               **({"cnn_channels": (8, 16, 16)} if quick else {}))
 

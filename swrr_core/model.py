@@ -185,7 +185,7 @@ class SliWa(nn.Module):
             attention = weights
         else:
             index = self.window_index(t, x.device)  # (T, w)
-            needed = int(index.max()) + 1
+            needed = (t - 1) * self.hop + self.window  # index.max() + 1, without a device sync
             if needed > n:  # Decision: e.g. window 50 -> pad with masked frames so eq. (1) holds
                 k, v = F.pad(k, (0, 0, 0, needed - n)), F.pad(v, (0, 0, 0, needed - n))
                 x_mask = F.pad(x_mask, (0, needed - n), value=False)

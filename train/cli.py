@@ -8,14 +8,14 @@ from typing import Any, Dict, List, Optional
 import click
 
 from swrr_core.cache import CacheError
-from train.config import ABLATION_CHOICES, PROTOCOLS, RUNTIME_FIELDS, SELECT_RULES, TrainConfig, TrainError
+from train.config import ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError
 from train.loop import RunInterrupted
 
 EPILOG = """\b
 Defaults come from the cache's dataset (see docs/TRAINING.md):
   iemocap  loso-speaker (10 folds), lr 5e-4, 50 epochs, last-epoch results
   mosei    split (train/valid/test), lr 1e-3, 20 epochs, best-valid-epoch results
-  demo     split, small head, 40 epochs (about a minute on 2 CPU cores)
+  demo     split, small head, batch 8, lr 1e-3, 60 epochs (a few minutes on 2 CPU cores)
   other    split when the cache has train/test rows, else loso-speaker
 Every run writes runs/<name>/: config.json, fold*/ (log, metrics, checkpoints),
 summary.csv, results.json and PNGs. Continue a killed run with --resume runs/<name>.
@@ -129,8 +129,7 @@ def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **option
         model["lstm_hidden"] = lstm_hidden
     try:
         if resume_dir:
-            allowed = set(RUNTIME_FIELDS) | {"cache", "resume_dir"}
-            fixed = sorted(given - allowed)
+            fixed = sorted(given - {*RESUMABLE_FIELDS, "resume_dir"})
             if fixed:
                 raise TrainError(f"--resume uses the run's saved config; these options cannot be given with it: "
                                  f"{', '.join('--' + f.replace('_', '-') for f in fixed)}")

@@ -46,6 +46,8 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
 # Fields that change how a run executes but not what it computes; they may differ on --resume.
 RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_folds", "threads",
                   "progress", "stop_after_epochs")
+# What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
+RESUMABLE_FIELDS = (*RUNTIME_FIELDS, "cache")
 
 
 @dataclass

@@ -31,7 +31,8 @@ def epoch_batches(rows: np.ndarray, batch_size: int, generator: Optional[torch.G
     return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
-def _as_tensors(arrays: Dict[str, np.ndarray]) -> Batch:
+def as_tensors(arrays: Dict[str, np.ndarray]) -> Batch:
+    """Cache columns (FeatureCache.load / read_rows) -> a Batch of CPU tensors."""
     out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     out["audio_len"], out["text_len"] = out["audio_len"].long(), out["text_len"].long()
     if out["label"].dtype == torch.float64:
@@ -52,7 +53,7 @@ class ResidentSource:
         self.device = device
         self.labels, self.utt_id = cache.label, cache.utt_id
         try:
-            tensors = _as_tensors(cache.load())
+            tensors = as_tensors(cache.load())
         except MemoryError:
             gb = estimated_bytes(cache.meta, len(cache)) / 1e9
             raise TrainError(f"{cache.path} ({gb:.1f} GB) does not fit in memory; train with --stream") from None
@@ -97,7 +98,7 @@ class _CacheRows(Dataset):
 
     def __getitem__(self, rows) -> Batch:
         try:
-            return _as_tensors(self.cache.read_rows(rows))
+            return as_tensors(self.cache.read_rows(rows))
         except CacheError as exc:  # returned, not raised: a worker's exception would carry its traceback
             return exc
 

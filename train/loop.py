@@ -102,8 +102,9 @@ def predict(model: SWRR, source, rows: np.ndarray, batch_size: int, device: torc
     return out, mean_attn
 
 
-def evaluate(job: FoldJob, model, source, rows, labels: np.ndarray, device, attention=False):
-    """-> (metrics dict with 'loss', outputs, mean attention)."""
+def evaluate(job: FoldJob, model, source, rows, device, attention=False):
+    """-> (metrics dict with 'loss', outputs, mean attention) on `rows` (labels from `source`)."""
+    labels = source.labels[rows]
     amp = use_amp(job.config, device)
     outputs, attn = predict(model, source, rows, 4 * job.config.batch_size, device, amp, attention)
     bad = np.flatnonzero(~np.isfinite(outputs).all(axis=1))
@@ -112,8 +113,8 @@ def evaluate(job: FoldJob, model, source, rows, labels: np.ndarray, device, atte
                          f"{job.fold.number} (e.g. {', '.join(source.utt_id[np.asarray(rows)[bad[:3]]])}): "
                          "their cached features hold NaN/inf, or training diverged; stopping")
     metrics = compute_metrics(job.task, labels, outputs, len(job.label_names))
-    target = torch.as_tensor(labels)
-    metrics["loss"] = float(loss_fn(job.task, torch.from_numpy(outputs), target)) if len(rows) else float("nan")
+    metrics["loss"] = (float(loss_fn(job.task, torch.from_numpy(outputs), torch.as_tensor(labels)))
+                       if len(rows) else float("nan"))
     return metrics, outputs, attn
 
 
@@ -224,7 +225,6 @@ def train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget) 
 def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget) -> Dict[str, Any]:
     cfg, fold, fold_dir = job.config, job.fold, Path(job.fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    labels = source.labels
     started = time.time()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -258,8 +258,8 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget)
         train = train_epoch(job, model, optimizer, scaler, source, generator, device, epoch)
         train_seconds += time.time() - tick
         train_steps += math.ceil(len(fold.train) / cfg.batch_size)
-        valid = evaluate(job, model, source, fold.valid, labels[fold.valid], device)[0] if len(fold.valid) else None
-        test = evaluate(job, model, source, fold.test, labels[fold.test], device)[0]
+        valid = evaluate(job, model, source, fold.valid, device)[0] if len(fold.valid) else None
+        test = evaluate(job, model, source, fold.test, device)[0]
         history.append(_epoch_record(epoch, lr, train, valid, test, job.task))
         if on_valid and is_better(job.task, valid, best["valid"]):
             best = {"epoch": epoch + 1, "valid": {k: valid[k] for k in (*headline(job.task), "loss")}}
@@ -276,10 +276,10 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget)
         _save_model(best_path, model, job, cfg.epochs)
     else:
         model.load_state_dict(checkpoint.load(best_path, job.identity)["model"])
-    metrics, outputs, attention = evaluate(job, model, source, fold.test, labels[fold.test], device, attention=True)
+    metrics, outputs, attention = evaluate(job, model, source, fold.test, device, attention=True)
     if attention is not None:
         np.save(fold_dir / "attention.npy", attention)
-    _write_predictions(fold_dir, source, fold.test, labels[fold.test], outputs, job)
+    _write_predictions(fold_dir, source, fold.test, outputs, job)
     result = {
         "fold": fold.number, "name": fold.name, "valid_speaker": fold.valid_name,
         "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
@@ -302,10 +302,10 @@ def _save_model(path: Path, model, job: FoldJob, epoch: int) -> None:
                            "task": job.task}, job.identity)
 
 
-def _write_predictions(fold_dir: Path, source, rows, labels, outputs, job: FoldJob) -> None:
+def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:
     import pandas as pd
 
-    table = pd.DataFrame({"utt_id": source.utt_id[rows], "label": labels})
+    table = pd.DataFrame({"utt_id": source.utt_id[rows], "label": source.labels[rows]})
     if job.task == "classification":
         table["prediction"] = outputs.argmax(-1)
         for i, name in enumerate(job.label_names):

@@ -114,10 +114,10 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     suffix = " (random encoders)" if meta.random_encoders else ""
     if meta.task == "classification":
         plot_confusion(run_dir / "confusion.png", pooled_confusion(results), meta.label_names, suffix)
-    plot_learning_curves(run_dir / "learning_curve.png", [run_dir / f"fold{r['fold']:02d}" for r in results],
-                         meta.task, suffix)
-    plot_attention(run_dir / "attention.png", [run_dir / f"fold{r['fold']:02d}" for r in results],
-                   [r["sizes"]["test"] for r in results], plan.jobs[0].model_config, suffix)
+    fold_dirs = [Path(job.fold_dir) for job in plan.jobs]  # in the order of `results`
+    plot_learning_curves(run_dir / "learning_curve.png", fold_dirs, meta.task, suffix)
+    plot_attention(run_dir / "attention.png", fold_dirs, [r["sizes"]["test"] for r in results],
+                   plan.jobs[0].model_config, suffix)
     # last: a kill while plotting must not leave results beside the INCOMPLETE marker
     (run_dir / "results.json").write_text(json.dumps(
         {"folds": results, "summary": rows, "random_encoders": meta.random_encoders,

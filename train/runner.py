@@ -24,8 +24,8 @@ from swrr_core import __version__
 from swrr_core.cache import FeatureCache
 from swrr_core.model import ABLATIONS
 from train import report
-from train.config import (FULL_MODEL, RUNTIME_FIELDS, TrainConfig, TrainError, check, fingerprint,
-                          model_config, resolve)
+from train.config import (FULL_MODEL, RESUMABLE_FIELDS, RUNTIME_FIELDS, TrainConfig, TrainError, check,
+                          fingerprint, model_config, resolve)
 from train.data import make_source
 from train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
 from train.protocols import Fold, default_protocol, make_folds, pick_folds
@@ -64,8 +64,7 @@ def resume(run_dir, **runtime: Any) -> Path:
     (device, workers, stream, parallel_folds, progress, stop_after_epochs) and the cache path."""
     run_dir = Path(run_dir)
     saved = _read_config(run_dir)
-    allowed = set(RUNTIME_FIELDS) | {"cache"}
-    bad = sorted(set(runtime) - allowed)
+    bad = sorted(set(runtime) - set(RESUMABLE_FIELDS))
     if bad:
         raise TrainError(f"--resume continues {run_dir} with its saved config; these options cannot change: "
                          f"{', '.join(bad)} (start a new run instead)")
