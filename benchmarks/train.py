@@ -35,11 +35,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noqa: E402
+from swrr_core.device import resolve_device  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.data import ResidentSource, StreamSource, as_tensors  # noqa: E402
 from train.loop import FoldJob, evaluate, make_scaler, train_epoch  # noqa: E402
 from train.protocols import Fold  # noqa: E402
-from train.runner import resolve_device  # noqa: E402
 from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
 
 IEMOCAP_ROWS, IEMOCAP_FOLDS, IEMOCAP_EPOCHS = 5531, 10, 50

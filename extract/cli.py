@@ -12,8 +12,9 @@ from extract.datasets import READERS, DatasetError
 from extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
 from extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
 from swrr_core.cache import CacheError, partial_path
+from swrr_core.device import DeviceError
 
-USER_ERRORS = (DatasetError, AudioError, CacheError, EncoderError)
+USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -29,9 +29,9 @@ from extract.datasets import DatasetError, Utterance, get_reader
 from extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                               TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
 from swrr_core import __version__
-from swrr_core.cache import CacheMeta, CacheWriter, RowInfo
+from swrr_core.cache import DTYPES, CacheMeta, CacheWriter, RowInfo
+from swrr_core.device import resolve_device
 
-DTYPES = ("float16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -70,14 +70,6 @@ class ExtractConfig:
     @property
     def out_path(self) -> Path:
         return Path(self.out) if self.out is not None else Path("cache") / f"{self.dataset}.h5"
-
-    @property
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise EncoderError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-        return torch.device(self.device)
 
 
 @dataclass
@@ -274,11 +266,11 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     """Extract (or finish extracting) the cache described by `config`; see the module docstring.
 
     `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
-    Raises DatasetError, AudioError, EncoderError or CacheError for problems the user can fix.
+    Raises DatasetError, AudioError, EncoderError, DeviceError or CacheError for problems the user can fix.
     On any interruption the rows already written stay in `<out>.partial` for the next run.
     """
     started = time.perf_counter()
-    device = config.torch_device
+    device = resolve_device(config.device)
     reader = get_reader(config.dataset, config.root)
     rows = collect_rows(reader, config.sample_rate)
     if not rows.utterances:

@@ -152,13 +152,21 @@ import os, sys, time
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from extract import pipeline
+from swrr_core import cache
 real, calls = pipeline.encode_batch, []
+real_write, written = cache.CacheWriter.write, []
+def counted_write(self, *args):
+    real_write(self, *args)
+    written.append(1)
 def dying(*args, **kwargs):
     calls.append(1)
     if len(calls) == 3:
-        time.sleep(0.5)  # give the writer thread time to write what it was handed
+        deadline = time.time() + 120  # wait until the writer thread has written what it was handed
+        while len(written) < 2 and time.time() < deadline:
+            time.sleep(0.01)
         os._exit(9)
     return real(*args, **kwargs)
+cache.CacheWriter.write = counted_write
 pipeline.encode_batch = dying
 pipeline.run_extraction(pipeline.ExtractConfig(dataset="manifest", root=Path({str(dataset)!r}),
     out=Path({str(out)!r}), encoders="tiny", device="cpu", batch_seconds={BATCH_SECONDS}, num_workers=0,

@@ -193,7 +193,13 @@ def test_run_folder_holds_config_logs_metrics_reports_and_checkpoints(reference,
 
 
 def test_same_seed_gives_bit_identical_runs_and_another_seed_does_not(reference, cache_path, tmp_path):
-    again = run(tiny_config(cache_path, tmp_path, name="again"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # differs from the run's --threads 1
+    try:
+        again = run(tiny_config(cache_path, tmp_path, name="again"))
+        assert torch.get_num_threads() == threads + 1  # a run from Python leaves the caller's setting alone
+    finally:
+        torch.set_num_threads(threads)
     assert fold_metrics(again) == fold_metrics(reference)
     for a, b in zip(weights(again / "fold02" / "last.pt").values(), weights(reference / "fold02" / "last.pt").values()):
         assert torch.equal(a, b)

@@ -125,6 +125,7 @@ def _interrupted(tmp_path):
     ("no-cache", "give --cache"),
     ("resume-nothing", "not a run folder"),
     ("resume-with-new-lr", "cannot be given with it: --lr"),
+    ("bad-device", "is not a device name"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path, cache_path):
     runs = tmp_path / "runs"
@@ -142,6 +143,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path
         "no-cache": [],
         "resume-nothing": ["--resume", tmp_path],
         "resume-with-new-lr": ["--resume", tmp_path, "--lr", "0.1"],
+        "bad-device": ["--cache", cache_path, "--device", "gpu9"],
     }[case]
     result = invoke([*args, "--runs-dir", runs])
     stderr = result.stderr

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from swrr_core.cache import CacheError
+from swrr_core.device import DeviceError
 from train.config import ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError
 from train.loop import RunInterrupted
 
@@ -138,7 +139,7 @@ def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **option
             if not options["cache"]:
                 raise TrainError("give --cache PATH (a cache made by swrr-extract) or --resume RUN_FOLDER")
             run(TrainConfig(folds=parse_folds(folds), model=model, **options))
-    except (CacheError, TrainError) as exc:
+    except (CacheError, DeviceError, TrainError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except RunInterrupted as exc:

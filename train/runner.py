@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -22,6 +23,7 @@ import torch
 
 from swrr_core import __version__
 from swrr_core.cache import FeatureCache
+from swrr_core.device import resolve_device
 from swrr_core.model import ABLATIONS
 from train import report
 from train.config import (FULL_MODEL, RESUMABLE_FIELDS, RUNTIME_FIELDS, TrainConfig, TrainError, check,
@@ -43,6 +45,7 @@ class Plan:
     num_folds: int
     jobs: List[FoldJob]
     cache_fingerprint: str
+    device: torch.device
 
 
 def run(config: TrainConfig) -> Path:
@@ -81,6 +84,7 @@ def resume(run_dir, **runtime: Any) -> Path:
 
 def prepare(config: TrainConfig) -> Plan:
     """Open the cache, resolve the config, build folds, jobs and the model config; writes nothing."""
+    device = resolve_device(config.device)  # a bad --device is refused before any folder exists
     cache = FeatureCache(config.cache)
     meta = cache.meta
     _check_lengths(cache)
@@ -98,7 +102,7 @@ def prepare(config: TrainConfig) -> Plan:
         jobs.append(FoldJob(fold, len(all_folds), config, model_cfg, meta.task, list(meta.label_names),
                             "", identity))
         selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
-    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp)
+    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device)
 
 
 def _check_lengths(cache: FeatureCache) -> None:
@@ -113,12 +117,22 @@ def _check_lengths(cache: FeatureCache) -> None:
                              "needs at least one frame and one token per row: re-extract the cache with swrr-extract")
 
 
+@contextmanager
+def torch_threads(count: Optional[int]):
+    """Run the block with `count` CPU threads (None: as they are), then restore the previous count,
+    so that train.runner.run called from Python leaves torch's global thread setting as it was."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def execute(plan: Plan, run_dir: Path) -> Path:
     """Train the folds not finished yet in `run_dir`, then write the reports."""
-    config, meta = plan.config, plan.cache.meta
-    device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    config, meta, device = plan.config, plan.cache.meta, plan.device
     for job in plan.jobs:
         job.fold_dir = str(run_dir / f"fold{job.fold.number:02d}")
     report.banner(plan, run_dir, device)
@@ -132,42 +146,31 @@ def execute(plan: Plan, run_dir: Path) -> Path:
                   + "  (done before)")
         else:
             pending.append(job)
-    try:
-        if config.parallel_folds > 1 and len(pending) > 1:
-            from train.parallel import run_parallel
+    with torch_threads(config.threads):  # the caller's thread count comes back afterwards
+        try:
+            if config.parallel_folds > 1 and len(pending) > 1:
+                from train.parallel import run_parallel
 
-            for result in run_parallel(pending, config, device):
-                results[result["fold"]] = result
-                print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
-        elif pending:
-            source = make_source(plan.cache, device, config.stream, config.workers)
-            budget = EpochBudget(config.stop_after_epochs)
-            try:
-                for job in pending:
-                    result = train_fold(job, source, device, budget)
+                for result in run_parallel(pending, config, device):
                     results[result["fold"]] = result
                     print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
-            finally:
-                source.close()
-    except (RunInterrupted, KeyboardInterrupt, TrainError):
-        print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
-        raise
+            elif pending:
+                source = make_source(plan.cache, device, config.stream, config.workers)
+                budget = EpochBudget(config.stop_after_epochs)
+                try:
+                    for job in pending:
+                        result = train_fold(job, source, device, budget)
+                        results[result["fold"]] = result
+                        print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
+                finally:
+                    source.close()
+        except (RunInterrupted, KeyboardInterrupt, TrainError):
+            print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
+            raise
     ordered = [results[job.fold.number] for job in plan.jobs]
     report.write_reports(run_dir, ordered, plan)
     (run_dir / INCOMPLETE).unlink(missing_ok=True)
     return run_dir
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise TrainError(f"--device {name!r} is not a device name (use auto, cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"--device {name}: this torch has no CUDA device; use --device cpu")
-    return device
 
 
 def _cache_fingerprint(cache: FeatureCache) -> str:
