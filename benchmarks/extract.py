@@ -1,16 +1,23 @@
 """Extraction throughput on IEMOCAP-like clips, in one run on the same clips and models.
 
     python benchmarks/extract.py                    # WavLM-base+ / BERT-base architectures, 5,531 clips
+    python benchmarks/extract.py --profile          # + torch.profiler over a few steady-state batches
     python benchmarks/extract.py --quick            # tiny encoders, 48 clips, CPU, < 1 minute
     python benchmarks/extract.py --device cpu --n 200
 
 Measures:
   forward      pure encoder forward (WavLM + BERT) on pre-loaded, pre-padded tensors already on the
-               device: the ceiling. Batched (the pipeline's plan; a first pass over all batch shapes,
-               then the steady-state pass reported) and batch 1 (--per-utt-n clips).
+               device: the ceiling. Batched (the pipeline's plan at --batch-seconds, default auto, and
+               at 160 s; a first pass over all batch shapes, then the steady-state pass reported) and
+               batch 1 (--per-utt-n clips).
   end-to-end   the real pipeline (run_extraction): synthetic 16 kHz wavs in a temp folder -> header
-               checks -> decode in worker processes -> encode -> HDF5 writer thread -> finished cache.
-               Batched, and batch 1 (--batch-seconds 0) on the --per-utt-n subset.
+               checks -> decode in worker processes -> encode (one batch in flight) -> HDF5 writer
+               thread -> finished cache. Batched at --batch-seconds (with the writer thread's busy
+               seconds), and batch 1 (--batch-seconds 0) on the --per-utt-n subset.
+  profile      (--profile) torch.profiler over --profile-batches steady-state batches of the pure
+               forward, for WavLM+BERT, WavLM alone and BERT alone: wall ms per batch, GPU time per
+               batch (kernels and copies; busy = GPU time / wall), host<->device sync points, the top
+               12 CUDA kernels (top CPU ops on the CPU).
   ratios       batched / batch 1 (forward and end-to-end), end-to-end / forward (overlap).
   padding      fraction of the encoded audio that is padding, for the length-sorted plan.
   memory       peak GPU memory of the forward at each --budgets value (CUDA only).
@@ -35,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract.batching import DEFAULT_BATCH_SECONDS, plan_batches  # noqa: E402
+from extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds, plan_batches  # noqa: E402
 from extract.encoders import (TINY_VOCAB, AudioEncoder, TextEncoder, build_tiny_text,  # noqa: E402
                               tiny_encoders)
 
@@ -73,21 +80,89 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def pure_forward(audio, text, waves, texts, batch_seconds: float, device: torch.device, limit=None):
-    """Seconds to encode all clips with inputs prepared and on the device beforehand; (seconds, plan)."""
+def device_batches(audio, text, waves, texts, batch_seconds: float, device: torch.device, limit=None):
+    """The plan's batches (the first `limit`) prepared and on the device: -> ([(values, lengths, tokens)], plan)."""
     plan = plan_batches([len(w) for w in waves], SAMPLE_RATE, batch_seconds)
     batches = []
     for rows in plan.batches[:limit]:
         values, lengths = audio.collate([audio.prepare(waves[r]) for r in rows])
         tokens = {k: v.to(device) for k, v in text.tokenize([texts[r] for r in rows]).items()}
-        batches.append((values.to(device), lengths, tokens, len(rows)))
+        batches.append((values.to(device), lengths, tokens))
     sync(device)
+    return batches, plan
+
+
+def encode_both(audio, text, batch) -> None:
+    values, lengths, tokens = batch
+    audio(values, lengths)
+    text(tokens)
+
+
+def pure_forward(audio, text, waves, texts, batch_seconds: float, device: torch.device, limit=None):
+    """Seconds to encode all clips with inputs prepared and on the device beforehand; (seconds, clips, plan)."""
+    batches, plan = device_batches(audio, text, waves, texts, batch_seconds, device, limit)
     start = time.perf_counter()
-    for values, lengths, tokens, _ in batches:
-        audio(values, lengths)
-        text(tokens)
+    for batch in batches:
+        encode_both(audio, text, batch)
     sync(device)
-    return time.perf_counter() - start, sum(b[3] for b in batches), plan
+    return time.perf_counter() - start, sum(len(b[1]) for b in batches), plan
+
+
+def forward_rates(audio, text, waves, texts, batch_seconds: float, device: torch.device) -> dict:
+    """Batched forward at one budget: a first pass meeting every batch shape (cuDNN/cuBLAS choose
+    kernels, the allocator grows), then the steady state that the end-to-end run also sees."""
+    cold, n, _ = pure_forward(audio, text, waves, texts, batch_seconds, device)
+    seconds, n, plan = pure_forward(audio, text, waves, texts, batch_seconds, device)
+    return {"utt_s": n / seconds, "s": seconds, "first_pass_utt_s": n / cold, "batches": len(plan),
+            "padding_waste": plan.padding_waste}
+
+
+SYNC_MARKS = ("Synchronize", "Memcpy", "nonzero", "local_scalar_dense")  # names differ across torch versions
+
+
+def _device_us(event) -> float:
+    """An averaged profiler event's self GPU time in microseconds (renamed in torch 2.4)."""
+    value = getattr(event, "self_device_time_total", None)
+    return float(value if value is not None else event.self_cuda_time_total)
+
+
+def profile_part(run, batches, device: torch.device, top: int = 12) -> dict:
+    """torch.profiler over run(batch) for each batch: wall and GPU time per batch, sync points, top kernels."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        sync(device)  # counted below as one cudaDeviceSynchronize
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    n = len(batches)
+    marks = {e.key: e.count for e in events if any(m in e.key for m in SYNC_MARKS)}
+    result = {"batches": n, "wall_ms_per_batch": 1e3 * wall / n, "sync_points": marks,
+              "host_syncs_per_batch": (sum(c for k, c in marks.items() if "Synchronize" in k) - cuda) / n}
+    if cuda:
+        on_gpu = [e for e in events if e.device_type == DeviceType.CUDA] or events  # else: time on the ops
+        kernels = sorted(((e.key, _device_us(e)) for e in on_gpu), key=lambda kv: -kv[1])
+        gpu_us = sum(us for _, us in kernels)
+        result.update(gpu_ms_per_batch=gpu_us / 1e3 / n, gpu_busy=gpu_us / 1e6 / wall,
+                      top=[(name, us / 1e3 / n) for name, us in kernels[:top]])
+    else:
+        ops = sorted(((e.key, e.self_cpu_time_total) for e in events), key=lambda kv: -kv[1])
+        result["top"] = [(name, us / 1e3 / n) for name, us in ops[:top]]
+    return result
+
+
+def profile_forward(audio, text, batches, device: torch.device) -> dict:
+    """The profile of WavLM+BERT, WavLM alone and BERT alone over the same (already seen) batches."""
+    parts = {"wavlm+bert": lambda b: encode_both(audio, text, b),
+             "wavlm": lambda b: audio(b[0], b[1]),
+             "bert": lambda b: text(b[2])}
+    return {name: profile_part(run, batches, device) for name, run in parts.items()}
 
 
 def peak_memory_gb(audio, text, waves, texts, budget: float, device: torch.device) -> float:
@@ -113,7 +188,7 @@ def write_dataset(folder: Path, waves, durations, texts) -> Path:
     return folder / "manifest.csv"
 
 
-def end_to_end(manifest: Path, out: Path, encoders, device: torch.device, batch_seconds: float, workers: int,
+def end_to_end(manifest: Path, out: Path, encoders, device: torch.device, batch_seconds, workers: int,
                dtype: str):
     """The real pipeline with these encoders, to a finished cache; -> its Summary."""
     from extract.pipeline import ExtractConfig, run_extraction
@@ -129,20 +204,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--n", type=int, default=IEMOCAP_CLIPS, help="clips (default: IEMOCAP's 5,531)")
     parser.add_argument("--per-utt-n", type=int, default=300, help="clips for the batch-1 runs")
     parser.add_argument("--encoders", default="base", choices=["base", "tiny"])
-    parser.add_argument("--batch-seconds", type=float, default=DEFAULT_BATCH_SECONDS)
+    parser.add_argument("--batch-seconds", type=parse_batch_seconds, default=AUTO,
+                        help="auto (default: from the GPU's memory, as swrr-extract) or seconds")
     parser.add_argument("--budgets", default="100,160,200,400", help="batch seconds for the memory table")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: pipeline's)")
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    parser.add_argument("--profile", action="store_true", help="torch.profiler over steady-state forward batches")
+    parser.add_argument("--profile-batches", type=int, default=6, help="batches spread over the plan to profile")
     parser.add_argument("--quick", action="store_true", help="tiny encoders, 48 clips, CPU: < 1 minute")
     args = parser.parse_args(argv)
     if args.quick:
         args.device, args.encoders, args.n, args.per_utt_n = "cpu", "tiny", 48, 8
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
-    from extract.pipeline import default_workers
+    from extract.pipeline import default_workers, resolve_batch_seconds
 
     workers = default_workers() if args.workers is None else args.workers
     fp16 = args.dtype == "float16" and device.type == "cuda"
+    budget, budget_text = resolve_batch_seconds(args.batch_seconds, device, args.dtype)
 
     audio, text = base_encoders() if args.encoders == "base" else tiny_encoders()
     audio.to(device, fp16)
@@ -152,15 +231,21 @@ def main(argv=None) -> dict:
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {"device": card, "encoders": f"{audio.name} + {text.name}", "clips": args.n,
               "audio_hours_capped": round(sum(len(w) for w in waves) / SAMPLE_RATE / 3600, 3),
-              "batch_seconds": args.batch_seconds, "dtype": args.dtype, "fp16_autocast": fp16, "workers": workers,
-              "torch": torch.__version__}
+              "batch_seconds": budget, "batch_budget": budget_text, "dtype": args.dtype, "fp16_autocast": fp16,
+              "workers": workers, "torch": torch.__version__}
 
-    # The first pass meets every batch shape for the first time (cuDNN/cuBLAS choose kernels, the
-    # allocator grows); the second is the steady state that the end-to-end runs below also see.
-    cold, n, _ = pure_forward(audio, text, waves, texts, args.batch_seconds, device)
-    seconds, n, plan = pure_forward(audio, text, waves, texts, args.batch_seconds, device)
-    result.update(forward_batched_utt_s=n / seconds, forward_batched_s=seconds, forward_first_pass_utt_s=n / cold,
-                  batches=len(plan), padding_waste=plan.padding_waste)
+    rates = forward_rates(audio, text, waves, texts, budget, device)
+    result.update(forward_batched_utt_s=rates["utt_s"], forward_batched_s=rates["s"],
+                  forward_first_pass_utt_s=rates["first_pass_utt_s"], batches=rates["batches"],
+                  padding_waste=rates["padding_waste"])
+    if budget != CPU_BATCH_SECONDS:  # the former default, for comparison
+        rates = forward_rates(audio, text, waves, texts, CPU_BATCH_SECONDS, device)
+    result.update(forward_160s_utt_s=rates["utt_s"], forward_160s_first_pass_utt_s=rates["first_pass_utt_s"])
+    if args.profile:
+        batches, _ = device_batches(audio, text, waves, texts, budget, device)
+        picked = sorted(set(np.linspace(0, len(batches) - 1, min(args.profile_batches, len(batches))).astype(int)))
+        result["profile"] = profile_forward(audio, text, [batches[i] for i in picked], device)
+        del batches
     seconds, n, _ = pure_forward(audio, text, waves[few], texts[few], 0, device)
     result["forward_batch1_utt_s"] = n / seconds
     if device.type == "cuda":
@@ -181,7 +266,8 @@ def main(argv=None) -> dict:
             summary = end_to_end(manifest, tmp / "all.h5", (audio, text), device, args.batch_seconds, workers,
                                  args.dtype)
             result.update(e2e_batched_utt_s=summary.rows / summary.seconds, e2e_batched_s=summary.seconds,
-                          cache_gb=summary.file_bytes / 1e9)
+                          cache_gb=summary.file_bytes / 1e9, e2e_write_s=summary.write_seconds,
+                          e2e_batch_budget=summary.batch_budget)
             summary = end_to_end(small, tmp / "few.h5", (audio, text), device, 0, workers, args.dtype)
             result["e2e_batch1_utt_s"] = summary.rows / summary.seconds
         result["e2e_over_forward"] = result["e2e_batched_utt_s"] / result["forward_batched_utt_s"]
@@ -193,21 +279,39 @@ def main(argv=None) -> dict:
 
 def report(r: dict) -> None:
     print(f"device {r['device']} | {r['encoders']} | {r['clips']} clips, {r['audio_hours_capped']} h after the "
-          f"5.1 s cap | batches of <= {r['batch_seconds']:g} s, {r['dtype']}, fp16 autocast {r['fp16_autocast']}")
+          f"5.1 s cap | batch budget {r['batch_budget']}, {r['dtype']}, fp16 autocast {r['fp16_autocast']}")
     print(f"forward     batched {r['forward_batched_utt_s']:8.1f} utt/s ({r['forward_batched_s']:.2f} s, "
           f"{r['batches']} batches; first pass {r['forward_first_pass_utt_s']:.1f} utt/s) | "
           f"batch 1 {r['forward_batch1_utt_s']:7.1f} utt/s | ratio {r['forward_batched_over_batch1']:.1f}x")
+    print(f"            at 160 s batches {r['forward_160s_utt_s']:8.1f} utt/s "
+          f"(first pass {r['forward_160s_first_pass_utt_s']:.1f} utt/s)")
     if "e2e_batched_utt_s" in r:
         print(f"end-to-end  batched {r['e2e_batched_utt_s']:8.1f} utt/s ({r['e2e_batched_s']:.2f} s to the finished "
               f"{r['cache_gb']:.2f} GB cache, {r['workers']} workers) | batch 1 {r['e2e_batch1_utt_s']:7.1f} utt/s | "
               f"ratio {r['e2e_batched_over_batch1']:.1f}x")
+        print(f"            HDF5 writes {r['e2e_write_s']:.2f} s in the writer thread "
+              f"({100 * r['e2e_write_s'] / r['e2e_batched_s']:.0f}% of the run, overlapped)")
         print(f"overlap     end-to-end / forward = {r['e2e_over_forward']:.2f}")
     else:
         print(f"end-to-end  {r['end_to_end']}")
     print(f"padding     {100 * r['padding_waste']:.2f}% of the encoded audio")
     if "peak_gpu_gb_by_batch_seconds" in r:
         print("memory      " + ", ".join(f"{b} s -> {gb:.2f} GB" for b, gb in r["peak_gpu_gb_by_batch_seconds"].items()))
+    for part, p in r.get("profile", {}).items():
+        report_profile(part, p)
     print(json.dumps(r))
+
+
+def report_profile(part: str, p: dict) -> None:
+    busy = (f", GPU {p['gpu_ms_per_batch']:.1f} ms/batch (busy {100 * p['gpu_busy']:.0f}%)"
+            if "gpu_busy" in p else "")
+    print(f"profile     {part}: {p['batches']} batches, wall {p['wall_ms_per_batch']:.1f} ms/batch{busy}, "
+          f"host syncs {p['host_syncs_per_batch']:.1f}/batch")
+    print("            sync points: " + (", ".join(f"{k} {c}" for k, c in p["sync_points"].items()) or "none"))
+    if part == "wavlm+bert" or "gpu_busy" not in p:
+        print(f"            top {'CUDA kernels' if 'gpu_busy' in p else 'CPU ops'} (ms/batch):")
+        for name, ms in p["top"]:
+            print(f"            {ms:9.2f}  {name[:110]}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ Measures, on a synthetic cache of IEMOCAP shape (5,531 rows x 255 x 768 + 50 x 7
     device-tensors  batches sliced from tensors made directly on the device (the ceiling),
     in-memory       the trainer's default: the cache loaded once, kept resident, indexed per batch,
     stream          --stream: rows read from HDF5 per batch by DataLoader workers;
-  and the ratios to device-tensors (targets: >= 0.95 in-memory, >= 0.8 stream);
+  each with eager steps and (CUDA) with steps replayed from CUDA graphs (the trainer's CUDA
+  default), and the ratios to device-tensors (targets: >= 0.95 in-memory, >= 0.8 stream);
 - evaluation time of a test fold, peak memory (GPU and host);
-- aggregate steps/s with N fold processes at once (--parallel), as `--parallel-folds N` runs them;
+- aggregate steps/s with N folds at once (--parallel), as `--parallel-folds N` runs them (CUDA:
+  N streams of one process sharing the resident cache; CPU: N processes);
+- with --profile: where a step's time goes (GPU kernel time vs wall time, top kernels, host syncs);
 - the estimated wall time of a full IEMOCAP 10-fold x 50-epoch run from those rates.
 
     python benchmarks/train.py --device cuda            # full size (a GPU)
@@ -37,8 +40,10 @@ import torch  # noqa: E402
 from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noqa: E402
 from swrr_core.device import resolve_device  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
-from train.data import ResidentSource, StreamSource, as_tensors  # noqa: E402
-from train.loop import FoldJob, evaluate, make_scaler, train_epoch  # noqa: E402
+from train.data import LENGTHS, ResidentSource, StreamSource, as_tensors  # noqa: E402
+from train.loop import (FoldJob, evaluate, loss_fn, make_optimizer, make_scaler, runtime_model_config,  # noqa: E402
+                        train_epoch)
+from train.step import WARMUP_STEPS, TrainStep  # noqa: E402
 from train.protocols import Fold  # noqa: E402
 from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
 
@@ -65,10 +70,12 @@ def make_cache(path: Path, rows: int, dim: int, frames: int = 255, tokens: int =
 
 
 class DeviceTensors:
-    """The ceiling: the same rows as tensors made on the device, batches as contiguous slices."""
+    """The ceiling: the same rows as tensors made on the device (lengths pinned on the host, as
+    the trainer's sources give them), batches as contiguous slices."""
 
     def __init__(self, cache: FeatureCache, device: torch.device):
-        self.tensors = {k: v.to(device) for k, v in as_tensors(cache.load()).items()}
+        self.tensors = {k: v.pin_memory() if k in LENGTHS and device.type == "cuda" else
+                        v if k in LENGTHS else v.to(device) for k, v in as_tensors(cache.load()).items()}
 
     def batches(self, batch_rows):
         start = 0
@@ -82,39 +89,81 @@ class DeviceTensors:
 
 def make_job(rows: int, args, model_config: SWRRConfig) -> FoldJob:
     config = TrainConfig(cache="", epochs=1, lr=5e-4, batch_size=args.batch_size, progress=False,
-                         amp=not args.no_amp)
+                         amp=not args.no_amp, beta2=0.99)
     fold = Fold(1, "bench", np.arange(rows), np.zeros(0, np.int64), np.arange(args.test_rows))
     return FoldJob(fold, 1, config, model_config, "classification", CLASSES, "", {})
 
 
-def timed_epoch(source, device, args, model_config, steps: int, seed: int = 0, barrier=None):
-    """A warm-up epoch of args.warmup steps, then `steps` timed steps through loop.train_epoch
-    (after `barrier`, when given); -> (start, end) perf_counter times of the timed steps."""
+def setup(device, args, model_config, graphs: bool, seed: int = 0):
+    """-> (model, optimizer, scaler, step) as loop._train_fold builds them."""
     torch.manual_seed(seed)
-    model = SWRR(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, betas=(0.9, 0.99))
-    scaler = make_scaler(device.type == "cuda" and not args.no_amp)
+    model = SWRR(runtime_model_config(model_config, device)).to(device)
+    job = make_job(args.batch_size, args, model_config)
+    optimizer = make_optimizer(model, job.config, device)
+    amp = device.type == "cuda" and not args.no_amp
+    scaler = make_scaler(amp)
+    return model, optimizer, scaler, TrainStep(model, loss_fn, "classification", scaler, 1, amp, device, graphs)
+
+
+def timed_epoch(source, device, args, model_config, steps: int, graphs: bool, seed: int = 0, barrier=None):
+    """A warm-up epoch of args.warmup steps (CUDA graphs are captured there), then `steps` timed
+    steps through loop.train_epoch (after `barrier`, when given); -> (start, end) perf_counter times."""
+    model, optimizer, scaler, step = setup(device, args, model_config, graphs, seed)
     generator = torch.Generator().manual_seed(seed)
     train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
-                generator, device, 0)
+                generator, device, 0, step)
     job = make_job(steps * args.batch_size, args, model_config)
     _sync(device)
     if barrier is not None:
         barrier.wait()
     tick = time.perf_counter()
-    train_epoch(job, model, optimizer, scaler, source, generator, device, 0)
+    train_epoch(job, model, optimizer, scaler, source, generator, device, 0, step)
     _sync(device)
     return tick, time.perf_counter()
 
 
-def measure_steps(source, device, args, model_config, steps: int) -> float:
+def measure_steps(source, device, args, model_config, steps: int, graphs: bool) -> float:
     """Seconds per training step (after a warm-up epoch)."""
-    tick, tock = timed_epoch(source, device, args, model_config, steps)
+    tick, tock = timed_epoch(source, device, args, model_config, steps, graphs)
     return (tock - tick) / steps
 
 
+def profile_steps(source, device, args, model_config, graphs: bool) -> dict:
+    """torch.profiler over args.steps training steps: GPU kernel time vs wall time, top kernels,
+    host-device syncs; printed, and returned as numbers."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, optimizer, scaler, step = setup(device, args, model_config, graphs)
+    generator = torch.Generator().manual_seed(0)
+    train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
+                generator, device, 0, step)
+    job = make_job(args.steps * args.batch_size, args, model_config)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        tick = time.perf_counter()
+        train_epoch(job, model, optimizer, scaler, source, generator, device, 0, step)
+        _sync(device)
+        wall = time.perf_counter() - tick
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total if hasattr(e, "self_device_time_total") else e.self_cuda_time_total
+                    for e in events if getattr(e, "device_type", None) is not None and "CUDA" in str(e.device_type))
+    syncs = {e.key: e.count for e in events if "Synchronize" in e.key or ("Memcpy" in e.key and "DtoH" in e.key)
+             or e.key in ("aten::item", "aten::_local_scalar_dense")}
+    per_step = {"wall_ms": 1000 * wall / args.steps, "gpu_kernel_ms": kernel_us / 1000 / args.steps,
+                "syncs_per_step": {k: v / args.steps for k, v in syncs.items()}}
+    per_step["gpu_busy"] = per_step["gpu_kernel_ms"] / per_step["wall_ms"] if device.type == "cuda" else None
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"  profile ({'graphs' if graphs else 'eager'}): {per_step['wall_ms']:.1f} ms/step wall, "
+          f"{per_step['gpu_kernel_ms']:.1f} ms of GPU kernels"
+          + (f" (GPU busy {100 * per_step['gpu_busy']:.0f}%)" if per_step["gpu_busy"] is not None else "")
+          + f"; host syncs per step: {per_step['syncs_per_step'] or 'none'}")
+    print(events.table(sort_by=sort, row_limit=12, max_name_column_width=60))
+    return per_step
+
+
 def measure_eval(source, device, args, model_config) -> float:
-    model = SWRR(model_config).to(device)
+    model = SWRR(runtime_model_config(model_config, device)).to(device)
     job = make_job(args.batch_size, args, model_config)
     evaluate(job, model, source, job.fold.test[: args.batch_size], device)  # warm-up
     _sync(device)
@@ -137,13 +186,13 @@ def _parallel_worker(rank, cache_path, device_name, args, model_config, steps, b
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.parallel_now) if device_name == "cpu" else 1)
     device = torch.device(device_name)
     source = ResidentSource(FeatureCache(cache_path), device)
-    args.warmup = max(args.warmup, 2)
-    tick, tock = timed_epoch(source, device, args, model_config, steps, seed=rank, barrier=barrier)
+    args.warmup = max(args.warmup, WARMUP_STEPS + 2)
+    tick, tock = timed_epoch(source, device, args, model_config, steps, args.graphs, seed=rank, barrier=barrier)
     queue.put((tick, tock, _peak_gpu_gb(device)))
 
 
 def measure_parallel(n: int, cache_path, device, args, model_config, steps: int):
-    """Aggregate training steps/s of n processes, each training its own model (as --parallel-folds)."""
+    """Aggregate training steps/s of n processes, each training its own model (as --parallel-folds on CPU)."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -159,6 +208,26 @@ def measure_parallel(n: int, cache_path, device, args, model_config, steps: int)
     start, end = min(r[0] for r in results), max(r[1] for r in results)
     peaks = [r[2] for r in results if r[2] is not None]
     return n * steps / (end - start), (max(peaks) if peaks else None)
+
+
+def measure_lanes(n: int, source, device, args, model_config, steps: int):
+    """Aggregate training steps/s of n threads of this process, each training its own model on its
+    own CUDA stream from one shared resident cache (as --parallel-folds on CUDA); -> (steps/s, peak GB)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(n)
+    args.warmup = max(args.warmup, WARMUP_STEPS + 2)
+    torch.cuda.reset_peak_memory_stats(device)
+
+    def lane(rank):
+        with torch.cuda.stream(torch.cuda.Stream(device)):
+            return timed_epoch(source, device, args, model_config, steps, args.graphs, seed=rank, barrier=barrier)
+
+    with ThreadPoolExecutor(n) as pool:
+        times = list(pool.map(lane, range(n)))
+    start, end = min(t[0] for t in times), max(t[1] for t in times)
+    return n * steps / (end - start), _peak_gpu_gb(device)
 
 
 def estimate_full_run(step_s: float, eval_s_per_fold: float, batch_size: int, steps_per_s_total: float = None) -> float:
@@ -183,8 +252,12 @@ def main():
     parser.add_argument("--workers", type=int, help="DataLoader workers for the stream mode (default 4, quick 2)")
     parser.add_argument("--parallel", default="", help="process counts to measure, e.g. 1,2,4,5 (default: none; "
                                                        "full GPU run: 1,2,4,5,10)")
+    parser.add_argument("--processes", default="", help="also measure these counts as separate processes "
+                                                        "(the CPU way), e.g. 5, to compare on a GPU")
     parser.add_argument("--lstm-hidden", type=int, help="head size (default paper 384, quick 32)")
     parser.add_argument("--no-amp", action="store_true")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="parallel runs and profile with eager steps")
+    parser.add_argument("--profile", action="store_true", help="profile the in-memory steps (eager and graphs)")
     parser.add_argument("--cache", type=Path, help="reuse this synthetic cache (made if missing)")
     args = parser.parse_args()
     quick = args.quick
@@ -198,6 +271,7 @@ def main():
     if not quick and not args.parallel and torch.cuda.is_available():
         args.parallel = "1,2,4,5,10"
     device = resolve_device(args.device)
+    args.graphs = device.type == "cuda" and not args.no_cuda_graphs
     model_config = SWRRConfig(audio_dim=args.dim, text_dim=args.dim, lstm_hidden=args.lstm_hidden,
                               **({"cnn_channels": (8, 16, 16)} if quick else {}))
 
@@ -216,41 +290,56 @@ def main():
         results = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                    "torch": torch.__version__, "rows": args.rows, "cache_gb": gb, "batch_size": args.batch_size,
                    "lstm_hidden": args.lstm_hidden, "quick": quick, "modes": {}}
-        for mode in ("device-tensors", "in-memory", "stream"):
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
-            tick = time.perf_counter()
-            source = {"device-tensors": lambda: DeviceTensors(cache, device),
-                      "in-memory": lambda: ResidentSource(cache, device),
-                      "stream": lambda: StreamSource(cache, device, args.workers)}[mode]()
-            load_s = time.perf_counter() - tick
-            step_s = measure_steps(source, device, args, model_config, args.steps)
-            eval_s = measure_eval(source, device, args, model_config) if mode == "in-memory" else None
-            source.close()
-            results["modes"][mode] = {"step_s": step_s, "steps_per_s": 1 / step_s, "load_s": load_s,
-                                      "peak_gpu_gb": _peak_gpu_gb(device), "eval_s_per_test_fold": eval_s}
-        base = results["modes"]["device-tensors"]["step_s"]
+        step_kinds = [False, True] if device.type == "cuda" else [False]  # CUDA graphs: CUDA only
+        for feed in ("device-tensors", "in-memory", "stream"):
+            for graphs in step_kinds:
+                mode = feed + (" + graphs" if graphs else "")
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats(device)
+                tick = time.perf_counter()
+                source = {"device-tensors": lambda: DeviceTensors(cache, device),
+                          "in-memory": lambda: ResidentSource(cache, device),
+                          "stream": lambda: StreamSource(cache, device, args.workers)}[feed]()
+                load_s = time.perf_counter() - tick
+                step_s = measure_steps(source, device, args, model_config, args.steps, graphs)
+                eval_s = measure_eval(source, device, args, model_config) if mode == "in-memory" else None
+                if args.profile and feed == "in-memory":
+                    results.setdefault("profile", {})[mode] = profile_steps(source, device, args, model_config, graphs)
+                source.close()
+                results["modes"][mode] = {"step_s": step_s, "steps_per_s": 1 / step_s, "load_s": load_s,
+                                          "peak_gpu_gb": _peak_gpu_gb(device), "eval_s_per_test_fold": eval_s}
         for mode, r in results["modes"].items():
+            base = results["modes"]["device-tensors" + (" + graphs" if mode.endswith("graphs") else "")]["step_s"]
             r["ratio_to_device_tensors"] = base / r["step_s"]
-            print(f"  {mode:<15} {1000 * r['step_s']:8.1f} ms/step  {r['steps_per_s']:7.2f} steps/s  "
+            print(f"  {mode:<24} {1000 * r['step_s']:8.1f} ms/step  {r['steps_per_s']:7.2f} steps/s  "
                   f"ratio {r['ratio_to_device_tensors']:.3f}  load {r['load_s']:.1f} s"
                   + (f"  peak GPU {r['peak_gpu_gb']:.2f} GB" if r["peak_gpu_gb"] is not None else "") + (f"  eval of a test fold ({args.test_rows} rows) "
                                                            f"{r['eval_s_per_test_fold']:.2f} s"
                                                            if r["eval_s_per_test_fold"] else ""))
-        mem = results["modes"]["in-memory"]
+        eval_s = results["modes"]["in-memory"]["eval_s_per_test_fold"]
+        mem = results["modes"]["in-memory" + (" + graphs" if args.graphs else "")]  # the trainer's default
         results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-        results["estimate_sequential_s"] = estimate_full_run(mem["step_s"], mem["eval_s_per_test_fold"], args.batch_size)
+        results["estimate_sequential_s"] = estimate_full_run(mem["step_s"], eval_s, args.batch_size)
         print(f"  peak host RSS {results['peak_rss_gb']:.2f} GB")
         print(f"  estimated IEMOCAP 10 folds x 50 epochs, sequential: {results['estimate_sequential_s'] / 60:.1f} min")
         results["parallel"] = {}
-        for n in [int(x) for x in args.parallel.split(",") if x.strip()]:
-            total, peak = measure_parallel(n, cache_path, device, args, model_config, args.steps)
-            est = estimate_full_run(mem["step_s"], mem["eval_s_per_test_fold"], args.batch_size, total)
-            results["parallel"][n] = {"steps_per_s_total": total, "peak_gpu_gb_per_process": peak, "estimate_s": est}
-            print(f"  --parallel-folds {n:<2}: {total:7.2f} steps/s in total"
-                  + (f", peak GPU {peak:.2f} GB per process" if peak is not None else "")
+        lanes = device.type == "cuda"  # what --parallel-folds does on this device
+        shared = ResidentSource(cache, device) if lanes else None
+        counts = [(int(x), lanes) for x in args.parallel.split(",") if x.strip()]
+        counts += [(int(x), False) for x in args.processes.split(",") if x.strip()]
+        for n, as_lanes in counts:
+            total, peak = (measure_lanes(n, shared, device, args, model_config, args.steps) if as_lanes
+                           else measure_parallel(n, cache_path, device, args, model_config, args.steps))
+            est = estimate_full_run(mem["step_s"], eval_s, args.batch_size, total)
+            kind = "lanes" if as_lanes else "processes"
+            results["parallel"][f"{n} {kind}"] = {"folds": n, "kind": kind, "steps_per_s_total": total,
+                                                  "peak_gpu_gb": peak, "estimate_s": est}
+            print(f"  --parallel-folds {n:<2} ({'CUDA streams of one process' if as_lanes else 'processes'}): "
+                  f"{total:7.2f} steps/s in total" + (f", peak GPU {peak:.2f} GB" if peak is not None else "")
                   + f", estimated 10x50 run {est / 60:.1f} min")
+        if shared is not None:
+            shared.close()
         cache.close()
     print(json.dumps(results))
 

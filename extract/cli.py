@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from extract.audio import AudioError
-from extract.batching import DEFAULT_BATCH_SECONDS
+from extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds
 from extract.datasets import READERS, DatasetError
 from extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
 from extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
@@ -15,6 +15,13 @@ from swrr_core.cache import CacheError, partial_path
 from swrr_core.device import DeviceError
 
 USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
+
+
+def _batch_seconds(ctx, param, value):
+    try:
+        return parse_batch_seconds(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,9 +50,12 @@ USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True,
               help="Dtype of the stored features. float16 also runs the encoders under fp16 autocast on CUDA; "
                    "float32 computes and stores full precision (twice the disk).")
-@click.option("--batch-seconds", type=click.FloatRange(min=0), default=DEFAULT_BATCH_SECONDS, show_default=True,
-              help="Audio per batch, in seconds of padded audio (rows x longest row). 160 fits an 11 GB "
-                   "GPU; 0 encodes one utterance at a time.")
+@click.option("--batch-seconds", default=AUTO, show_default=True, callback=_batch_seconds, metavar="auto|SECONDS",
+              help="Audio per batch, in seconds of padded audio (rows x longest row). auto: from the GPU's "
+                   "total memory, the largest of 40..400 s whose estimated peak (base-size encoders) stays "
+                   "under 45% of it: 200 s on an 11 GB card, 400 s on 24 GB and up with float16; "
+                   f"{CPU_BATCH_SECONDS:g} s on the CPU. The summary says which was used. "
+                   "0 encodes one utterance at a time.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Processes decoding audio while the GPU encodes. Default: min(4, CPUs - 1), here "
                    f"{default_workers()}; 0 = decode in the main process.")

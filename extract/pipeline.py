@@ -5,9 +5,10 @@
 Steps: the reader lists utterances; every audio header is checked first, so unusable files
 become counted skips and the row list is fixed before the cache is opened; the batch plan
 (extract/batching.py) is computed over all rows; batches not yet in the cache (resume) are
-decoded by DataLoader worker processes while the GPU encodes the previous ones, and a writer
-thread puts finished batches into the HDF5 file; the cache is renamed to its final path only
-when every row is in it.
+decoded by DataLoader worker processes while the GPU encodes the previous ones; one batch is
+kept in flight on the GPU (`encode_ahead`: batch i+1 is launched before batch i's features are
+waited for), and a writer thread puts finished batches into the HDF5 file; the cache is renamed
+to its final path only when every row is in it.
 """
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from extract.audio import AudioError, check_utterances, load_audio
-from extract.batching import DEFAULT_BATCH_SECONDS, BatchPlan, plan_batches
+from extract.batching import AUTO, BatchPlan, auto_batch_seconds, parse_batch_seconds, plan_batches
 from extract.datasets import DatasetError, Utterance, get_reader
 from extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                               TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
@@ -53,7 +54,7 @@ class ExtractConfig:
     layer: int = -1  # hidden layer of both encoders; -1 = last
     device: str = "auto"  # auto = cuda when available
     dtype: str = "float16"  # cache dtype; float16 also means fp16 autocast on CUDA
-    batch_seconds: float = DEFAULT_BATCH_SECONDS  # padded audio per batch
+    batch_seconds: Union[float, str] = AUTO  # padded audio per batch; "auto": from the GPU's memory
     max_frames: int = 255  # audio is cut to the samples giving this many WavLM frames (5.1 s)
     max_tokens: int = 50  # [CLS] and [SEP] included
     sample_rate: int = 16000
@@ -66,6 +67,7 @@ class ExtractConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        self.batch_seconds = parse_batch_seconds(self.batch_seconds)
 
     @property
     def out_path(self) -> Path:
@@ -88,7 +90,10 @@ class Summary:
     file_bytes: int
     random_encoders: bool
     encoders: str
+    batch_budget: str  # e.g. "400 s (auto, 140 GiB card, float16)"
+    batches: int
     padding_waste: float
+    write_seconds: float  # spent in HDF5 writes by the writer thread, overlapped with encoding
 
     def lines(self) -> List[str]:
         rate = (self.rows - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
@@ -99,7 +104,9 @@ class Summary:
                "  splits: " + (_counts(self.per_split) if self.per_split else "none given"),
                f"  skipped: {sum(self.skipped.values())}" + (f" ({_counts(self.skipped)})" if self.skipped else ""),
                f"  encoders: {self.encoders}",
-               f"  audio padding: {100 * self.padding_waste:.1f}% of the encoded samples"]
+               f"  batch budget: {self.batch_budget}: {self.batches} batches, audio padding "
+               f"{100 * self.padding_waste:.1f}% of the encoded samples",
+               f"  cache writes: {self.write_seconds:.1f} s in the writer thread (overlapped with encoding)"]
         if self.random_encoders:
             out.append("  WARNING: random encoders (--encoders tiny): use this cache for tests and demos only")
         return out
@@ -107,6 +114,17 @@ class Summary:
 
 def _counts(counts: Dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def resolve_batch_seconds(setting: Union[float, str], device: torch.device, dtype: str) -> Tuple[float, str]:
+    """--batch-seconds -> (seconds, how they were chosen): "auto" reads the card's total memory."""
+    if setting != AUTO:
+        return float(setting), f"{float(setting):g} s" + (" (one utterance per batch)" if setting == 0 else "")
+    if device.type != "cuda":
+        return auto_batch_seconds(None, dtype), f"{auto_batch_seconds(None, dtype):g} s (auto, {device.type})"
+    total = torch.cuda.get_device_properties(device).total_memory
+    seconds = auto_batch_seconds(total, dtype)
+    return seconds, f"{seconds:g} s (auto, {total / 2**30:.0f} GiB card, {dtype})"
 
 
 # ---------------------------------------------------------------------------------- rows
@@ -225,6 +243,7 @@ class BackgroundWriter:
         self.writer = writer
         self.queue: "queue.Queue" = queue.Queue(maxsize=depth)
         self.error: Optional[BaseException] = None
+        self.busy_seconds = 0.0  # time inside writer.write, i.e. spent writing HDF5
         self.thread = threading.Thread(target=self._run, name="swrr-cache-writer", daemon=True)
         self.thread.start()
 
@@ -234,10 +253,12 @@ class BackgroundWriter:
             if item is None:
                 return
             if self.error is None:  # after an error keep draining, so put() never blocks forever
+                started = time.perf_counter()
                 try:
                     self.writer.write(*item)
                 except BaseException as exc:
                     self.error = exc
+                self.busy_seconds += time.perf_counter() - started
 
     def put(self, rows, audio, audio_len, text, text_len) -> None:
         if self.error is not None:
@@ -253,13 +274,66 @@ class BackgroundWriter:
 
 
 # ---------------------------------------------------------------------------------- running
-def encode_batch(batch: LoadedBatch, audio: AudioEncoder, text: TextEncoder, dtype: str):
-    """-> (audio (B, F, D), frames (B,), text (B, T, D), tokens (B,)) as numpy in the cache dtype."""
-    torch_dtype = getattr(torch, dtype)
+class EncodedBatch(NamedTuple):
+    """One batch's features on the host, as the cache writer takes them."""
+
+    rows: List[int]
+    audio: np.ndarray  # (B, F, D) in the cache dtype
+    audio_len: np.ndarray  # (B,) frames
+    text: np.ndarray  # (B, T, D)
+    text_len: np.ndarray  # (B,) tokens
+
+
+class PendingBatch:
+    """A batch whose encoders have been launched. On CUDA its features are being copied into
+    pinned host memory behind the kernels, and `get()` waits for that copy only (an event); on
+    the CPU they are already there and `get()` returns at once."""
+
+    def __init__(self, rows: List[int], audio: torch.Tensor, frames: np.ndarray, text: torch.Tensor,
+                 n_tokens: np.ndarray, dtype: str):
+        torch_dtype = getattr(torch, dtype)
+        self.rows, self.frames, self.n_tokens = rows, frames, n_tokens
+        self.audio = _to_host(audio.to(torch_dtype))
+        self.text = _to_host(text.to(torch_dtype))
+        self.copied: Optional[torch.cuda.Event] = None
+        if audio.is_cuda:
+            self.copied = torch.cuda.Event()
+            self.copied.record(torch.cuda.current_stream(audio.device))
+
+    def get(self) -> EncodedBatch:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return EncodedBatch(self.rows, self.audio.numpy(), self.frames, self.text.numpy(), self.n_tokens)
+
+
+def _to_host(x: torch.Tensor) -> torch.Tensor:
+    """x itself on the CPU; on CUDA a pinned host tensor that a non-blocking copy is filling."""
+    if not x.is_cuda:
+        return x
+    return torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)
+
+
+def encode_batch(batch: LoadedBatch, audio: AudioEncoder, text: TextEncoder, dtype: str) -> PendingBatch:
+    """Launch both encoders on a batch; the features (in the cache dtype) come from `.get()`."""
     audio_features, frames = audio(batch.input_values, batch.sample_lengths)
     text_features, n_tokens = text(batch.tokens)
-    return (audio_features.to(torch_dtype).cpu().numpy(), frames,
-            text_features.to(torch_dtype).cpu().numpy(), n_tokens)
+    return PendingBatch(batch.rows, audio_features, frames, text_features, n_tokens, dtype)
+
+
+def encode_ahead(batches: Iterable[LoadedBatch], audio: AudioEncoder, text: TextEncoder,
+                 dtype: str) -> Iterator[EncodedBatch]:
+    """Encode batches in order with one in flight: batch i+1 is launched before batch i's
+    features are waited for, so the GPU keeps working while the host hands batch i to the
+    writer and fetches the next batch. An error while batch i+1 is loaded or launched drops
+    batch i unwritten: its rows are not marked done, and a rerun encodes them again."""
+    in_flight: Optional[PendingBatch] = None
+    for batch in batches:
+        launched = encode_batch(batch, audio, text, dtype)
+        if in_flight is not None:
+            yield in_flight.get()
+        in_flight = launched
+    if in_flight is not None:
+        yield in_flight.get()
 
 
 def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
@@ -283,12 +357,13 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     audio.to(device, fp16)
     text.to(device, fp16)
     max_samples = audio.samples_for(config.max_frames)
-    plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, config.batch_seconds)
+    batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
+    plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
 
     meta = cache_meta(config, reader, audio, text, fp16)
     writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
     try:
-        _encode_pending(plan, writer, rows, audio, text, config, max_samples)
+        write_seconds = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
         path = writer.finalize()
     finally:
         writer.close()
@@ -297,11 +372,12 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
         per_class=_class_counts(rows.info, reader.label_names), per_split=_split_counts(rows.info),
         skipped=dict(sorted(rows.skipped.items())), seconds=time.perf_counter() - started,
         file_bytes=path.stat().st_size, random_encoders=meta.random_encoders, encoders=describe([audio, text]),
-        padding_waste=plan.padding_waste)
+        batch_budget=batch_budget, batches=len(plan), padding_waste=plan.padding_waste, write_seconds=write_seconds)
 
 
 def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: AudioEncoder, text: TextEncoder,
-                    config: ExtractConfig, max_samples: int) -> None:
+                    config: ExtractConfig, max_samples: int) -> float:
+    """Encode and write the planned batches not in the cache yet; -> seconds spent writing HDF5."""
     from tqdm import tqdm
 
     pending = plan.pending(writer.done_mask())
@@ -315,15 +391,21 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
     bar = tqdm(total=len(rows.info), initial=writer.resumed_rows, unit="utt", desc=f"extract {config.dataset}",
                disable=not config.progress, dynamic_ncols=True)
     try:
-        for batch in loader:
-            if isinstance(batch, LoadFailure):
-                raise AudioError(batch.path, batch.reason, "; ".join(filter(None, [
-                    batch.detail, "its header looked fine; fix or remove the file, then rerun with --overwrite"])))
-            background.put(batch.rows, *encode_batch(batch, audio, text, config.dtype))
-            bar.update(len(batch.rows))
+        for encoded in encode_ahead(map(_decoded, loader), audio, text, config.dtype):
+            background.put(*encoded)
+            bar.update(len(encoded.rows))
     finally:
         bar.close()
         background.close()
+    return background.busy_seconds
+
+
+def _decoded(batch: Union[LoadedBatch, LoadFailure]) -> LoadedBatch:
+    """The loader's batch, or the AudioError its worker met (the file is named)."""
+    if isinstance(batch, LoadFailure):
+        raise AudioError(batch.path, batch.reason, "; ".join(filter(None, [
+            batch.detail, "its header looked fine; fix or remove the file, then rerun with --overwrite"])))
+    return batch
 
 
 def _class_counts(info: Sequence[RowInfo], label_names: Sequence[str]) -> Dict[str, int]:

@@ -26,6 +26,7 @@ ATTENTIONS = ("sliding", "full")
 MODALITIES = ("both", "audio", "text")
 HRFR_MODES = ("both", "global", "local", "none")
 CLASSIFIERS = ("fmc", "linear")
+LSTM_PADDINGS = ("pack", "align")
 
 
 @dataclass
@@ -49,11 +50,13 @@ class SWRRConfig:
     heaviside_temperature: float = 1.0  # surrogate slope of the Heaviside steps in backward
     classifier: str = "fmc"  # "fmc" | "linear"
     dropout: float = 0.1  # on the LSTM outputs and before the classifier
+    lstm_padding: str = "pack"  # "pack" | "align": how the BiLSTM skips padding (same numbers)
 
     def __post_init__(self):
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)  # JSON gives lists
         for name, allowed in (("attention", ATTENTIONS), ("modalities", MODALITIES),
-                              ("hrfr", HRFR_MODES), ("classifier", CLASSIFIERS)):
+                              ("hrfr", HRFR_MODES), ("classifier", CLASSIFIERS),
+                              ("lstm_padding", LSTM_PADDINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SWRRConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("audio_dim", "text_dim", "max_frames", "max_tokens", "num_outputs", "lstm_hidden",
@@ -103,9 +106,12 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def lengths_to_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """(B,) lengths -> (B, size) bool, True on valid positions."""
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+def lengths_to_mask(lengths: torch.Tensor, size: int, device=None) -> torch.Tensor:
+    """(B,) lengths -> (B, size) bool on `device` (default: the lengths'), True on valid positions.
+
+    Host lengths are copied without waiting for the device (asynchronously when pinned)."""
+    device = lengths.device if device is None else device
+    return torch.arange(size, device=device)[None, :] < lengths.to(device, non_blocking=True)[:, None]
 
 
 def heaviside(x: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -123,26 +129,50 @@ class SharedLSTM(nn.Module):
 
     forward(audio (B, N, Da), audio_len (B,), text (B, T, Dt), text_len (B,))
         -> X (B, N, D), Y (B, T, D), D = 2 * hidden; zeros at padded positions.
+    Padding never enters the recurrence of a valid position, in either of two ways (`padding`):
+      "pack"   packed sequences: needs the lengths on the host, shapes vary with them;
+      "align"  the forward direction reads the zero-padded batch as it is, the backward direction
+               a copy whose rows are shifted to end at the last position (padding first, where it
+               comes after the valid frames in that direction's order); one LSTM call on 2B rows.
+               Twice the LSTM work, but static shapes and no host round trip (CUDA graphs).
     Decision: when Da != Dt, a linear layer maps the audio to Dt so one LSTM can read both.
     """
 
-    def __init__(self, audio_dim: int, text_dim: int, hidden: int):
+    def __init__(self, audio_dim: int, text_dim: int, hidden: int, padding: str = "pack"):
         super().__init__()
+        if padding not in LSTM_PADDINGS:
+            raise ValueError(f"SharedLSTM padding must be one of {LSTM_PADDINGS}, got {padding!r}")
+        self.padding = padding
         self.audio_proj = nn.Linear(audio_dim, text_dim) if audio_dim != text_dim else nn.Identity()
         self.lstm = nn.LSTM(text_dim, hidden, batch_first=True, bidirectional=True)
 
     def run(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, L, Dt), (B,) -> (B, L, D); packed so padding never enters the recurrence."""
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out
+        """(B, L, Dt), (B,) lengths (host or device) -> (B, L, D)."""
+        if self.padding == "pack":
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+            return out
+        b, size, hidden = x.shape[0], x.shape[1], self.lstm.hidden_size
+        lengths = lengths.to(x.device, non_blocking=True)
+        shift = (size - lengths)[:, None]  # (B, 1): padding of each row
+        steps = torch.arange(size, device=x.device)[None, :]
+        right = shift_rows(x, steps - shift) * (steps >= shift)[..., None].to(x.dtype)
+        out, _ = self.lstm(torch.cat([x, right]))  # (2B, L, D)
+        backward = shift_rows(out[b:, :, hidden:], steps + shift)  # frame t sits at t + shift
+        return torch.cat([out[:b, :, :hidden], backward], dim=-1) * (steps < lengths[:, None])[..., None].to(out.dtype)
 
     def encode_audio(self, audio, audio_len):
         return self.run(self.audio_proj(audio), audio_len)
 
     def forward(self, audio, audio_len, text, text_len):
         return self.encode_audio(audio, audio_len), self.run(text, text_len)
+
+
+def shift_rows(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """out[b, t] = x[b, source[b, t]] for (B, L, D) x and (B, L) positions (clamped into range)."""
+    source = source.clamp(0, x.shape[1] - 1)
+    return x.gather(1, source[..., None].expand(-1, -1, x.shape[2]))
 
 
 class SliWa(nn.Module):
@@ -316,7 +346,8 @@ class SWRR(nn.Module):
     return_attention=False) -> logits (B, num_outputs) [, attention (B, T, N) or None].
 
     Inputs of any float dtype (the cache stores float16) are cast to the parameters' dtype; under
-    torch.autocast the layers then run in the autocast dtype. Lengths must be in [1, max].
+    torch.autocast the layers then run in the autocast dtype. Lengths must be in [1, max]; they may
+    live on the host (as the trainer passes them, pinned): then a step never waits for the GPU.
     """
 
     def __init__(self, config: SWRRConfig):
@@ -324,7 +355,7 @@ class SWRR(nn.Module):
         self.config = cfg = config
         dim = cfg.model_dim
         audio_dim = cfg.text_dim if cfg.modalities == "text" else cfg.audio_dim  # text-only: no projection
-        self.encoder = SharedLSTM(audio_dim, cfg.text_dim, cfg.lstm_hidden)
+        self.encoder = SharedLSTM(audio_dim, cfg.text_dim, cfg.lstm_hidden, cfg.lstm_padding)
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.modalities == "both":
             self.fusion = SliWa(dim, cfg.attn_dim or dim, cfg.window, cfg.hop, cfg.attention)
@@ -352,13 +383,18 @@ class SWRR(nn.Module):
         return h, w
 
     def check_inputs(self, audio, audio_len, text, text_len):
+        """Shapes always; length values too, except while a CUDA graph is captured (reading device
+        lengths would need a host sync there). Host lengths (the trainer's) cost no sync."""
         cfg = self.config
+        capturing = audio.is_cuda and torch.cuda.is_current_stream_capturing()
         for name, x, lengths, size, dim in (("audio", audio, audio_len, cfg.max_frames, cfg.audio_dim),
                                            ("text", text, text_len, cfg.max_tokens, cfg.text_dim)):
             if x.dim() != 3 or x.shape[1] != size or x.shape[2] != dim:
                 raise ValueError(f"{name} must be (batch, {size}, {dim}), got {tuple(x.shape)}")
             if lengths.shape != (x.shape[0],):
                 raise ValueError(f"{name}_len must be ({x.shape[0]},), got {tuple(lengths.shape)}")
+            if capturing:
+                continue
             lengths = lengths.cpu()
             if bool((lengths < 1).any()) or bool((lengths > size).any()):
                 raise ValueError(f"{name}_len must be in [1, {size}], got min {int(lengths.min())} "
@@ -369,12 +405,12 @@ class SWRR(nn.Module):
         modalities = self.config.modalities
         if modalities == "both":
             x, y = self.encoder(audio, audio_len, text, text_len)
-            x_mask, y_mask = lengths_to_mask(audio_len, x.shape[1]), lengths_to_mask(text_len, y.shape[1])
+            x_mask, y_mask = lengths_to_mask(audio_len, x.shape[1], x.device), lengths_to_mask(text_len, y.shape[1], y.device)
             return self.fusion(self.dropout(x), x_mask, self.dropout(y), y_mask)
         if modalities == "audio":
-            m, mask = self.encoder.encode_audio(audio, audio_len), lengths_to_mask(audio_len, audio.shape[1])
+            m, mask = self.encoder.encode_audio(audio, audio_len), lengths_to_mask(audio_len, audio.shape[1], audio.device)
         else:
-            m, mask = self.encoder.run(text, text_len), lengths_to_mask(text_len, text.shape[1])
+            m, mask = self.encoder.run(text, text_len), lengths_to_mask(text_len, text.shape[1], text.device)
         return self.fusion(self.dropout(m)) * mask[..., None].to(m.dtype), None
 
     def forward(self, audio, audio_len, text, text_len, return_attention: bool = False):

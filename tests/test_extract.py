@@ -15,6 +15,8 @@ from conftest import write_wav
 
 from extract import pipeline
 from extract.audio import AudioError, load_audio
+from extract.batching import (AUTO_LADDER, AUTO_MEMORY_SHARE, auto_batch_seconds, estimated_peak_bytes,
+                              parse_batch_seconds)
 from extract.cli import main
 from extract.datasets import get_reader
 from extract.encoders import tiny_encoders
@@ -79,6 +81,31 @@ def assert_same_cache(a: Path, b: Path) -> None:
         assert dict(fa.attrs) == dict(fb.attrs)
 
 
+def break_decoding(monkeypatch, utt_id: str) -> None:
+    """Decoding `utt_id` fails although its header passed the check."""
+    real = pipeline.load_audio
+
+    def broken(utt, *args, **kwargs):
+        if utt.utt_id == utt_id:
+            raise AudioError(utt.audio_path, "truncated or corrupt header", "unexpected end of data")
+        return real(utt, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_audio", broken)
+
+
+def fail_encoding(monkeypatch, call: int, error: BaseException) -> None:
+    """The `call`-th encode_batch raises `error` (e.g. Ctrl-C or a GPU error while a batch is encoded)."""
+    real, calls = pipeline.encode_batch, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "encode_batch", failing)
+
+
 def test_end_to_end_counts_shapes_lengths_labels(reference, dataset):
     summary, out = reference
     assert summary.out == out and summary.rows == 8 and summary.resumed_rows == 0
@@ -105,6 +132,8 @@ def test_end_to_end_counts_shapes_lengths_labels(reference, dataset):
         assert not data["audio"][row, cache.audio_len[row]:].any()  # padding is zero
         assert not data["text"][row, cache.text_len[row]:].any()
     assert cache.meta.config["layer"] == -1 and cache.meta.config["encoders"] == "tiny"
+    assert summary.batch_budget == "3 s" and summary.batches == 5
+    assert 0 < summary.write_seconds < summary.seconds
 
 
 def test_each_row_holds_its_own_utterance(reference, dataset):
@@ -121,15 +150,7 @@ def test_each_row_holds_its_own_utterance(reference, dataset):
 
 def test_interrupted_run_resumes_to_the_same_file(reference, dataset, tmp_path, monkeypatch):
     out = tmp_path / "resumed.h5"
-    real, calls = pipeline.encode_batch, []
-
-    def interrupted(*args, **kwargs):  # Ctrl-C while the third batch is being encoded
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "encode_batch", interrupted)
+    fail_encoding(monkeypatch, 3, KeyboardInterrupt())  # Ctrl-C while the third batch is being encoded
     with pytest.raises(KeyboardInterrupt):
         run_extraction(config(dataset, out))
     monkeypatch.undo()
@@ -145,7 +166,7 @@ def test_interrupted_run_resumes_to_the_same_file(reference, dataset, tmp_path, 
 
 
 def test_killed_run_resumes_to_the_same_file(reference, dataset, tmp_path):
-    """A hard kill (no cleanup at all) after two batches were handed to the writer."""
+    """A hard kill (no cleanup at all) after two batches were written, the third in flight."""
     out = tmp_path / "killed.h5"
     script = f"""
 import os, sys, time
@@ -160,8 +181,8 @@ def counted_write(self, *args):
     written.append(1)
 def dying(*args, **kwargs):
     calls.append(1)
-    if len(calls) == 3:
-        deadline = time.time() + 120  # wait until the writer thread has written what it was handed
+    if len(calls) == 4:  # batches 1 and 2 were handed to the writer when batch 3 was launched
+        deadline = time.time() + 120  # wait until the writer thread has written them
         while len(written) < 2 and time.time() < deadline:
             time.sleep(0.01)
         os._exit(9)
@@ -195,20 +216,103 @@ def test_rerun_with_another_config_refuses_and_overwrite_replaces(reference, dat
 def test_a_file_that_fails_to_decode_stops_with_its_name(dataset, tmp_path, monkeypatch):
     """Headers are checked before the cache opens; a file that still fails while decoding is an
     error naming it (the row list is fixed by then), and no complete-looking cache appears."""
-    real = pipeline.load_audio
-
-    def broken(utt, *args, **kwargs):
-        if utt.utt_id == "g":
-            raise AudioError(utt.audio_path, "truncated or corrupt header", "unexpected end of data")
-        return real(utt, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "load_audio", broken)
+    break_decoding(monkeypatch, "g")
     out = tmp_path / "broken.h5"
     result = _cli(["--dataset", "manifest", "--root", str(dataset), "--out", str(out), "--encoders", "tiny",
                    "--device", "cpu", "--workers", "0"])
     assert result.exit_code == 2
     assert "g.wav: truncated or corrupt header" in _stderr(result) and "Traceback" not in result.output
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------- pipelined encoding
+def test_batch_i_is_waited_for_only_after_batch_i_plus_1_is_launched(monkeypatch):
+    events = []
+
+    class Pending:
+        def __init__(self, i):
+            self.i = i
+
+        def get(self):
+            events.append(f"get {self.i}")
+            return self.i
+
+    def launch(batch, *args):
+        events.append(f"launch {batch}")
+        return Pending(batch)
+
+    monkeypatch.setattr(pipeline, "encode_batch", launch)
+    assert list(pipeline.encode_ahead(iter([1, 2, 3]), None, None, "float16")) == [1, 2, 3]
+    assert events == ["launch 1", "launch 2", "get 1", "launch 3", "get 2", "get 3"]
+    assert list(pipeline.encode_ahead(iter([]), None, None, "float16")) == []
+
+
+@pytest.mark.parametrize("failure, rows_kept", [("decode", ["long", "e", "g"]), ("encoder", ["long"])])
+def test_an_error_in_a_later_batch_keeps_the_earlier_batches_and_resumes(failure, rows_kept, reference, dataset,
+                                                                         tmp_path, monkeypatch):
+    """Planned batches: [long] [e] [g] [stereo b] [low_rate f h]. A decoding failure in batch 5, or an
+    encoder error in batch 3: the batches handed over before are written and marked done, the one in
+    flight is not, and the rerun (same row list) ends equal to the uninterrupted file."""
+    out = tmp_path / f"{failure}.h5"
+    if failure == "decode":
+        break_decoding(monkeypatch, "f")
+        expected = AudioError
+    else:
+        fail_encoding(monkeypatch, 3, RuntimeError("CUDA out of memory (simulated)"))
+        expected = RuntimeError
+    with pytest.raises(expected):
+        run_extraction(config(dataset, out))
+    monkeypatch.undo()
+
+    ids = [c[0] for c in CLIPS]
+    with h5py.File(partial_path(out), "r") as h5, h5py.File(reference[1], "r") as ref:
+        done = h5["done"][()]
+        assert [ids[i] for i in np.flatnonzero(done)] == sorted(rows_kept, key=ids.index)
+        for row in np.flatnonzero(done):
+            assert np.array_equal(h5["audio"][row], ref["audio"][row])
+    summary = run_extraction(config(dataset, out))
+    assert summary.resumed_rows == len(rows_kept)
+    assert_same_cache(out, reference[1])
+
+
+# ---------------------------------------------------------------------------------- batch budget
+def test_auto_batch_budget_follows_the_cards_total_memory():
+    gb = 10**9
+    assert auto_batch_seconds(None) == auto_batch_seconds(None, "float32") == 160
+    assert 160 <= auto_batch_seconds(11264 * 2**20) <= 200  # RTX 2080 Ti
+    for total in (80 * gb, 141 * gb):
+        assert auto_batch_seconds(total) == auto_batch_seconds(total, "float32") == 400
+    sizes = [2 * gb, 6 * gb, 8 * gb, 11 * gb, 16 * gb, 24 * gb, 40 * gb, 80 * gb, 141 * gb]
+    for dtype in ("float16", "float32"):
+        budgets = [auto_batch_seconds(total, dtype) for total in sizes]
+        assert budgets == sorted(budgets) and set(budgets) <= set(AUTO_LADDER)
+        for total, seconds in zip(sizes, budgets):
+            if seconds > AUTO_LADDER[0]:  # below the smallest rung: the smallest rung
+                assert estimated_peak_bytes(seconds, dtype) <= AUTO_MEMORY_SHARE * total
+    assert all(auto_batch_seconds(t, "float32") <= auto_batch_seconds(t) for t in sizes)
+    assert auto_batch_seconds(24 * gb, "float32") < auto_batch_seconds(24 * gb) == 400
+
+
+def test_auto_budget_is_resolved_from_the_card_and_named(monkeypatch):
+    class Properties:
+        total_memory = 141 * 10**9
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert pipeline.resolve_batch_seconds("auto", cuda, "float16") == (400, "400 s (auto, 131 GiB card, float16)")
+    assert pipeline.resolve_batch_seconds("auto", cpu, "float16") == (160, "160 s (auto, cpu)")
+    assert pipeline.resolve_batch_seconds(120.0, cuda, "float16") == (120, "120 s")
+
+
+def test_batch_seconds_values():
+    assert parse_batch_seconds("auto") == parse_batch_seconds(" AUTO ") == "auto"
+    assert parse_batch_seconds("12.5") == 12.5 and parse_batch_seconds(0) == 0.0
+    for bad in ("-1", "fast", "nan", None):
+        with pytest.raises(ValueError, match="'auto' or a number >= 0"):
+            parse_batch_seconds(bad)
+    with pytest.raises(ValueError, match="'auto' or a number >= 0"):
+        ExtractConfig(dataset="demo", batch_seconds=-3)
+    assert ExtractConfig(dataset="demo").batch_seconds == "auto"
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -227,6 +331,7 @@ def test_cli_runs_and_prints_the_summary(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.stdout and "WARNING: random encoders" in result.stdout
     assert "skipped: 3" in result.stdout and "classes: angry 4, calm 4" in result.stdout
+    assert "batch budget: 0 s (one utterance per batch): 8 batches" in result.stdout
     assert open_cache(out).meta.dtype == "float32"
 
 
@@ -236,10 +341,22 @@ def test_cli_help_explains_every_option():
     for option in ("--dataset", "--root", "--out", "--audio-encoder", "--text-encoder", "--encoders", "--layer",
                    "--device", "--dtype", "--batch-seconds", "--workers", "--overwrite"):
         assert option in result.output
+    assert "auto|SECONDS" in result.output and "[default: auto]" in result.output
+
+
+def test_cli_auto_batch_budget_runs_and_is_reported(dataset, reference, tmp_path):
+    out = tmp_path / "auto.h5"
+    result = _cli(["--dataset", "manifest", "--root", str(dataset), "--out", str(out), "--encoders", "tiny",
+                   "--device", "cpu", "--workers", "0", "--batch-seconds", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "batch budget: 160 s (auto, cpu): 1 batches" in result.stdout
+    ref = open_cache(reference[1]).load()  # batched differently: equal up to float16 rounding
+    for key, value in open_cache(out).load().items():
+        np.testing.assert_allclose(value.astype(np.float32), ref[key].astype(np.float32), atol=5e-3, rtol=5e-3)
 
 
 @pytest.mark.parametrize("case", ["missing root", "no default root", "missing columns", "unwritable out",
-                                  "tiny with an id"])
+                                  "tiny with an id", "bad batch seconds"])
 def test_cli_user_mistakes_exit_2_with_one_clear_line(case, dataset, tmp_path, monkeypatch):
     args = ["--encoders", "tiny", "--device", "cpu", "--workers", "0"]
     if case == "missing root":
@@ -259,6 +376,9 @@ def test_cli_user_mistakes_exit_2_with_one_clear_line(case, dataset, tmp_path, m
         (tmp_path / "a_file").write_text("")
         args += ["--dataset", "manifest", "--root", str(dataset), "--out", str(tmp_path / "a_file" / "x.h5")]
         expected = "cannot create the output folder"
+    elif case == "bad batch seconds":
+        args += ["--dataset", "demo", "--batch-seconds", "fast"]
+        expected = "batch seconds must be 'auto' or a number >= 0, got 'fast'"
     else:
         args += ["--dataset", "demo", "--audio-encoder", "microsoft/wavlm-base-plus"]
         expected = "--encoders tiny builds its own random encoders"

@@ -88,6 +88,33 @@ def test_padding_content_does_not_change_outputs(name):
     assert not torch.allclose(model(audio, audio_len, text, text_len), logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["swrr", "audio-only", "text-only"])
+def test_aligned_lstm_equals_packed_lstm(name):
+    """lstm_padding="align" (static shapes, used on CUDA) computes what packing computes, values and
+    gradients, and ignores padding content just the same."""
+    torch.manual_seed(0)
+    packed = SWRR(tiny_config(name)).double().train()
+    aligned = SWRR(tiny_config(name, lstm_padding="align")).double().train()
+    aligned.load_state_dict(packed.state_dict())
+    audio, audio_len, text, text_len = random_batch(tiny_config(name), [65, 12, 3, 40], [12, 4, 1, 12])
+    audio, text = audio.double(), text.double()
+    for b in range(4):  # loud padding: it must not enter either recurrence
+        audio[b, audio_len[b]:] = 100.0
+        text[b, text_len[b]:] = -100.0
+    out_p = packed(audio, audio_len, text, text_len)
+    out_a = aligned(audio, audio_len, text, text_len)
+    assert torch.allclose(out_p, out_a, atol=1e-10)
+    grads_p = torch.autograd.grad(out_p.square().sum(), list(packed.parameters()))
+    grads_a = torch.autograd.grad(out_a.square().sum(), list(aligned.parameters()))
+    assert all(torch.allclose(gp, ga, atol=1e-9) for gp, ga in zip(grads_p, grads_a))
+    x = torch.randn(4, 65, aligned.encoder.lstm.input_size, dtype=torch.double)
+    lengths = torch.tensor([65, 12, 3, 40])
+    out = aligned.encoder.run(x, lengths)
+    assert out[1, 12:].abs().max() == 0 and out[2, 3:].abs().max() == 0  # zeros past each length
+    with pytest.raises(ValueError, match="lstm_padding"):
+        SWRRConfig(lstm_padding="sorted")
+
+
 @pytest.mark.parametrize("name", ALL_VARIANTS)
 def test_padding_windows_and_one_frame_one_token_are_finite(name):
     torch.manual_seed(0)

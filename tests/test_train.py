@@ -16,7 +16,8 @@ from train import checkpoint
 from train.config import TrainConfig, TrainError, model_config, resolve
 from train.loop import RunInterrupted
 from train.protocols import default_protocol, make_folds, pick_folds
-from train.runner import INCOMPLETE, resume, run
+from train.parallel import run_lanes
+from train.runner import INCOMPLETE, prepare, resume, run, torch_threads
 
 DIM, FRAMES, TOKENS = 16, 35, 6
 SPEAKERS = ("S1F", "S1M", "S2F", "S2M")
@@ -58,7 +59,8 @@ def make_cache(path, n=48, task="classification", dataset="synthetic", speakers=
 
 def tiny_config(cache, runs_dir, **overrides):
     kwargs = dict(cache=str(cache), runs_dir=str(runs_dir), protocol="loso-speaker", folds=[1, 2], epochs=3,
-                  batch_size=8, lr=2e-3, model=dict(TINY_MODEL), threads=1, progress=False, seed=0)
+                  batch_size=8, lr=2e-3, model=dict(TINY_MODEL), threads=1, progress=False, seed=0,
+                  device="cpu")  # bit-identical reruns are a CPU promise; tests/test_cuda_train.py covers CUDA
     kwargs.update(overrides)
     return TrainConfig(**kwargs)
 
@@ -246,6 +248,49 @@ def test_streaming_from_hdf5_gives_the_same_numbers(reference, cache_path, tmp_p
 def test_parallel_folds_do_not_change_per_fold_results(reference, cache_path, tmp_path):
     parallel = run(tiny_config(cache_path, tmp_path, name="parallel", parallel_folds=2))
     assert fold_metrics(parallel) == fold_metrics(reference)
+
+
+def lane_jobs(config, folder):
+    plan = prepare(config)
+    for job in plan.jobs:
+        job.fold_dir = str(folder / f"fold{job.fold.number:02d}")
+    return plan
+
+
+def test_fold_lanes_end_where_a_sequential_run_ends(cache_path, tmp_path):
+    """On CUDA --parallel-folds trains folds in threads of one process (train.parallel.run_lanes);
+    the same code runs on a CPU. Lanes share the global RNG (dropout), so with dropout off every
+    fold must end exactly where it ends in a sequential run."""
+    config = tiny_config(cache_path, tmp_path, model={**TINY_MODEL, "dropout": 0.0})
+    sequential = run(replace(config, name="sequential"))
+    plan = lane_jobs(replace(config, parallel_folds=2), tmp_path / "lanes")
+    with torch_threads(1):
+        results = sorted(run_lanes(plan.jobs, plan.config, plan.device, plan.cache), key=lambda r: r["fold"])
+    assert [r["metrics"] for r in results] == fold_metrics(sequential)
+    for k in (1, 2):
+        lane_weights = weights(tmp_path / "lanes" / f"fold{k:02d}" / "best.pt")
+        assert all(torch.equal(v, lane_weights[name]) for name, v in
+                   weights(sequential / f"fold{k:02d}" / "best.pt").items())
+
+
+def test_a_failing_lane_stops_the_others(cache_path, tmp_path, monkeypatch):
+    from train import loop
+
+    evaluate = loop.evaluate
+
+    def fail_in_fold_1(job, *args, **kwargs):
+        if job.fold.number == 1:
+            raise TrainError("fold 1 broke")
+        return evaluate(job, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", fail_in_fold_1)
+    plan = lane_jobs(tiny_config(cache_path, tmp_path, epochs=200, parallel_folds=2), tmp_path / "lanes")
+    with pytest.raises(TrainError, match="fold 1 broke"):
+        list(run_lanes(plan.jobs, plan.config, plan.device, plan.cache))
+    fold2 = tmp_path / "lanes" / "fold02"
+    assert not (fold2 / "metrics.json").exists()  # stopped long before its 200 epochs
+    if (fold2 / "last.pt").exists():  # the epochs it finished are kept for --resume
+        assert torch.load(fold2 / "last.pt", weights_only=True)["epoch"] < 200
 
 
 def test_nan_loss_stops_clearly_and_leaves_the_run_marked_incomplete(tmp_path):

@@ -101,13 +101,18 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--name", help="Run folder name. Default: <dataset>-<protocol>[-<ablation>], numbered if taken.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (float16) on CUDA.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
+              help="On CUDA: capture each batch size's forward + backward once and replay it (one launch "
+                   "per step instead of hundreds; the LSTM then runs on aligned padded batches, same numbers "
+                   "up to float rounding). Falls back to eager steps if capture fails.")
 @click.option("--stream", is_flag=True,
               help="Read rows from the HDF5 file per batch instead of loading the cache into (device) memory; "
                    "for caches larger than memory. Same results.")
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes with --stream.")
 @click.option("--parallel-folds", type=int, default=1, show_default=True,
-              help="Train N folds at once in N processes on the same device (faster on big GPUs; "
-                   "per-fold results do not change).")
+              help="Train N folds at once on the same device: on CUDA as N streams of this process sharing "
+                   "one resident cache (a big GPU runs them concurrently), on CPU as N processes. A fold's seed, "
+                   "data order and initial weights do not depend on N.")
 @click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch.")
 @click.option("--stop-after-epochs", type=int, hidden=True)  # tests: stop as if killed

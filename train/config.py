@@ -78,6 +78,7 @@ class TrainConfig:
     name: Optional[str] = None
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     amp: bool = True  # mixed precision, on CUDA only
+    cuda_graphs: bool = True  # on CUDA: replay each batch size's forward + backward from a CUDA graph
     stream: bool = False  # read rows from HDF5 per batch instead of loading the cache
     workers: int = 2  # DataLoader workers with --stream
     parallel_folds: int = 1  # folds trained at once, one process each

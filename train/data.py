@@ -3,11 +3,13 @@
 Both sources take the same lists of row indices (from `epoch_batches`) and yield the same
 batches, so a run gives identical numbers either way; only speed and memory differ.
 
-    batch = {"audio": (B, N, Da) cache dtype, "audio_len": (B,) int64,
-             "text": (B, T, Dt) cache dtype, "text_len": (B,) int64,
+    batch = {"audio": (B, N, Da) cache dtype, "audio_len": (B,) int64 on the host,
+             "text": (B, T, Dt) cache dtype, "text_len": (B,) int64 on the host,
              "label": (B,) int64 (classification) or float32 (regression)}
 
-Embeddings stay in the cache dtype (float16 halves the memory); the model casts them.
+Embeddings stay in the cache dtype (float16 halves the memory); the model casts them. Lengths
+stay on the host (pinned, with a GPU): the model needs them there to pack sequences, so a step
+never waits for the GPU to hand them back.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from swrr_core.cache import CacheError, FeatureCache, estimated_bytes
 from train.config import TrainError
 
 Batch = Dict[str, torch.Tensor]
+LENGTHS = ("audio_len", "text_len")  # the columns that stay on the host
 
 
 def epoch_batches(rows: np.ndarray, batch_size: int, generator: Optional[torch.Generator] = None) -> List[np.ndarray]:
@@ -43,10 +46,10 @@ def as_tensors(arrays: Dict[str, np.ndarray]) -> Batch:
 class ResidentSource:
     """The whole cache loaded once and kept resident; a batch is one index_select per column.
 
-    On CUDA the tensors live on the GPU when they take at most half of its free memory, so an
-    epoch needs no host-to-device copies but one small index tensor; a larger cache (e.g.
-    CMU-MOSEI, ~10 GB in float16, on an 11 GB card) stays in pinned host memory and each batch
-    is copied over asynchronously.
+    On CUDA the embeddings and labels live on the GPU when they take at most half of its free
+    memory, so an epoch needs no host-to-device copies but one small index tensor; a larger cache
+    (e.g. CMU-MOSEI, ~10 GB in float16, on an 11 GB card) stays in pinned host memory and each
+    batch is copied over asynchronously. Lengths always stay on the host.
     """
 
     def __init__(self, cache: FeatureCache, device: torch.device):
@@ -57,8 +60,10 @@ class ResidentSource:
         except MemoryError:
             gb = estimated_bytes(cache.meta, len(cache)) / 1e9
             raise TrainError(f"{cache.path} ({gb:.1f} GB) does not fit in memory; train with --stream") from None
+        self.lengths = {k: tensors.pop(k) for k in LENGTHS}
+        self.pin = device.type == "cuda"
         self.store = device
-        if device.type == "cuda":
+        if self.pin:
             need = sum(t.numel() * t.element_size() for t in tensors.values())
             if need > 0.5 * torch.cuda.mem_get_info(device)[0]:
                 self.store = torch.device("cpu")
@@ -69,14 +74,18 @@ class ResidentSource:
         if not batch_rows:
             return
         # one transfer for the whole epoch's order, then slices of it
-        order = torch.from_numpy(np.concatenate(batch_rows)).to(self.store)
+        host_order = torch.from_numpy(np.concatenate(batch_rows))
+        order = host_order.to(self.store)
         start = 0
         for rows in batch_rows:
             idx = order[start:start + len(rows)]
-            start += len(rows)
             batch = {k: v.index_select(0, idx) for k, v in self.tensors.items()}
             if self.store != self.device:
                 batch = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+            host_idx = host_order[start:start + len(rows)]
+            for k, v in self.lengths.items():
+                batch[k] = v.index_select(0, host_idx).pin_memory() if self.pin else v.index_select(0, host_idx)
+            start += len(rows)
             yield batch
 
     def close(self) -> None:
@@ -137,7 +146,8 @@ class StreamSource:
         for batch in self.loader:
             if isinstance(batch, CacheError):  # a damaged row: one clear line, not a worker traceback
                 raise batch
-            yield {k: v.to(self.device, non_blocking=self.non_blocking) for k, v in batch.items()}
+            yield {k: v if k in LENGTHS else v.to(self.device, non_blocking=self.non_blocking)
+                   for k, v in batch.items()}
 
     def close(self) -> None:
         self.loader = None  # stops the persistent workers

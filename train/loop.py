@@ -11,8 +11,9 @@ import json
 import math
 import os
 import resource
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -27,6 +28,7 @@ from train import checkpoint
 from train.config import TrainConfig, TrainError
 from train.data import epoch_batches
 from train.protocols import Fold
+from train.step import TrainStep
 
 SYNC_EVERY = 25  # steps between host syncs for the progress bar and the NaN check
 
@@ -68,6 +70,19 @@ def fold_seed(seed: int, fold_number: int) -> int:
 
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
     return config.amp and device.type == "cuda"
+
+
+def runtime_model_config(config: SWRRConfig, device: torch.device) -> SWRRConfig:
+    """On CUDA the LSTM runs on aligned padded batches: the numbers of packing (up to float
+    rounding) without its host round trips, and the static shapes CUDA graphs need."""
+    return replace(config, lstm_padding="align") if device.type == "cuda" else config
+
+
+def make_optimizer(model: SWRR, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam as configured; on CUDA its fused kernel, which also lets the AMP grad scaler skip the
+    host sync it needs for other optimizers (one per step otherwise)."""
+    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+                            weight_decay=config.weight_decay, **({"fused": True} if device.type == "cuda" else {}))
 
 
 def make_scaler(enabled: bool):
@@ -118,10 +133,14 @@ def evaluate(job: FoldJob, model, source, rows, device, attention=False):
     return metrics, outputs, attn
 
 
-def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, device, epoch: int) -> Dict[str, float]:
-    """One pass over the fold's training rows; raises TrainError on a non-finite loss."""
+def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, device, epoch: int,
+                step: Optional[TrainStep] = None) -> Dict[str, float]:
+    """One pass over the fold's training rows; raises TrainError on a non-finite loss.
+
+    `step` runs each batch's forward and backward (kept across epochs: it holds the CUDA graphs);
+    None = an eager one."""
     cfg = job.config
-    amp = use_amp(cfg, device)
+    step = step or TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, use_amp(cfg, device), device)
     model.train()
     batches = epoch_batches(job.fold.train, cfg.batch_size, generator)
     bar = tqdm(total=len(batches), leave=False, disable=not cfg.progress, dynamic_ncols=True,
@@ -129,25 +148,22 @@ def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, devic
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    optimizer.zero_grad(set_to_none=True)
-    for step, batch in enumerate(source.batches(batches), start=1):
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            outputs = model(batch["audio"], batch["audio_len"], batch["text"], batch["text_len"])
-        loss = loss_fn(job.task, outputs, batch["label"])
-        scaler.scale(loss / cfg.grad_accum).backward()
-        if step % cfg.grad_accum == 0 or step == len(batches):
+    optimizer.zero_grad(set_to_none=step.zero_grad_to_none)
+    for i, batch in enumerate(source.batches(batches), start=1):
+        loss, outputs = step(batch)
+        if i % cfg.grad_accum == 0 or i == len(batches):
             scaler.step(optimizer)
             scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=step.zero_grad_to_none)
         n = batch["label"].shape[0]
         seen += n
         loss_sum += loss.detach() * n
         if job.task == "classification":
             correct += (outputs.detach().argmax(-1) == batch["label"]).sum()
         bar.update()
-        if step % SYNC_EVERY == 0 or step == len(batches):
+        if i % SYNC_EVERY == 0 or i == len(batches):
             mean_loss = loss_sum.item() / seen
-            _check_finite(mean_loss, job, epoch, amp)
+            _check_finite(mean_loss, job, epoch, step.amp)
             bar.set_postfix(loss=f"{mean_loss:.4f}")
     bar.close()
     record = {"train_loss": loss_sum.item() / max(seen, 1)}
@@ -170,9 +186,11 @@ def _rng_state(generator: torch.Generator) -> Dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: Dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
+def _set_rng_state(state: Dict[str, Any], generator: torch.Generator, lane: bool) -> None:
     generator.set_state(state["shuffle"])
+    if lane:  # the process's RNGs are shared by all lanes: only the fold's own generator is its own
+        return
+    torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -212,28 +230,47 @@ def selects_on_valid(job: FoldJob) -> bool:
     return rule == "valid" or (rule == "auto" and len(job.fold.valid) > 0)
 
 
-def train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget) -> Dict[str, Any]:
-    """Train (or continue) one fold in `job.fold_dir`; returns its result (also in metrics.json)."""
+def train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
+               cancel: Optional[threading.Event] = None) -> Dict[str, Any]:
+    """Train (or continue) one fold in `job.fold_dir`; returns its result (also in metrics.json).
+
+    `cancel` is given to a fold lane (train.parallel.run_lanes: folds trained by threads of one
+    process, each on its own CUDA stream); setting it stops the fold at its next step."""
     try:
-        return _train_fold(job, source, device, budget)
+        return _train_fold(job, source, device, budget, cancel)
     except torch.cuda.OutOfMemoryError:
         raise TrainError(f"out of GPU memory in fold {job.fold.number} at batch size {job.config.batch_size}: "
                          f"use e.g. --batch-size {max(1, job.config.batch_size // 2)} --grad-accum "
                          f"{2 * job.config.grad_accum}, fewer --parallel-folds, or --stream") from None
 
 
-def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget) -> Dict[str, Any]:
+_MODEL_INIT = threading.Lock()  # lanes build their models one at a time: init draws from the global RNG
+
+
+def new_model(job: FoldJob, device: torch.device, lane: bool) -> SWRR:
+    """The fold's freshly initialised model, the same for a given seed and fold wherever it runs."""
+    with _MODEL_INIT:
+        if lane:  # seed only the CPU generator the init uses: the device RNG belongs to every lane
+            torch.default_generator.manual_seed(fold_seed(job.config.seed, job.fold.number))
+        else:
+            torch.manual_seed(fold_seed(job.config.seed, job.fold.number))
+        return SWRR(runtime_model_config(job.model_config, device)).to(device)
+
+
+def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
+                cancel: Optional[threading.Event]) -> Dict[str, Any]:
     cfg, fold, fold_dir = job.config, job.fold, Path(job.fold_dir)
+    lane = cancel is not None
     fold_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    if device.type == "cuda":
+    if device.type == "cuda" and not lane:  # lanes share the process's peak: not reset per fold
         torch.cuda.reset_peak_memory_stats(device)
 
-    torch.manual_seed(fold_seed(cfg.seed, fold.number))
-    model = SWRR(job.model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                 weight_decay=cfg.weight_decay)
+    model = new_model(job, device, lane)
+    optimizer = make_optimizer(model, cfg, device)
     scaler = make_scaler(use_amp(cfg, device))
+    step = TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, use_amp(cfg, device), device,
+                     graphs=cfg.cuda_graphs, cancel=cancel)
     generator = torch.Generator().manual_seed(fold_seed(cfg.seed, fold.number))
     on_valid = selects_on_valid(job)
     history: List[Dict[str, Any]] = []
@@ -245,7 +282,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], generator)
+        _set_rng_state(state["rng"], generator, lane)
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
 
     decay_epoch = round(cfg.epochs * cfg.lr_decay_at)
@@ -255,7 +292,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget)
         for group in optimizer.param_groups:
             group["lr"] = lr
         tick = time.time()
-        train = train_epoch(job, model, optimizer, scaler, source, generator, device, epoch)
+        train = train_epoch(job, model, optimizer, scaler, source, generator, device, epoch, step)
         train_seconds += time.time() - tick
         train_steps += math.ceil(len(fold.train) / cfg.batch_size)
         valid = evaluate(job, model, source, fold.valid, device)[0] if len(fold.valid) else None
@@ -289,6 +326,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget)
         "seconds": time.time() - started,
         "train_steps_per_s": train_steps / train_seconds if train_seconds else None,
         "device": str(device),
+        "steps_from_cuda_graphs": step.replayed,  # in this process (a resumed fold counts anew)
         "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }

@@ -1,14 +1,26 @@
-"""`--parallel-folds N`: N worker processes on one device, each training whole folds.
+"""`--parallel-folds N`: N folds in training at once on one device.
 
-A batch-32 step of the SWRR head is latency-bound on a big GPU (SPEC §7), so several folds in
-flight use the device far better than one. A fold's numbers depend only on its seed and data
-(`loop.fold_seed`), never on N or on which worker runs it. Workers are spawned (CUDA cannot be
-forked), each loads the cache once onto the device and keeps it for all folds it trains.
-Progress bars are off in workers; the parent prints one line per finished fold.
+A batch-32 step of the SWRR head is latency-bound on a big GPU (SPEC §7): its LSTM recurrence
+is hundreds of small sequential kernels that leave most of the chip idle, so several folds in
+flight use the device far better than one. Two ways, by device:
+
+- CUDA, `run_lanes`: N threads of this process, each training whole folds on its own CUDA
+  stream, all reading one resident copy of the cache. Kernels of different streams run at the
+  same time on the GPU (processes without MPS would only take turns), and with CUDA graphs a
+  step costs the host one launch, so one process drives all lanes.
+- CPU, `run_parallel`: N spawned worker processes, each with its own copy of the cache.
+
+A fold's data order and initial weights depend only on its seed (`loop.fold_seed`), never on N
+or on which worker runs it; on CPU its numbers are bit-identical to a sequential run (tested).
+Lanes share the device's RNG (dropout), which a fold cannot own alone: on CUDA, folds agree with
+a sequential run up to run-to-run GPU noise. Progress bars are off in workers and lanes; the
+parent prints one line per finished fold.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import contextlib
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Dict, Iterator, List
@@ -35,6 +47,41 @@ def _train_one(job: FoldJob, device: str) -> Dict:
         _worker_source.clear()
         _worker_source[key] = make_source(FeatureCache(cfg.cache), torch.device(device), cfg.stream, cfg.workers)
     return train_fold(job, _worker_source[key], torch.device(device), EpochBudget(cfg.stop_after_epochs))
+
+
+def run_lanes(jobs: List[FoldJob], config: TrainConfig, device: torch.device, cache: FeatureCache) -> Iterator[Dict]:
+    """Train `jobs` in min(N, len(jobs)) threads on their own CUDA streams; yields fold results as
+    they finish. A failing fold (or Ctrl-C) stops the others at their next step; each keeps its
+    last finished epoch for --resume."""
+    lanes = min(config.parallel_folds, len(jobs))
+    jobs = [replace(job, config=replace(job.config, progress=False)) for job in jobs]
+    shared = None if config.stream else make_source(cache, device, False, 0)  # one resident copy for all
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)  # the resident tensors are complete before other streams read them
+    cancel = threading.Event()
+
+    def train_in_lane(job: FoldJob) -> Dict:
+        # --stream: a DataLoader serves one consumer, so each fold gets its own
+        source = shared or make_source(cache, device, True, config.workers)
+        try:  # (lanes also run on a CPU, where the tests check them against a sequential run)
+            with torch.cuda.stream(torch.cuda.Stream(device)) if cuda else contextlib.nullcontext():
+                return train_fold(job, source, device, EpochBudget(config.stop_after_epochs), cancel)
+        finally:
+            if source is not shared:
+                source.close()
+
+    pool = ThreadPoolExecutor(lanes, thread_name_prefix="swrr-fold-lane")
+    try:
+        for future in as_completed([pool.submit(train_in_lane, job) for job in jobs]):
+            yield future.result()  # re-raises a lane's TrainError here
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if shared is not None:
+            shared.close()
 
 
 def run_parallel(jobs: List[FoldJob], config: TrainConfig, device: torch.device) -> Iterator[Dict]:

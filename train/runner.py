@@ -149,9 +149,11 @@ def execute(plan: Plan, run_dir: Path) -> Path:
     with torch_threads(config.threads):  # the caller's thread count comes back afterwards
         try:
             if config.parallel_folds > 1 and len(pending) > 1:
-                from train.parallel import run_parallel
+                from train.parallel import run_lanes, run_parallel
 
-                for result in run_parallel(pending, config, device):
+                results_of = (run_lanes(pending, config, device, plan.cache) if device.type == "cuda"
+                              else run_parallel(pending, config, device))
+                for result in results_of:
                     results[result["fold"]] = result
                     print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
             elif pending:
