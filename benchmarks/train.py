@@ -41,8 +41,7 @@ from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noq
 from swrr_core.device import resolve_device  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.data import LENGTHS, ResidentSource, StreamSource, as_tensors  # noqa: E402
-from train.loop import (FoldJob, evaluate, loss_fn, make_optimizer, make_scaler, runtime_model_config,  # noqa: E402
-                        train_epoch)
+from train.loop import FoldJob, evaluate, loss_fn, make_optimizer, make_scaler, train_epoch  # noqa: E402
 from train.step import WARMUP_STEPS, TrainStep  # noqa: E402
 from train.protocols import Fold  # noqa: E402
 from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
@@ -97,7 +96,7 @@ def make_job(rows: int, args, model_config: SWRRConfig) -> FoldJob:
 def setup(device, args, model_config, graphs: bool, seed: int = 0):
     """-> (model, optimizer, scaler, step) as loop._train_fold builds them."""
     torch.manual_seed(seed)
-    model = SWRR(runtime_model_config(model_config, device)).to(device)
+    model = SWRR(model_config).to(device)
     job = make_job(args.batch_size, args, model_config)
     optimizer = make_optimizer(model, job.config, device)
     amp = device.type == "cuda" and not args.no_amp
@@ -163,7 +162,7 @@ def profile_steps(source, device, args, model_config, graphs: bool) -> dict:
 
 
 def measure_eval(source, device, args, model_config) -> float:
-    model = SWRR(runtime_model_config(model_config, device)).to(device)
+    model = SWRR(model_config).to(device)
     job = make_job(args.batch_size, args, model_config)
     evaluate(job, model, source, job.fold.test[: args.batch_size], device)  # warm-up
     _sync(device)
@@ -256,6 +255,8 @@ def main():
                                                         "(the CPU way), e.g. 5, to compare on a GPU")
     parser.add_argument("--lstm-hidden", type=int, help="head size (default paper 384, quick 32)")
     parser.add_argument("--no-amp", action="store_true")
+    parser.add_argument("--feeds", default="device-tensors,in-memory,stream",
+                        help="which feeds to time (in-memory is needed for the estimates)")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="parallel runs and profile with eager steps")
     parser.add_argument("--profile", action="store_true", help="profile the in-memory steps (eager and graphs)")
     parser.add_argument("--cache", type=Path, help="reuse this synthetic cache (made if missing)")
@@ -291,7 +292,7 @@ def main():
                    "torch": torch.__version__, "rows": args.rows, "cache_gb": gb, "batch_size": args.batch_size,
                    "lstm_hidden": args.lstm_hidden, "quick": quick, "modes": {}}
         step_kinds = [False, True] if device.type == "cuda" else [False]  # CUDA graphs: CUDA only
-        for feed in ("device-tensors", "in-memory", "stream"):
+        for feed in args.feeds.split(","):
             for graphs in step_kinds:
                 mode = feed + (" + graphs" if graphs else "")
                 if device.type == "cuda":
@@ -310,8 +311,8 @@ def main():
                 results["modes"][mode] = {"step_s": step_s, "steps_per_s": 1 / step_s, "load_s": load_s,
                                           "peak_gpu_gb": _peak_gpu_gb(device), "eval_s_per_test_fold": eval_s}
         for mode, r in results["modes"].items():
-            base = results["modes"]["device-tensors" + (" + graphs" if mode.endswith("graphs") else "")]["step_s"]
-            r["ratio_to_device_tensors"] = base / r["step_s"]
+            base = results["modes"].get("device-tensors" + (" + graphs" if mode.endswith("graphs") else ""), r)
+            r["ratio_to_device_tensors"] = base["step_s"] / r["step_s"]
             print(f"  {mode:<24} {1000 * r['step_s']:8.1f} ms/step  {r['steps_per_s']:7.2f} steps/s  "
                   f"ratio {r['ratio_to_device_tensors']:.3f}  load {r['load_s']:.1f} s"
                   + (f"  peak GPU {r['peak_gpu_gb']:.2f} GB" if r["peak_gpu_gb"] is not None else "") + (f"  eval of a test fold ({args.test_rows} rows) "

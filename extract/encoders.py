@@ -239,7 +239,7 @@ class TextEncoder(_Encoder):
     def __call__(self, tokens: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, np.ndarray]:
         """tokens from `tokenize` -> features (B, T, D) on the device (zero past each row's
         tokens), lengths (B,) numpy."""
-        lengths = tokens["attention_mask"].sum(dim=1).numpy()
+        lengths = tokens["attention_mask"].sum(dim=1).cpu().numpy()  # no copy for host tokens (the pipeline's)
         tokens = {k: v.to(self.device, non_blocking=True) for k, v in tokens.items()}
         features = self._forward(tokens["attention_mask"].sum(dim=1), int(lengths.max()), **tokens)
         return features, lengths

@@ -50,7 +50,7 @@ class SWRRConfig:
     heaviside_temperature: float = 1.0  # surrogate slope of the Heaviside steps in backward
     classifier: str = "fmc"  # "fmc" | "linear"
     dropout: float = 0.1  # on the LSTM outputs and before the classifier
-    lstm_padding: str = "pack"  # "pack" | "align": how the BiLSTM skips padding (same numbers)
+    lstm_padding: str = "align"  # "align" | "pack": how the BiLSTM skips padding (same numbers)
 
     def __post_init__(self):
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)  # JSON gives lists
@@ -130,15 +130,16 @@ class SharedLSTM(nn.Module):
     forward(audio (B, N, Da), audio_len (B,), text (B, T, Dt), text_len (B,))
         -> X (B, N, D), Y (B, T, D), D = 2 * hidden; zeros at padded positions.
     Padding never enters the recurrence of a valid position, in either of two ways (`padding`):
-      "pack"   packed sequences: needs the lengths on the host, shapes vary with them;
       "align"  the forward direction reads the zero-padded batch as it is, the backward direction
                a copy whose rows are shifted to end at the last position (padding first, where it
                comes after the valid frames in that direction's order); one LSTM call on 2B rows.
-               Twice the LSTM work, but static shapes and no host round trip (CUDA graphs).
+               Twice the LSTM arithmetic, but static shapes and no host round trip (CUDA graphs),
+               and it runs the whole-batch LSTM kernels: faster than "pack" on CPU and GPU alike.
+      "pack"   packed sequences: the reference; needs the lengths on the host, shapes vary.
     Decision: when Da != Dt, a linear layer maps the audio to Dt so one LSTM can read both.
     """
 
-    def __init__(self, audio_dim: int, text_dim: int, hidden: int, padding: str = "pack"):
+    def __init__(self, audio_dim: int, text_dim: int, hidden: int, padding: str = "align"):
         super().__init__()
         if padding not in LSTM_PADDINGS:
             raise ValueError(f"SharedLSTM padding must be one of {LSTM_PADDINGS}, got {padding!r}")

@@ -10,7 +10,7 @@ from swrr_core.cache import FeatureCache
 from swrr_core.model import SWRR, SWRRConfig
 from train.config import TrainConfig
 from train.data import ResidentSource, epoch_batches
-from train.loop import loss_fn, make_optimizer, make_scaler, runtime_model_config
+from train.loop import loss_fn, make_optimizer, make_scaler
 from train.runner import run
 from train.step import WARMUP_STEPS, TrainStep
 
@@ -24,7 +24,7 @@ def setup(graphs: bool, amp: bool, seed: int = 0):
     torch.manual_seed(seed)
     config = SWRRConfig(audio_dim=DIM, text_dim=DIM, max_frames=FRAMES, max_tokens=TOKENS, dropout=0.0,
                         **TINY_MODEL)
-    model = SWRR(runtime_model_config(config, CUDA)).to(CUDA).train()
+    model = SWRR(config).to(CUDA).train()
     optimizer = make_optimizer(model, TrainConfig(cache="", lr=2e-3), CUDA)
     scaler = make_scaler(amp)
     return model, optimizer, scaler, TrainStep(model, loss_fn, "classification", scaler, 1, amp, CUDA, graphs)
@@ -86,18 +86,26 @@ def test_a_training_step_never_waits_for_the_gpu(source):
 
 def test_a_run_on_cuda_uses_graphs_and_learns(tmp_path):
     cache = make_cache(tmp_path / "cache.h5", n=96)
-    config = tiny_config(cache, tmp_path / "runs", device="cuda", epochs=8, folds=[1], protocol="split")
+    config = tiny_config(cache, tmp_path / "runs", device="cuda", epochs=12, lr=1e-2, folds=[1])
     run_dir = run(config)
     result = json.loads((run_dir / "fold01" / "metrics.json").read_text())
     assert result["device"].startswith("cuda") and result["steps_from_cuda_graphs"] > 0
     assert result["peak_gpu_mem_gb"] > 0
-    assert result["metrics"]["wa"] > 0.5  # 4 classes, separable by construction
+    assert learned(run_dir / "fold01") and result["metrics"]["wa"] >= 0.7  # CPU: loss 1.4 -> 0.07, WA 1.0
+
+
+def learned(fold_dir) -> bool:
+    """The training loss of the last epochs is well below the first epoch's."""
+    log = [json.loads(line) for line in (fold_dir / "log.jsonl").read_text().splitlines()]
+    return np.mean([r["train_loss"] for r in log[-2:]]) < 0.5 * log[0]["train_loss"]
 
 
 def test_fold_lanes_on_cuda_train_every_fold_with_graphs(tmp_path):
     cache = make_cache(tmp_path / "cache.h5", n=96)
-    config = tiny_config(cache, tmp_path / "runs", device="cuda", epochs=6, folds=[1, 2, 3], parallel_folds=3)
+    config = tiny_config(cache, tmp_path / "runs", device="cuda", epochs=12, lr=1e-2, folds=[1, 2, 3],
+                         parallel_folds=3)
     run_dir = run(config)
     results = [json.loads((run_dir / f"fold{k:02d}" / "metrics.json").read_text()) for k in (1, 2, 3)]
     assert all(r["steps_from_cuda_graphs"] > 0 for r in results)
-    assert np.mean([r["metrics"]["wa"] for r in results]) > 0.5
+    assert all(learned(run_dir / f"fold{k:02d}") for k in (1, 2, 3))
+    assert np.mean([r["metrics"]["wa"] for r in results]) >= 0.7

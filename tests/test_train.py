@@ -293,6 +293,41 @@ def test_a_failing_lane_stops_the_others(cache_path, tmp_path, monkeypatch):
         assert torch.load(fold2 / "last.pt", weights_only=True)["epoch"] < 200
 
 
+def test_capture_gate_lets_a_capture_run_alone():
+    """Fold lanes share the device RNG: a CUDA graph capture must wait for steps being launched,
+    and steps that come while a capture waits or runs must wait for it."""
+    import threading
+
+    from train.step import CaptureGate
+
+    gate, events = CaptureGate(), []
+    capture_waiting = threading.Event()
+
+    def capture():
+        capture_waiting.set()
+        with gate.capture():
+            events.append("capture")
+
+    def late_step():
+        with gate.step():
+            events.append("late step")
+
+    with gate.step():
+        capturer = threading.Thread(target=capture)
+        capturer.start()
+        capture_waiting.wait()
+        while not gate._waiting:  # the capture is queued behind this step
+            pass
+        latecomer = threading.Thread(target=late_step)
+        latecomer.start()
+        latecomer.join(0.2)
+        assert latecomer.is_alive() and events == []  # a queued capture goes first: no starving
+        events.append("first step done")
+    capturer.join(5)
+    latecomer.join(5)
+    assert events == ["first step done", "capture", "late step"]
+
+
 def test_nan_loss_stops_clearly_and_leaves_the_run_marked_incomplete(tmp_path):
     cache = make_cache(tmp_path / "nan.h5", nan_rows=48)
     with pytest.raises(TrainError, match="loss became nan.*fold 1 epoch 1"):

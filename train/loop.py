@@ -13,7 +13,7 @@ import os
 import resource
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -70,12 +70,6 @@ def fold_seed(seed: int, fold_number: int) -> int:
 
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
     return config.amp and device.type == "cuda"
-
-
-def runtime_model_config(config: SWRRConfig, device: torch.device) -> SWRRConfig:
-    """On CUDA the LSTM runs on aligned padded batches: the numbers of packing (up to float
-    rounding) without its host round trips, and the static shapes CUDA graphs need."""
-    return replace(config, lstm_padding="align") if device.type == "cuda" else config
 
 
 def make_optimizer(model: SWRR, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
@@ -254,7 +248,7 @@ def new_model(job: FoldJob, device: torch.device, lane: bool) -> SWRR:
             torch.default_generator.manual_seed(fold_seed(job.config.seed, job.fold.number))
         else:
             torch.manual_seed(fold_seed(job.config.seed, job.fold.number))
-        return SWRR(runtime_model_config(job.model_config, device)).to(device)
+        return SWRR(job.model_config).to(device)
 
 
 def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,

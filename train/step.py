@@ -7,13 +7,14 @@ require), then captured once and replayed: one launch per step. The optimizer st
 (fused Adam with the AMP grad scaler needs no host sync).
 
 What a replayed step computes is what the eager step computes; two things make it work:
-- the model runs with `lstm_padding="align"` (static shapes, no host round trip; the trainer
-  uses it for every CUDA run, see loop.runtime_model_config);
+- the model runs with `lstm_padding="align"` (its default: static shapes, no host round trip;
+  a model with "pack" trains eagerly);
 - gradients are zeroed in place, never set to None, because the graph writes into the same
   gradient tensors on every replay (and accumulates into them, so --grad-accum works too).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from typing import Dict, Optional, Tuple
@@ -25,7 +26,50 @@ from swrr_core.model import SWRR
 WARMUP_STEPS = 3  # eager steps per batch size before its capture (the CUDA graphs docs use 3)
 
 
-_CAPTURE = threading.Lock()
+class CaptureGate:
+    """Steps of all fold lanes run together; a capture runs alone.
+
+    The device's default RNG (dropout) is shared by every lane, and while one graph is being
+    captured its state is in "capture mode": a replay or an eager dropout in another lane then
+    fails ("Offset increment outside graph capture"). So a capture waits for the steps being
+    launched to finish launching, and new steps wait for the capture (captures go first, or a
+    busy set of lanes would starve them). Only the host-side launching is fenced, never the GPU.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._stepping = 0
+        self._capturing = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def step(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._capturing and not self._waiting)
+            self._stepping += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._stepping -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def capture(self):
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._capturing and not self._stepping)
+            self._waiting -= 1
+            self._capturing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._capturing = False
+                self._cond.notify_all()
+
+
+_GATE = CaptureGate()  # one per process: the device RNG it protects is one per process
 
 
 class FoldCancelled(Exception):
@@ -40,9 +84,8 @@ class TrainStep:
         self.model, self.loss_fn, self.task, self.scaler = model, loss_fn, task, scaler
         self.cancel = cancel  # set by another thread: the next step raises FoldCancelled
         self.grad_accum, self.amp, self.device = grad_accum, amp, device
-        self.graphs = graphs and device.type == "cuda"
-        if self.graphs and model.encoder.padding != "align":
-            raise ValueError("CUDA graphs need a model built with lstm_padding='align' (loop.runtime_model_config)")
+        # packed sequences change shape with every batch: no graph can replay them
+        self.graphs = graphs and device.type == "cuda" and model.encoder.padding == "align"
         self.warmed: Dict[int, int] = {}  # batch size -> eager steps run
         self.captured: Dict[int, Tuple[torch.cuda.CUDAGraph, Dict[str, torch.Tensor], torch.Tensor,
                                        torch.Tensor]] = {}
@@ -67,20 +110,21 @@ class TrainStep:
     def __call__(self, batch: Dict[str, torch.Tensor]):
         if self.cancel is not None and self.cancel.is_set():
             raise FoldCancelled()
-        if not self.graphs:
-            return self.eager(batch)
         size = batch["label"].shape[0]
-        if size in self.captured:
+        if self.graphs and size not in self.captured and self.warmed.get(size, 0) >= WARMUP_STEPS:
+            self._capture(batch)
+        with _GATE.step():
+            if not self.graphs:
+                return self.eager(batch)
+            if size not in self.captured:
+                self.warmed[size] = self.warmed.get(size, 0) + 1
+                return self._on_side_stream(batch)
             graph, static, loss, outputs = self.captured[size]
             for k, v in batch.items():
                 static[k].copy_(v, non_blocking=True)
             graph.replay()
             self.replayed += 1
             return loss, outputs
-        if self.warmed.get(size, 0) < WARMUP_STEPS:
-            self.warmed[size] = self.warmed.get(size, 0) + 1
-            return self._on_side_stream(batch)
-        return self._capture(batch)
 
     def _on_side_stream(self, batch):
         self.side_stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -89,25 +133,22 @@ class TrainStep:
         torch.cuda.current_stream(self.device).wait_stream(self.side_stream)
         return result
 
-    def _capture(self, batch):
-        """Record this batch size's step (nothing runs while recording), then replay it for `batch`.
+    def _capture(self, batch) -> None:
+        """Record this batch size's step (nothing runs while recording); the caller replays it.
         If this torch/driver cannot capture it, warn once and go on with eager steps."""
         static = {k: v.to(self.device, copy=True) for k, v in batch.items()}  # lengths too: on the device
         graph = torch.cuda.CUDAGraph()
         try:
-            # one capture at a time in this process (fold lanes); thread_local: other threads (lanes,
-            # a --stream DataLoader's pinning thread) may allocate and synchronise meanwhile
-            with _CAPTURE, torch.cuda.graph(graph, pool=self.pool, stream=self.side_stream,
-                                            capture_error_mode="thread_local"):
+            # thread_local: other threads (lanes, a --stream DataLoader's pinning thread) may
+            # allocate and synchronise while this one records
+            with _GATE.capture(), torch.cuda.graph(graph, pool=self.pool, stream=self.side_stream,
+                                                   capture_error_mode="thread_local"):
                 loss, outputs = self.eager(static, cache=False)  # autocast's cast cache must be off here
         except RuntimeError as exc:
             warnings.warn(f"CUDA graph capture failed ({str(exc).splitlines()[0][:200]}); training goes on "
                           "with eager steps (--no-cuda-graphs skips the attempt)")
             torch.cuda.synchronize(self.device)
             self.graphs = False
-            return self.eager(batch)
+            return
         self.pool = graph.pool()
         self.captured[batch["label"].shape[0]] = (graph, static, loss, outputs)
-        graph.replay()
-        self.replayed += 1
-        return loss, outputs
