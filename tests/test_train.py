@@ -257,16 +257,19 @@ def lane_jobs(config, folder):
     return plan
 
 
-def test_fold_lanes_end_where_a_sequential_run_ends(cache_path, tmp_path):
+def test_fold_lanes_end_where_a_sequential_run_ends(cache_path, tmp_path, capsys):
     """On CUDA --parallel-folds trains folds in threads of one process (train.parallel.run_lanes);
     the same code runs on a CPU. Lanes share the global RNG (dropout), so with dropout off every
     fold must end exactly where it ends in a sequential run."""
     config = tiny_config(cache_path, tmp_path, model={**TINY_MODEL, "dropout": 0.0})
     sequential = run(replace(config, name="sequential"))
-    plan = lane_jobs(replace(config, parallel_folds=2), tmp_path / "lanes")
+    plan = lane_jobs(replace(config, parallel_folds=2, progress=True), tmp_path / "lanes")
+    capsys.readouterr()
     with torch_threads(1):
         results = sorted(run_lanes(plan.jobs, plan.config, plan.device, plan.cache), key=lambda r: r["fold"])
     assert [r["metrics"] for r in results] == fold_metrics(sequential)
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "2 folds in 2 lanes" in bar and "6/6" in bar  # one bar over both folds' 3 epochs
     for k in (1, 2):
         lane_weights = weights(tmp_path / "lanes" / f"fold{k:02d}" / "best.pt")
         assert all(torch.equal(v, lane_weights[name]) for name, v in

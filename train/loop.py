@@ -38,13 +38,16 @@ class RunInterrupted(Exception):
 
 
 class EpochBudget:
-    """Counts finished epochs across folds; raises RunInterrupted when `limit` is reached."""
+    """Counts finished epochs across folds; raises RunInterrupted when `limit` is reached.
+    `progress` (e.g. the fold lanes' shared tqdm bar) is advanced by each finished epoch."""
 
-    def __init__(self, limit: Optional[int]):
-        self.limit, self.spent = limit, 0
+    def __init__(self, limit: Optional[int], progress=None):
+        self.limit, self.spent, self.progress = limit, 0, progress
 
     def spend(self) -> None:
         self.spent += 1
+        if self.progress is not None:
+            self.progress.update()
         if self.limit is not None and self.spent >= self.limit:
             raise RunInterrupted(f"stopped after {self.spent} epochs (--stop-after-epochs)")
 

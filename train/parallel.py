@@ -23,10 +23,12 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
 import torch.multiprocessing as mp
+from tqdm.auto import tqdm
 
 from swrr_core.cache import FeatureCache
 from train.config import TrainConfig, TrainError
@@ -54,6 +56,9 @@ def run_lanes(jobs: List[FoldJob], config: TrainConfig, device: torch.device, ca
     they finish. A failing fold (or Ctrl-C) stops the others at their next step; each keeps its
     last finished epoch for --resume."""
     lanes = min(config.parallel_folds, len(jobs))
+    # one bar over the epochs of all folds (a lane's own per-epoch bars would overwrite each other)
+    bar = tqdm(total=len(jobs) * config.epochs, initial=sum(map(finished_epochs, jobs)), unit="epoch",
+               desc=f"{len(jobs)} folds in {lanes} lanes", disable=not config.progress, dynamic_ncols=True)
     jobs = [replace(job, config=replace(job.config, progress=False)) for job in jobs]
     shared = None if config.stream else make_source(cache, device, False, 0)  # one resident copy for all
     cuda = device.type == "cuda"
@@ -66,7 +71,7 @@ def run_lanes(jobs: List[FoldJob], config: TrainConfig, device: torch.device, ca
         source = shared or make_source(cache, device, True, config.workers)
         try:  # (lanes also run on a CPU, where the tests check them against a sequential run)
             with torch.cuda.stream(torch.cuda.Stream(device)) if cuda else contextlib.nullcontext():
-                return train_fold(job, source, device, EpochBudget(config.stop_after_epochs), cancel)
+                return train_fold(job, source, device, EpochBudget(config.stop_after_epochs, bar), cancel)
         finally:
             if source is not shared:
                 source.close()
@@ -80,8 +85,15 @@ def run_lanes(jobs: List[FoldJob], config: TrainConfig, device: torch.device, ca
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
         if shared is not None:
             shared.close()
+
+
+def finished_epochs(job: FoldJob) -> int:
+    """Epochs a fold already has in its folder (its log is rewritten from its last checkpoint)."""
+    log = Path(job.fold_dir) / "log.jsonl"
+    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 def run_parallel(jobs: List[FoldJob], config: TrainConfig, device: torch.device) -> Iterator[Dict]:

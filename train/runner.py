@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from swrr_core import __version__
 from swrr_core.cache import FeatureCache
@@ -155,7 +156,7 @@ def execute(plan: Plan, run_dir: Path) -> Path:
                               else run_parallel(pending, config, device))
                 for result in results_of:
                     results[result["fold"]] = result
-                    print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
+                    tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders))  # above the bar
             elif pending:
                 source = make_source(plan.cache, device, config.stream, config.workers)
                 budget = EpochBudget(config.stop_after_epochs)
