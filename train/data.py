@@ -8,8 +8,9 @@ batches, so a run gives identical numbers either way; only speed and memory diff
              "label": (B,) int64 (classification) or float32 (regression)}
 
 Embeddings stay in the cache dtype (float16 halves the memory); the model casts them. Lengths
-stay on the host (pinned, with a GPU): the model needs them there to pack sequences, so a step
-never waits for the GPU to hand them back.
+stay on the host (pinned, with a GPU): the model checks them there (and packs by them with
+lstm_padding="pack") and copies them to the device asynchronously, so a step never waits for
+the GPU to hand them back.
 """
 from __future__ import annotations
 

@@ -248,6 +248,7 @@ def new_model(job: FoldJob, device: torch.device, lane: bool) -> SWRR:
     """The fold's freshly initialised model, the same for a given seed and fold wherever it runs."""
     with _MODEL_INIT:
         if lane:  # seed only the CPU generator the init uses: the device RNG belongs to every lane
+            # (on CUDA nothing else draws from the CPU generator: the lanes' dropout is on the device)
             torch.default_generator.manual_seed(fold_seed(job.config.seed, job.fold.number))
         else:
             torch.manual_seed(fold_seed(job.config.seed, job.fold.number))

@@ -13,8 +13,8 @@ flight use the device far better than one. Two ways, by device:
 A fold's data order and initial weights depend only on its seed (`loop.fold_seed`), never on N
 or on which worker runs it; on CPU its numbers are bit-identical to a sequential run (tested).
 Lanes share the device's RNG (dropout), which a fold cannot own alone: on CUDA, folds agree with
-a sequential run up to run-to-run GPU noise. Progress bars are off in workers and lanes; the
-parent prints one line per finished fold.
+a sequential run up to run-to-run GPU noise. Per-fold progress bars are off in workers and
+lanes (lanes share one bar over all folds' epochs); the parent prints one line per finished fold.
 """
 from __future__ import annotations
 
