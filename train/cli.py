@@ -103,8 +103,8 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (float16) on CUDA.")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
               help="On CUDA: capture each batch size's forward + backward once and replay it (one launch "
-                   "per step instead of hundreds; the LSTM then runs on aligned padded batches, same numbers "
-                   "up to float rounding). Falls back to eager steps if capture fails.")
+                   "per step instead of hundreds; the same numbers as eager steps). Needs the default "
+                   "lstm_padding=align; falls back to eager steps if capture fails. May change on --resume.")
 @click.option("--stream", is_flag=True,
               help="Read rows from the HDF5 file per batch instead of loading the cache into (device) memory; "
                    "for caches larger than memory. Same results.")

@@ -46,7 +46,7 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
 
 # Fields that change how a run executes but not what it computes; they may differ on --resume.
 RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_folds", "threads",
-                  "progress", "stop_after_epochs")
+                  "progress", "stop_after_epochs", "cuda_graphs")  # graphs replay what eager steps compute
 # What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
 RESUMABLE_FIELDS = (*RUNTIME_FIELDS, "cache")
 
