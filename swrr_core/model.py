@@ -161,7 +161,8 @@ class SharedLSTM(nn.Module):
         right = shift_rows(x, steps - shift) * (steps >= shift)[..., None].to(x.dtype)
         out, _ = self.lstm(torch.cat([x, right]))  # (2B, L, D)
         backward = shift_rows(out[b:, :, hidden:], steps + shift)  # frame t sits at t + shift
-        return torch.cat([out[:b, :, :hidden], backward], dim=-1) * (steps < lengths[:, None])[..., None].to(out.dtype)
+        valid = lengths_to_mask(lengths, size)[..., None].to(out.dtype)
+        return torch.cat([out[:b, :, :hidden], backward], dim=-1) * valid
 
     def encode_audio(self, audio, audio_len):
         return self.run(self.audio_proj(audio), audio_len)
@@ -406,10 +407,12 @@ class SWRR(nn.Module):
         modalities = self.config.modalities
         if modalities == "both":
             x, y = self.encoder(audio, audio_len, text, text_len)
-            x_mask, y_mask = lengths_to_mask(audio_len, x.shape[1], x.device), lengths_to_mask(text_len, y.shape[1], y.device)
+            x_mask = lengths_to_mask(audio_len, x.shape[1], x.device)
+            y_mask = lengths_to_mask(text_len, y.shape[1], y.device)
             return self.fusion(self.dropout(x), x_mask, self.dropout(y), y_mask)
         if modalities == "audio":
-            m, mask = self.encoder.encode_audio(audio, audio_len), lengths_to_mask(audio_len, audio.shape[1], audio.device)
+            m = self.encoder.encode_audio(audio, audio_len)
+            mask = lengths_to_mask(audio_len, audio.shape[1], audio.device)
         else:
             m, mask = self.encoder.run(text, text_len), lengths_to_mask(text_len, text.shape[1], text.device)
         return self.fusion(self.dropout(m)) * mask[..., None].to(m.dtype), None

@@ -91,7 +91,7 @@ class TrainStep:
                                        torch.Tensor]] = {}
         self.pool = None  # one memory pool shared by all captured graphs
         self.replayed = 0  # steps run from a graph (reported in metrics.json)
-        # warm-up steps and captures run here, one stream per fold (lanes capture at the same time)
+        # warm-up steps and captures run here: a stream of its own per fold, none shared between lanes
         self.side_stream = torch.cuda.Stream(device) if self.graphs else None
 
     @property
