@@ -144,7 +144,7 @@ class TrainStep:
             with _GATE.capture(), torch.cuda.graph(graph, pool=self.pool, stream=self.side_stream,
                                                    capture_error_mode="thread_local"):
                 loss, outputs = self.eager(static, cache=False)  # autocast's cast cache must be off here
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError) as exc:  # TypeError: a torch without capture_error_mode
             warnings.warn(f"CUDA graph capture failed ({str(exc).splitlines()[0][:200]}); training goes on "
                           "with eager steps (--no-cuda-graphs skips the attempt)")
             torch.cuda.synchronize(self.device)
