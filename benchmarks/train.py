@@ -41,8 +41,8 @@ from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noq
 from swrr_core.device import resolve_device  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.data import LENGTHS, ResidentSource, StreamSource, as_tensors  # noqa: E402
-from train.loop import FoldJob, evaluate, loss_fn, make_optimizer, make_scaler, train_epoch  # noqa: E402
-from train.step import WARMUP_STEPS, TrainStep  # noqa: E402
+from train.loop import FoldJob, evaluate, train_epoch, training_parts  # noqa: E402
+from train.step import WARMUP_STEPS  # noqa: E402
 from train.protocols import Fold  # noqa: E402
 from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
 
@@ -86,32 +86,28 @@ class DeviceTensors:
         self.tensors = {}
 
 
-def make_job(rows: int, args, model_config: SWRRConfig) -> FoldJob:
+def make_job(rows: int, args, model_config: SWRRConfig, graphs: bool = False, seed: int = 0) -> FoldJob:
     config = TrainConfig(cache="", epochs=1, lr=5e-4, batch_size=args.batch_size, progress=False,
-                         amp=not args.no_amp, beta2=0.99)
+                         amp=not args.no_amp, cuda_graphs=graphs, seed=seed)
     fold = Fold(1, "bench", np.arange(rows), np.zeros(0, np.int64), np.arange(args.test_rows))
     return FoldJob(fold, 1, config, model_config, "classification", CLASSES, "", {})
 
 
-def setup(device, args, model_config, graphs: bool, seed: int = 0):
-    """-> (model, optimizer, scaler, step) as loop._train_fold builds them."""
-    torch.manual_seed(seed)
-    model = SWRR(model_config).to(device)
-    job = make_job(args.batch_size, args, model_config)
-    optimizer = make_optimizer(model, job.config, device)
-    amp = device.type == "cuda" and not args.no_amp
-    scaler = make_scaler(amp)
-    return model, optimizer, scaler, TrainStep(model, loss_fn, "classification", scaler, 1, amp, device, graphs)
+def warmed_up(source, device, args, model_config, steps: int, graphs: bool, seed: int = 0):
+    """A fresh model, as loop._train_fold builds it, trained for a warm-up epoch of args.warmup
+    steps (CUDA graphs are captured there); -> (job of `steps` steps, parts, shuffle generator)."""
+    job = make_job(args.warmup * args.batch_size, args, model_config, graphs, seed)
+    parts = training_parts(job, device)
+    generator = torch.Generator().manual_seed(seed)
+    train_epoch(job, *parts[:3], source, generator, device, 0, parts[3])
+    return make_job(steps * args.batch_size, args, model_config, graphs, seed), parts, generator
 
 
 def timed_epoch(source, device, args, model_config, steps: int, graphs: bool, seed: int = 0, barrier=None):
-    """A warm-up epoch of args.warmup steps (CUDA graphs are captured there), then `steps` timed
-    steps through loop.train_epoch (after `barrier`, when given); -> (start, end) perf_counter times."""
-    model, optimizer, scaler, step = setup(device, args, model_config, graphs, seed)
-    generator = torch.Generator().manual_seed(seed)
-    train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
-                generator, device, 0, step)
-    job = make_job(steps * args.batch_size, args, model_config)
+    """`steps` timed steps through loop.train_epoch after a warm-up epoch (and after `barrier`, when
+    given); -> (start, end) perf_counter times."""
+    job, (model, optimizer, scaler, step), generator = warmed_up(source, device, args, model_config, steps,
+                                                                 graphs, seed)
     _sync(device)
     if barrier is not None:
         barrier.wait()
@@ -132,11 +128,8 @@ def profile_steps(source, device, args, model_config, graphs: bool) -> dict:
     host-device syncs; printed, and returned as numbers."""
     from torch.profiler import ProfilerActivity, profile
 
-    model, optimizer, scaler, step = setup(device, args, model_config, graphs)
-    generator = torch.Generator().manual_seed(0)
-    train_epoch(make_job(args.warmup * args.batch_size, args, model_config), model, optimizer, scaler, source,
-                generator, device, 0, step)
-    job = make_job(args.steps * args.batch_size, args, model_config)
+    job, (model, optimizer, scaler, step), generator = warmed_up(source, device, args, model_config, args.steps,
+                                                                 graphs)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     _sync(device)
     with profile(activities=activities) as prof:
@@ -185,7 +178,6 @@ def _parallel_worker(rank, cache_path, device_name, args, model_config, steps, b
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.parallel_now) if device_name == "cpu" else 1)
     device = torch.device(device_name)
     source = ResidentSource(FeatureCache(cache_path), device)
-    args.warmup = max(args.warmup, WARMUP_STEPS + 2)
     tick, tock = timed_epoch(source, device, args, model_config, steps, args.graphs, seed=rank, barrier=barrier)
     queue.put((tick, tock, _peak_gpu_gb(device)))
 
@@ -216,7 +208,6 @@ def measure_lanes(n: int, source, device, args, model_config, steps: int):
     from concurrent.futures import ThreadPoolExecutor
 
     barrier = threading.Barrier(n)
-    args.warmup = max(args.warmup, WARMUP_STEPS + 2)
     torch.cuda.reset_peak_memory_stats(device)
 
     def lane(rank):
@@ -249,8 +240,9 @@ def main():
     parser.add_argument("--steps", type=int, help="timed steps per mode (default 60, quick 4)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 10, quick 1)")
     parser.add_argument("--workers", type=int, help="DataLoader workers for the stream mode (default 4, quick 2)")
-    parser.add_argument("--parallel", default="", help="process counts to measure, e.g. 1,2,4,5 (default: none; "
-                                                       "full GPU run: 1,2,4,5,10)")
+    parser.add_argument("--parallel", default="", help="fold counts to measure as --parallel-folds runs them "
+                                                       "(CUDA: lanes, CPU: processes), e.g. 1,4,10 (default: "
+                                                       "none; full GPU run: 1,2,4,5,10)")
     parser.add_argument("--processes", default="", help="also measure these counts as separate processes "
                                                         "(the CPU way), e.g. 5, to compare on a GPU")
     parser.add_argument("--lstm-hidden", type=int, help="head size (default paper 384, quick 32)")
@@ -273,6 +265,8 @@ def main():
         args.parallel = "1,2,4,5,10"
     device = resolve_device(args.device)
     args.graphs = device.type == "cuda" and not args.no_cuda_graphs
+    if device.type == "cuda":  # the warm-up epoch must reach the capture of the full batch size
+        args.warmup = max(args.warmup, WARMUP_STEPS + 2)
     model_config = SWRRConfig(audio_dim=args.dim, text_dim=args.dim, lstm_hidden=args.lstm_hidden,
                               **({"cnn_channels": (8, 16, 16)} if quick else {}))
 

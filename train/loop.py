@@ -255,6 +255,17 @@ def new_model(job: FoldJob, device: torch.device, lane: bool) -> SWRR:
         return SWRR(job.model_config).to(device)
 
 
+def training_parts(job: FoldJob, device: torch.device, cancel: Optional[threading.Event] = None):
+    """-> (model, optimizer, grad scaler, TrainStep) of a fold, freshly initialised."""
+    cfg, amp = job.config, use_amp(job.config, device)
+    model = new_model(job, device, lane=cancel is not None)
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = make_scaler(amp)
+    step = TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, amp, device, graphs=cfg.cuda_graphs,
+                     cancel=cancel)
+    return model, optimizer, scaler, step
+
+
 def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
                 cancel: Optional[threading.Event]) -> Dict[str, Any]:
     cfg, fold, fold_dir = job.config, job.fold, Path(job.fold_dir)
@@ -264,11 +275,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
     if device.type == "cuda" and not lane:  # lanes share the process's peak: not reset per fold
         torch.cuda.reset_peak_memory_stats(device)
 
-    model = new_model(job, device, lane)
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = make_scaler(use_amp(cfg, device))
-    step = TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, use_amp(cfg, device), device,
-                     graphs=cfg.cuda_graphs, cancel=cancel)
+    model, optimizer, scaler, step = training_parts(job, device, cancel)
     generator = torch.Generator().manual_seed(fold_seed(cfg.seed, fold.number))
     on_valid = selects_on_valid(job)
     history: List[Dict[str, Any]] = []
