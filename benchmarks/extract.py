@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.profiling import profile_calls, sync  # noqa: E402
 from extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds, plan_batches  # noqa: E402
 from extract.encoders import (TINY_VOCAB, AudioEncoder, TextEncoder, build_tiny_text,  # noqa: E402
                               tiny_encoders)
@@ -73,11 +74,6 @@ def synthetic_clips(n: int, seed: int = 0):
     waves = [(0.1 * rng.standard_normal(min(int(d * SAMPLE_RATE), cap))).astype(np.float32) for d in durations]
     texts = [" ".join(rng.choice(WORDS, size=1 + rng.poisson(11))) for _ in range(n)]
     return waves, durations, texts
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def device_batches(audio, text, waves, texts, batch_seconds: float, device: torch.device, limit=None):
@@ -117,52 +113,12 @@ def forward_rates(audio, text, waves, texts, batch_seconds: float, device: torch
             "padding_waste": plan.padding_waste}
 
 
-SYNC_MARKS = ("Synchronize", "Memcpy", "nonzero", "local_scalar_dense")  # names differ across torch versions
-
-
-def _device_us(event) -> float:
-    """An averaged profiler event's self GPU time in microseconds (renamed in torch 2.4)."""
-    value = getattr(event, "self_device_time_total", None)
-    return float(value if value is not None else event.self_cuda_time_total)
-
-
-def profile_part(run, batches, device: torch.device, top: int = 12) -> dict:
-    """torch.profiler over run(batch) for each batch: wall and GPU time per batch, sync points, top kernels."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    sync(device)
-    with profile(activities=activities) as prof:
-        start = time.perf_counter()
-        for batch in batches:
-            run(batch)
-        sync(device)  # counted below as one cudaDeviceSynchronize
-        wall = time.perf_counter() - start
-    events = prof.key_averages()
-    n = len(batches)
-    marks = {e.key: e.count for e in events if any(m in e.key for m in SYNC_MARKS)}
-    result = {"batches": n, "wall_ms_per_batch": 1e3 * wall / n, "sync_points": marks,
-              "host_syncs_per_batch": (sum(c for k, c in marks.items() if "Synchronize" in k) - cuda) / n}
-    if cuda:
-        on_gpu = [e for e in events if e.device_type == DeviceType.CUDA] or events  # else: time on the ops
-        kernels = sorted(((e.key, _device_us(e)) for e in on_gpu), key=lambda kv: -kv[1])
-        gpu_us = sum(us for _, us in kernels)
-        result.update(gpu_ms_per_batch=gpu_us / 1e3 / n, gpu_busy=gpu_us / 1e6 / wall,
-                      top=[(name, us / 1e3 / n) for name, us in kernels[:top]])
-    else:
-        ops = sorted(((e.key, e.self_cpu_time_total) for e in events), key=lambda kv: -kv[1])
-        result["top"] = [(name, us / 1e3 / n) for name, us in ops[:top]]
-    return result
-
-
 def profile_forward(audio, text, batches, device: torch.device) -> dict:
     """The profile of WavLM+BERT, WavLM alone and BERT alone over the same (already seen) batches."""
     parts = {"wavlm+bert": lambda b: encode_both(audio, text, b),
              "wavlm": lambda b: audio(b[0], b[1]),
              "bert": lambda b: text(b[2])}
-    return {name: profile_part(run, batches, device) for name, run in parts.items()}
+    return {name: profile_calls(run, batches, device) for name, run in parts.items()}
 
 
 def peak_memory_gb(audio, text, waves, texts, budget: float, device: torch.device) -> float:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+from benchmarks.profiling import sync  # noqa: E402
 from swrr_core.model import ABLATIONS, SWRR, SWRRConfig, ablation_config, count_parameters  # noqa: E402
 from train.loop import make_scaler  # noqa: E402
 
@@ -63,11 +64,6 @@ def train_step(model, batch, optimizer=None, scaler=None):
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-
-
-def sync(device: str):
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure(name: str, batch_size: int, device: str, warmup: int, iters: int):

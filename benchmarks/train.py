@@ -37,6 +37,7 @@ sys.path[0] = str(REPO)  # this file is named train.py: make `import train` find
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.profiling import profile_calls, sync  # noqa: E402
 from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noqa: E402
 from swrr_core.device import resolve_device  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
@@ -108,12 +109,12 @@ def timed_epoch(source, device, args, model_config, steps: int, graphs: bool, se
     given); -> (start, end) perf_counter times."""
     job, (model, optimizer, scaler, step), generator = warmed_up(source, device, args, model_config, steps,
                                                                  graphs, seed)
-    _sync(device)
+    sync(device)
     if barrier is not None:
         barrier.wait()
     tick = time.perf_counter()
     train_epoch(job, model, optimizer, scaler, source, generator, device, 0, step)
-    _sync(device)
+    sync(device)
     return tick, time.perf_counter()
 
 
@@ -124,33 +125,23 @@ def measure_steps(source, device, args, model_config, steps: int, graphs: bool) 
 
 
 def profile_steps(source, device, args, model_config, graphs: bool) -> dict:
-    """torch.profiler over args.steps training steps: GPU kernel time vs wall time, top kernels,
-    host-device syncs; printed, and returned as numbers."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """torch.profiler over args.steps training steps (benchmarks/profiling.py): GPU kernel time vs
+    wall time, host syncs, top kernels, per step; printed, and returned as numbers."""
     job, (model, optimizer, scaler, step), generator = warmed_up(source, device, args, model_config, args.steps,
                                                                  graphs)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    _sync(device)
-    with profile(activities=activities) as prof:
-        tick = time.perf_counter()
-        train_epoch(job, model, optimizer, scaler, source, generator, device, 0, step)
-        _sync(device)
-        wall = time.perf_counter() - tick
-    events = prof.key_averages()
-    kernel_us = sum(e.self_device_time_total if hasattr(e, "self_device_time_total") else e.self_cuda_time_total
-                    for e in events if getattr(e, "device_type", None) is not None and "CUDA" in str(e.device_type))
-    syncs = {e.key: e.count for e in events if "Synchronize" in e.key or ("Memcpy" in e.key and "DtoH" in e.key)
-             or e.key in ("aten::item", "aten::_local_scalar_dense")}
-    per_step = {"wall_ms": 1000 * wall / args.steps, "gpu_kernel_ms": kernel_us / 1000 / args.steps,
-                "syncs_per_step": {k: v / args.steps for k, v in syncs.items()}}
-    per_step["gpu_busy"] = per_step["gpu_kernel_ms"] / per_step["wall_ms"] if device.type == "cuda" else None
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    epoch = profile_calls(lambda _: train_epoch(job, model, optimizer, scaler, source, generator, device, 0, step),
+                          [None], device)
+    n = args.steps
+    per_step = {"wall_ms": epoch["wall_ms_per_batch"] / n, "gpu_kernel_ms": epoch.get("gpu_ms_per_batch", 0.0) / n,
+                "gpu_busy": epoch.get("gpu_busy"), "host_syncs": epoch["host_syncs_per_batch"] / n,
+                "sync_points_per_step": {k: c / n for k, c in epoch["sync_points"].items()},
+                "top_ms_per_step": [(name, ms / n) for name, ms in epoch["top"]]}
     print(f"  profile ({'graphs' if graphs else 'eager'}): {per_step['wall_ms']:.1f} ms/step wall, "
           f"{per_step['gpu_kernel_ms']:.1f} ms of GPU kernels"
           + (f" (GPU busy {100 * per_step['gpu_busy']:.0f}%)" if per_step["gpu_busy"] is not None else "")
-          + f"; host syncs per step: {per_step['syncs_per_step'] or 'none'}")
-    print(events.table(sort_by=sort, row_limit=12, max_name_column_width=60))
+          + f"; host syncs per step {per_step['host_syncs']:.2f}: {per_step['sync_points_per_step'] or 'none'}")
+    for name, ms in per_step["top_ms_per_step"]:
+        print(f"    {ms:8.3f} ms  {name[:110]}")
     return per_step
 
 
@@ -158,16 +149,11 @@ def measure_eval(source, device, args, model_config) -> float:
     model = SWRR(model_config).to(device)
     job = make_job(args.batch_size, args, model_config)
     evaluate(job, model, source, job.fold.test[: args.batch_size], device)  # warm-up
-    _sync(device)
+    sync(device)
     tick = time.perf_counter()
     evaluate(job, model, source, job.fold.test, device)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - tick
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _peak_gpu_gb(device):
