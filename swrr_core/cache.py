@@ -460,6 +460,25 @@ class FeatureCache:
     def __exit__(self, *exc):
         self.close()
 
+    def nonfinite_rows(self, chunk_rows: int = 128) -> np.ndarray:
+        """Indices (sorted, int64) of the rows whose audio or text embeddings hold NaN or inf.
+
+        One pass over the embeddings, `chunk_rows` rows at a time, so memory stays at one chunk
+        (128 rows of IEMOCAP-size float16 features: 50 MB) whatever the cache's size.
+        """
+        bad = []
+        try:
+            h5 = self._file()
+            for name in ("audio", "text"):
+                data = h5[name]
+                for start in range(0, len(data), chunk_rows):
+                    chunk = data[start:start + chunk_rows]
+                    bad.append(start + np.flatnonzero(~np.isfinite(chunk).all(axis=(1, 2))))
+        except OSError as exc:
+            raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
+                             "the file is damaged: re-extract it with --overwrite") from exc
+        return np.unique(np.concatenate(bad)).astype(np.int64) if bad else np.zeros(0, np.int64)
+
 
 def open_cache(path) -> FeatureCache:
     return FeatureCache(path)

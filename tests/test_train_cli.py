@@ -148,6 +148,6 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path
     result = invoke([*args, "--runs-dir", runs])
     stderr = result.stderr
     assert result.exit_code == 2, result.output
-    assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("swrr-train: error: ") and len(stderr.strip().splitlines()) == 1, stderr
     assert "Traceback" not in stderr and __import__("re").search(message, stderr), stderr
     assert not runs.exists() or not any(runs.iterdir())

@@ -23,19 +23,27 @@ summary.csv, results.json and PNGs. Continue a killed run with --resume runs/<na
 """
 
 
+PREFIX = "swrr-train: error:"  # as swrr-extract's, so a log says which stage refused
+
+
 class OneLineErrors(click.Command):
-    """User mistakes end with one line `error: ...` on stderr and exit code 2."""
+    """User mistakes end with one line `swrr-train: error: ...` on stderr and exit code 2."""
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         try:
             return super().main(*args, **kwargs)
         except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"{PREFIX} {exc.format_message()}", err=True)
             sys.exit(2)
         except click.Abort:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+
+# the options of RESUMABLE_FIELDS as typed (stop_after_epochs is a hidden test option)
+RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cuda-graphs/--no-cuda-graphs"}
+                  .get(f, "--" + f.replace("_", "-")) for f in RESUMABLE_FIELDS if f != "stop_after_epochs"]
 
 
 def parse_folds(text: Optional[str]) -> Optional[List[int]]:
@@ -64,8 +72,11 @@ def parse_model_set(items) -> Dict[str, Any]:
                                                                     "max_content_width": 100})
 @click.option("--cache", type=click.Path(dir_okay=False), help="Feature cache made by swrr-extract, e.g. cache/iemocap.h5.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
-              help="Continue the run in this folder (e.g. runs/iemocap-loso-speaker) with its saved config; "
-                   "only execution options (--device, --workers, --stream, --parallel-folds, --threads) may change.")
+              help="Continue the run in this folder (e.g. runs/iemocap-loso-speaker) with its saved config. "
+                   f"Only these may be given with it: {', '.join(RESUME_OPTIONS)}; --cache may name another "
+                   "path to the same cache (its fingerprint is checked). CPU numbers are bit-identical to an "
+                   "uninterrupted run with the same --threads. One process per run: a second --resume of a "
+                   "run in progress is refused.")
 @click.option("--protocol", type=click.Choice(PROTOCOLS),
               help="loso-speaker: one fold per speaker; loso-session: one fold per session; "
                    "split: the cache's train/valid/test rows. Default: by dataset (see below).")
@@ -145,7 +156,7 @@ def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **option
                 raise TrainError("give --cache PATH (a cache made by swrr-extract) or --resume RUN_FOLDER")
             run(TrainConfig(folds=parse_folds(folds), model=model, **options))
     except (CacheError, DeviceError, TrainError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"{PREFIX} {exc}", err=True)
         sys.exit(2)
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)

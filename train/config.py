@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional
 
@@ -48,7 +49,8 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
 RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_folds", "threads",
                   "progress", "stop_after_epochs", "cuda_graphs")  # graphs replay what eager steps compute
 # What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
-RESUMABLE_FIELDS = (*RUNTIME_FIELDS, "cache")
+# Not the folder: --resume names it, so --runs-dir and --name cannot be given with it.
+RESUMABLE_FIELDS = (*(f for f in RUNTIME_FIELDS if f not in ("runs_dir", "name")), "cache")
 
 
 @dataclass
@@ -130,16 +132,31 @@ def check(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if config.lr is not None and not config.lr > 0:
-        problems.append(f"--lr must be > 0, got {config.lr}")
+    if config.lr is not None and not 0 < config.lr < math.inf:
+        problems.append(f"--lr must be a number > 0, got {config.lr}")
+    for name in ("beta1", "beta2"):  # Adam's moving averages: 1 never forgets, < 0 oscillates
+        if not 0.0 <= getattr(config, name) < 1.0:
+            problems.append(f"--{name} must be in [0, 1), got {getattr(config, name)}")
+    if not 0.0 <= config.weight_decay < math.inf:
+        problems.append(f"--weight-decay must be a number >= 0, got {config.weight_decay}")
+    if not 0.0 < config.lr_decay_factor <= 1.0:  # <= 0 stops or reverses training; 1 = no decay
+        problems.append(f"--lr-decay-factor must be in (0, 1], got {config.lr_decay_factor}")
     if config.workers < 0:
         problems.append(f"--workers must be >= 0, got {config.workers}")
     if not 0.0 <= config.lr_decay_at <= 1.0:
         problems.append(f"--lr-decay-at must be in [0, 1], got {config.lr_decay_at}")
+    if config.name is not None and not _plain_name(config.name):
+        problems.append(f"--name must be a plain folder name, without path separators or '..', got "
+                        f"{config.name!r}; --runs-dir chooses where run folders go")
     if config.folds is not None and (not config.folds or min(config.folds) < 1):
         problems.append(f"--folds takes 1-based fold numbers, got {config.folds}")
     if problems:
         raise TrainError("; ".join(problems))
+
+
+def _plain_name(name: str) -> bool:
+    """A run folder name that stays inside --runs-dir."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 def model_config(config: TrainConfig, meta: CacheMeta) -> SWRRConfig:

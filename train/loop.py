@@ -20,10 +20,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-
 from swrr_core.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
 from swrr_core.model import SWRR, SWRRConfig
+from swrr_core.progress import progress_bar
 from train import checkpoint
 from train.config import TrainConfig, TrainError
 from train.data import epoch_batches
@@ -140,8 +139,9 @@ def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, devic
     step = step or TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, use_amp(cfg, device), device)
     model.train()
     batches = epoch_batches(job.fold.train, cfg.batch_size, generator)
-    bar = tqdm(total=len(batches), leave=False, disable=not cfg.progress, dynamic_ncols=True,
-               desc=f"fold {job.fold.number}/{job.num_folds} ({job.fold.name}) epoch {epoch + 1}/{cfg.epochs}")
+    # a live bar on a terminal; in a log (stderr not a terminal) one line per epoch, with its loss
+    bar = progress_bar(total=len(batches), leave=False, disable=not cfg.progress, dynamic_ncols=True, log_step=1.0,
+                       desc=f"fold {job.fold.number}/{job.num_folds} ({job.fold.name}) epoch {epoch + 1}/{cfg.epochs}")
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -157,11 +157,11 @@ def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, devic
         loss_sum += loss.detach() * n
         if job.task == "classification":
             correct += (outputs.detach().argmax(-1) == batch["label"]).sum()
-        bar.update()
         if i % SYNC_EVERY == 0 or i == len(batches):
             mean_loss = loss_sum.item() / seen
             _check_finite(mean_loss, job, epoch, step.amp)
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)  # shown by the update below
+        bar.update()
     bar.close()
     record = {"train_loss": loss_sum.item() / max(seen, 1)}
     if job.task == "classification":
@@ -323,7 +323,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         np.save(fold_dir / "attention.npy", attention)
     _write_predictions(fold_dir, source, fold.test, outputs, job)
     result = {
-        "fold": fold.number, "name": fold.name, "valid_speaker": fold.valid_name,
+        "fold": fold.number, "name": fold.name, "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
         "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
         "selection": "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch",
         "selected_epoch": best["epoch"], "valid_at_selected": best["valid"],

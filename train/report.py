@@ -62,6 +62,8 @@ def banner(plan, run_dir: Path, device) -> None:
           f"{' (AMP)' if cfg.amp and device.type == 'cuda' else ''}; run folder {run_dir}")
     if meta.random_encoders:
         print(f"WARNING: {plan.cache.path}: {RANDOM_NOTE}")
+    for warning in plan.warnings:
+        print(f"WARNING: {warning}")
 
 
 def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False) -> str:
@@ -111,6 +113,8 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     cfg, meta = plan.config, plan.cache.meta
     paper = paper_numbers(meta.dataset, cfg.protocol, cfg.ablation)
     rows = summarize(results, meta.task, paper, meta.random_encoders)
+    for row in rows:  # the plan's warnings (e.g. a fold with one class) travel with every number
+        row["note"] = "; ".join(filter(None, [row["note"], *plan.warnings]))
     suffix = " (random encoders)" if meta.random_encoders else ""
     if meta.task == "classification":
         plot_confusion(run_dir / "confusion.png", pooled_confusion(results), meta.label_names, suffix)
@@ -130,6 +134,8 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
         print(f"  {row['metric']:<12} {row['mean']:.2f}{std}{paper_text}")
     if meta.random_encoders:
         print(f"WARNING: {RANDOM_NOTE}")
+    for warning in plan.warnings:
+        print(f"WARNING: {warning}")
     print(f"reports in {run_dir}")
     return rows
 
@@ -143,11 +149,13 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(path: Path, confusion: np.ndarray, label_names: List[str], suffix: str) -> None:
-    """Counts summed over folds; colour and the percentage are row-normalised (recall)."""
+def plot_confusion(path: Path, confusion: np.ndarray, label_names: List[str], suffix: str):
+    """Counts summed over folds; colour and the percentage are row-normalised (recall).
+    Returns the (closed) figure, for tests to measure."""
     plt = _pyplot()
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 * len(label_names) + 2, 1.1 * len(label_names) + 1.5))
+    # at least 5 inches wide, else the title of a matrix with one or two classes is cut off
+    fig, ax = plt.subplots(figsize=(max(1.2 * len(label_names) + 2, 5.0), 1.1 * len(label_names) + 1.5))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(label_names)):
         for j in range(len(label_names)):
@@ -157,24 +165,28 @@ def plot_confusion(path: Path, confusion: np.ndarray, label_names: List[str], su
     ax.set_yticks(range(len(label_names)), label_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix, all test folds{suffix}", fontsize=10)
+    ax.set_title(f"Confusion matrix, all test folds\n{suffix.strip()}".strip(), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
-def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: str) -> None:
-    """Loss and the selection metric per epoch: each fold thin, the mean over folds thick."""
+def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: str):
+    """Loss and the selection metric per epoch: each fold thin, the mean over folds thick.
+    Training accuracy is plain accuracy (WA: the epoch's running count); valid/test show UA.
+    Returns the (closed) figure, None without logs."""
     import pandas as pd
+    from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
     logs = [pd.read_json(d / "log.jsonl", lines=True) for d in fold_dirs if (d / "log.jsonl").exists()]
     if not logs:
-        return
+        return None
     metric = "ua" if task == "classification" else "mae"
     panels = [("loss", ["train_loss", "valid_loss", "test_loss"]),
-              (NAMES[metric], ["train_acc", f"valid_{metric}", f"test_{metric}"] if task == "classification"
-               else [f"valid_{metric}", f"test_{metric}"])]
+              ("accuracy: WA (train), UA (valid, test)", ["train_acc", f"valid_{metric}", f"test_{metric}"])
+              if task == "classification" else (NAMES[metric], [f"valid_{metric}", f"test_{metric}"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (title, columns) in zip(axes, panels):
         for column, colour in zip(columns, ("C0", "C1", "C2")):
@@ -183,7 +195,11 @@ def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: s
             for log in logs:
                 ax.plot(log["epoch"], log[column], color=colour, alpha=0.25, linewidth=0.8)
             mean = pd.concat([log.set_index("epoch")[column] for log in logs], axis=1).mean(axis=1)
-            ax.plot(mean.index, mean.values, color=colour, linewidth=2, label=column)
+            ax.plot(mean.index, mean.values, color=colour, linewidth=2,
+                    label=f"{column}, mean of folds" if len(logs) > 1 else column)
+        if len(logs) > 1:
+            ax.plot([], [], color="grey", alpha=0.5, linewidth=0.8, label="one fold each (thin)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=8)
@@ -192,6 +208,7 @@ def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: s
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def plot_attention(path: Path, fold_dirs: List[Path], test_sizes: List[int], model_config, suffix: str) -> None:
