@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -170,8 +171,9 @@ def test_every_torch_load_in_the_package_passes_weights_only_true():
 
 
 # ---------------------------------------------------------------------------------- bad caches via the CLI
-ONE_FOLD = ["--protocol", "loso-speaker", "--folds", "1", "--epochs", "1", "--batch-size", "8", "--lr", "2e-3",
-            "--lstm-hidden", "8", "--model-set", "cnn_channels=[4,8]", "--threads", "1", "--no-progress"]
+TINY_RUN = ["--protocol", "loso-speaker", "--batch-size", "8", "--lr", "2e-3", "--lstm-hidden", "8",
+            "--model-set", "cnn_channels=[4,8]", "--threads", "1", "--no-progress"]
+ONE_FOLD = [*TINY_RUN, "--folds", "1", "--epochs", "1"]
 
 
 def damage(path: Path, case: str) -> None:
@@ -231,3 +233,131 @@ def test_a_diverging_learning_rate_stops_with_advice(cache_path, tmp_path):
                                          r"Try a lower --lr \(now 1e\+30\)"):
         run(tiny_config(cache_path, tmp_path, name="diverged", folds=[1], epochs=1, lr=1e30))
     assert (tmp_path / "diverged" / INCOMPLETE).exists() and result_files(tmp_path / "diverged") == []
+
+
+# ---------------------------------------------------------------------------------- one process per run folder
+# The child runs (or resumes) test_train's tiny run and, at its 7th optimizer step (fold 1, epoch 2),
+# writes a marker and sleeps: a live swrr-train holding its run folder.
+HOLD_CHILD = r"""
+import os, sys, time
+repo, mode, cache, runs, marker = sys.argv[1:6]
+sys.path[:0] = [repo, os.path.join(repo, "tests")]
+import torch
+from test_train import tiny_config
+from train.runner import resume, run
+
+steps, real_step = [], torch.optim.Adam.step
+
+def step(self, *args, **kwargs):
+    steps.append(1)
+    if len(steps) == 7:
+        open(marker, "w").close()
+        time.sleep(300)
+    return real_step(self, *args, **kwargs)
+
+torch.optim.Adam.step = step
+run(tiny_config(cache, runs, name="held")) if mode == "run" else resume(os.path.join(runs, "held"))
+"""
+
+
+def hold(mode: str, cache_path: Path, runs: Path) -> subprocess.Popen:
+    """A real process that holds the run `runs/held` (training, or resuming it), once it is under way."""
+    marker = runs / f"{mode}.holding"
+    child = subprocess.Popen([sys.executable, "-c", HOLD_CHILD, str(REPO), mode, str(cache_path), str(runs),
+                              str(marker)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not marker.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), child.stderr.read()[-3000:] if child.poll() is not None else "no marker"
+    return child
+
+
+def refused_while_held(child: subprocess.Popen, run_dir: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    result = invoke(["--resume", run_dir])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"swrr-train: error: another swrr-train (pid {child.pid}) is writing {run_dir}; wait "
+                             f"for it to finish or stop it (the lock is {run_dir}.lock)\n")
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # nothing touched
+    child.kill()
+    child.wait()
+
+
+def test_a_resume_of_a_run_in_progress_is_refused_and_the_run_stays_resumable(cache_path, reference, tmp_path):
+    run_dir = tmp_path / "held"
+    refused_while_held(hold("run", cache_path, tmp_path), run_dir)  # the run itself is going
+    refused_while_held(hold("resume", cache_path, tmp_path), run_dir)  # another --resume is going
+    # the lock died with its holders: the run resumes to the uninterrupted result
+    resume(run_dir)
+    assert fold_metrics(run_dir) == fold_metrics(reference) and not (run_dir / INCOMPLETE).exists()
+
+
+# ---------------------------------------------------------------------------------- fold processes die with swrr-train
+def descendants(pid: int):
+    """Live (not zombie) processes below `pid`, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if state != "Z":
+                parents[int(entry.name)] = int(ppid)
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids):
+    live = set()
+    for pid in pids:
+        try:
+            if (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                live.add(pid)
+        except OSError:
+            pass
+    return live
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_no_fold_process_outlives_a_sigkilled_parallel_run(cache_path, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "train.cli", "--cache", str(cache_path), "--runs-dir", str(tmp_path),
+                             "--name", "parallel", *TINY_RUN, "--folds", "1,2", "--epochs", "200",
+                             "--parallel-folds", "2", "--device", "cpu"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    logs = [tmp_path / "parallel" / f"fold0{k}" / "log.jsonl" for k in (1, 2)]
+    deadline = time.time() + 240
+    while not all(log.exists() for log in logs) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    children = descendants(proc.pid)
+    assert len(children) >= 2  # the two fold processes (and multiprocessing's resource tracker)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while alive(children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert alive(children) == set(), "fold processes outlived their parent by 10 s"
+
+
+# ---------------------------------------------------------------------------------- damaged fold results on --resume
+def test_a_damaged_metrics_json_or_attention_npy_is_evaluated_again_on_resume(reference, tmp_path, capsys):
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "fold01" / "metrics.json").write_text('{"fold": 1, "metr')  # cut mid-write
+    attention = (run_dir / "fold02" / "attention.npy").read_bytes()
+    (run_dir / "fold02" / "attention.npy").write_bytes(attention[:100])
+    resume(run_dir)
+    out = capsys.readouterr().out
+    assert f"{run_dir / 'fold01'}: a result file is damaged (JSONDecodeError" in out
+    assert f"{run_dir / 'fold02'}: a result file is damaged (" in out
+    assert fold_metrics(run_dir) == fold_metrics(reference)
+    for fold in ("fold01", "fold02"):
+        assert np.array_equal(np.load(run_dir / fold / "attention.npy"), np.load(reference / fold / "attention.npy"))
+        assert (run_dir / fold / "log.jsonl").read_text() == (reference / fold / "log.jsonl").read_text()  # not retrained
+    assert pd.read_csv(run_dir / "summary.csv").equals(pd.read_csv(reference / "summary.csv"))
