@@ -136,15 +136,24 @@ def _check_lengths(cache: FeatureCache) -> None:
                              "needs at least one frame and one token per row: re-extract the cache with swrr-extract")
 
 
+_FINITE_CACHES = set()  # (path, size, mtime) of caches checked finite by this process
+
+
 def _check_finite_features(cache: FeatureCache) -> None:
     """Refuse a cache holding NaN/inf features, naming the rows, before any work: else training
-    stops later with a misleading "diverged, try a lower --lr". One chunked pass over the file on
-    every run and resume (not memoised: the fingerprint covers ids and config, not the data)."""
+    stops later with a misleading "diverged, try a lower --lr". One chunked pass over the file per
+    process (an --ablation all grid checks once), not remembered across runs: the fingerprint
+    covers ids and config, not the data, so a memo could miss a re-extracted or damaged file."""
+    stat = cache.path.stat()
+    identity = (str(cache.path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if identity in _FINITE_CACHES:
+        return
     bad = cache.nonfinite_rows()
     if len(bad):
         shown = ", ".join(cache.utt_id[bad[:5]]) + (", ..." if len(bad) > 5 else "")
         raise TrainError(f"{cache.path}: {len(bad)} of {len(cache)} rows hold non-finite (NaN/inf) features "
                          f"({shown}); re-extract the cache with swrr-extract --overwrite")
+    _FINITE_CACHES.add(identity)
 
 
 def _one_class_warnings(cache: FeatureCache, folds: List[Fold]) -> List[str]:
