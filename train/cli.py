@@ -125,7 +125,7 @@ def parse_model_set(items) -> Dict[str, Any]:
                    "one resident cache (a big GPU runs them concurrently), on CPU as N processes. A fold's seed, "
                    "data order and initial weights do not depend on N.")
 @click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
 @click.option("--stop-after-epochs", type=int, hidden=True)  # tests: stop as if killed
 @click.pass_context
 def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **options):
