@@ -82,6 +82,10 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_result(blocked_run, cache_
 def test_help_explains_every_option():
     result = invoke(["--help"])
     assert result.exit_code == 0
+    text = " ".join(result.output.split()).replace("- ", "-")  # undo click's wrapping
+    for option in ("--device", "--stream", "--workers", "--parallel-folds", "--threads", "--progress/--no-progress",
+                   "--cuda-graphs/--no-cuda-graphs", "--cache may name another path to the same cache"):
+        assert option in text.split("--resume DIRECTORY")[1].split("--protocol")[0], option  # under --resume
     for param in main.params:
         if not param.hidden and param.name != "help":
             assert param.opts[0] in result.output
