@@ -324,7 +324,8 @@ def alive(pids):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_no_fold_process_outlives_a_sigkilled_parallel_run(cache_path, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_no_fold_process_outlives_a_killed_parallel_run(sig, cache_path, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "train.cli", "--cache", str(cache_path), "--runs-dir", str(tmp_path),
                              "--name", "parallel", *TINY_RUN, "--folds", "1,2", "--epochs", "200",
                              "--parallel-folds", "2", "--device", "cpu"],
@@ -337,8 +338,8 @@ def test_no_fold_process_outlives_a_sigkilled_parallel_run(cache_path, tmp_path)
     assert proc.poll() is None, proc.stderr.read()[-3000:]
     children = descendants(proc.pid)
     assert len(children) >= 2  # the two fold processes (and multiprocessing's resource tracker)
-    proc.kill()
-    proc.wait()
+    proc.send_signal(sig)
+    assert proc.wait() == -sig
     deadline = time.time() + 10
     while alive(children) and time.time() < deadline:
         time.sleep(0.1)
