@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from swrr_core.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
 from swrr_core.model import SWRR, SWRRConfig
 from swrr_core.progress import progress_bar

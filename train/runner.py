@@ -91,13 +91,17 @@ def resume(run_dir, **runtime: Any) -> Path:
 def run_lock(run_dir: Path):
     """One process per run folder (an OS lock on `<run_dir>.lock`, dropped when the process ends
     however it ends): a second run or --resume of the same folder is refused with one line."""
+    lock = OutputLock(run_dir, "swrr-train")
     try:
-        with OutputLock(run_dir, "swrr-train"):
-            yield
+        lock.acquire()
     except LockHeld as exc:
         raise TrainError(str(exc)) from None
     except OSError as exc:
         raise TrainError(f"cannot lock the run folder {run_dir} ({exc})") from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def prepare(config: TrainConfig) -> Plan:
@@ -107,7 +111,6 @@ def prepare(config: TrainConfig) -> Plan:
     meta = cache.meta
     _check_lengths(cache)
     config = resolve(config, meta, default_protocol(meta.task, cache.speaker, cache.split))
-    _check_finite_features(cache)
     all_folds = make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
                            config.early_stop_speaker, cache_name=str(cache.path))
     folds = pick_folds(all_folds, config.folds)
@@ -121,6 +124,7 @@ def prepare(config: TrainConfig) -> Plan:
         jobs.append(FoldJob(fold, len(all_folds), config, model_cfg, meta.task, list(meta.label_names),
                             "", identity))
         selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
+    _check_finite_features(cache)  # last: the only check that reads every embedding
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
 
 
