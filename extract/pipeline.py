@@ -430,8 +430,6 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     if not rows.utterances:
         raise DatasetError(f"{reader.root}: no usable utterances (skipped: {_counts(rows.skipped) or 'none'})")
     refuse_input_as_output(config.out_path, reader, rows.utterances)
-    for line in class_report(rows, reader.task):
-        print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
     audio, text = encoders or load_encoders(config.encoders, config.audio_encoder, config.text_encoder,
                                             config.layer, config.max_tokens)
     if audio.sample_rate != config.sample_rate:
@@ -446,6 +444,8 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     meta = cache_meta(config, reader, audio, text, fp16)
     writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
     try:
+        for line in class_report(rows, reader.task):  # once the output is known to be usable, before encoding
+            print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
         write_seconds, not_finite = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
         if not_finite:
             raise _not_finite_error(not_finite, rows, config, writer.partial_path)
