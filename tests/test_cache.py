@@ -315,3 +315,37 @@ def test_reader_reopens_its_file_after_pickling(tmp_path):
     cache = FeatureCache(write_all(tmp_path / "toy.h5"))
     clone = pickle.loads(pickle.dumps(cache))
     np.testing.assert_array_equal(clone.read_rows([1])["audio"], cache.read_rows([1])["audio"])
+
+
+@pytest.mark.parametrize("value", ["no", "False", 0, 1])
+def test_a_complete_attribute_that_is_not_a_boolean_is_refused(tmp_path, value):
+    path = write_all(tmp_path / "toy.h5")
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["complete"] = value
+    with pytest.raises(CacheError, match="attribute 'complete' is .* not a boolean"):
+        FeatureCache(path)
+
+
+@pytest.mark.parametrize("case", ["index out of range", "fewer label_names than classes", "negative index"])
+def test_label_indices_outside_label_names_are_refused_on_open(tmp_path, case):
+    path = write_all(tmp_path / "toy.h5")
+    with h5py.File(path, "r+") as h5:
+        if case == "fewer label_names than classes":
+            h5.attrs["label_names"] = '["a", "b"]'  # labels use 0, 1, 2
+        else:
+            h5["label"][3] = 7 if case == "index out of range" else -1
+    with pytest.raises(CacheError, match="rows have a label index outside the .* label_names .* utt"):
+        FeatureCache(path)
+
+
+def test_a_missing_cache_says_how_to_make_one(tmp_path):
+    with pytest.raises(CacheError, match="no such cache file; make one with: swrr-extract --dataset DATASET"):
+        FeatureCache(tmp_path / "missing.h5")
+
+
+def test_a_schema_1_cache_still_opens(tmp_path):
+    path = write_all(tmp_path / "toy.h5")
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["schema_version"] = 1
+        del h5.attrs["source_root"]
+    assert FeatureCache(path).meta.source_root == ""
