@@ -430,12 +430,11 @@ def test_a_second_extraction_to_the_same_out_is_refused_and_the_first_finishes_w
     first = hold_extraction(clips, out, gate)
     try:
         before = partial_path(out).stat().st_ino
-        for extra in ((), ("--overwrite",)):
-            second = cli_process(clips, out, *extra)
-            assert second.returncode == 2, second.stderr
-            assert second.stderr.strip() == (f"swrr-extract: error: another swrr-extract (pid {first.pid}) is writing "
-                                             f"{out}; wait for it to finish or stop it (the lock is {out}.lock)")
-            assert partial_path(out).stat().st_ino == before and not out.exists()
+        second = cli_process(clips, out, "--overwrite")  # even --overwrite: the lock comes first
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip() == (f"swrr-extract: error: another swrr-extract (pid {first.pid}) is writing "
+                                         f"{out}; wait for it to finish or stop it (the lock is {out}.lock)")
+        assert partial_path(out).stat().st_ino == before and not out.exists()
     finally:
         gate.write_text("go")
         _, err = first.communicate(timeout=300)
@@ -476,26 +475,35 @@ def test_decoding_workers_die_with_a_sigkilled_extraction_and_the_rerun_resumes(
     assert_same_cache(out, reference)
 
 
-def test_a_partial_held_open_by_another_process_is_refused_and_kept(clips, tmp_path):
+def test_a_partial_held_open_by_another_process_is_refused_and_kept(clips, reference, tmp_path, monkeypatch):
     """The HDF5 lock of a leftover process: one line saying so, nothing deleted (before: deleted, restarted)."""
-    out, gate = tmp_path / "held.h5", tmp_path / "go"
-    first = hold_extraction(clips, out, gate)
-    first.kill()
-    first.communicate()
+    out = tmp_path / "held.h5"
+    real_write = cache_mod.CacheWriter.write
+
+    def write_once(self, *args):
+        real_write(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod.CacheWriter, "write", write_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_extraction(config(clips, out))
+    monkeypatch.undo()
     kept = partial_path(out).read_bytes()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time, h5py; f = h5py.File(sys.argv[1], 'r'); "
                                "print('open', flush=True); time.sleep(300)", str(partial_path(out))],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        result = cli_process(clips, out)
+        result = _cli(["--dataset", "manifest", "--root", str(clips), "--out", str(out), "--encoders", "tiny",
+                       "--device", "cpu", "--workers", "0", "--batch-seconds", str(BATCH_SECONDS)])
     finally:
         holder.kill()
         holder.wait()
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "is held open by another process" in result.stderr and "nothing was deleted" in result.stderr
+    error = error_line(result)
+    assert "is held open by another process" in error and "nothing was deleted" in error
     assert partial_path(out).read_bytes() == kept
-    run_extraction(config(clips, out))
+    assert run_extraction(config(clips, out)).resumed_rows == first_batch_rows()
+    assert_same_cache(out, reference)
 
 
 # ---------------------------------------------------------------------------------- misuse (issue 13)
@@ -608,6 +616,8 @@ def test_source_is_stored_relative_to_the_dataset_root(clips, reference, tmp_pat
 
 
 def test_progress_in_a_log_is_whole_lines(clips, tmp_path):
-    result = cli_process(clips, tmp_path / "x.h5")  # stderr is a pipe, not a terminal
-    assert result.returncode == 0 and "\r" not in result.stderr, result.stderr
-    assert any(line.startswith("extract manifest: 100%") for line in result.stderr.splitlines()), result.stderr
+    result = _cli(["--dataset", "manifest", "--root", str(clips), "--out", str(tmp_path / "x.h5"), "--encoders",
+                   "tiny", "--device", "cpu", "--workers", "0"])  # stderr is captured, not a terminal
+    err = _stderr(result)
+    assert result.exit_code == 0 and "\r" not in err, err
+    assert any(line.startswith("extract manifest: 100%") for line in err.splitlines()), err
