@@ -454,7 +454,7 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
         writer.close()
     return Summary(
         out=path, dataset=config.dataset, task=reader.task, rows=len(rows.info), resumed_rows=writer.resumed_rows,
-        per_class=_class_counts(rows.info, reader.label_names), per_split=_split_counts(rows.info),
+        per_class=_class_counts(rows.info, rows.label_names), per_split=_split_counts(rows.info),
         skipped=dict(sorted(rows.skipped.items())), seconds=time.perf_counter() - started,
         file_bytes=path.stat().st_size, random_encoders=meta.random_encoders, encoders=describe([audio, text]),
         batch_budget=batch_budget, batches=len(plan), padding_waste=plan.padding_waste, write_seconds=write_seconds)

@@ -602,6 +602,7 @@ def test_labels_restricts_the_classes_and_rare_classes_are_named(clips, tmp_path
     assert "warning: 3 classes have fewer than 5 rows: 'Calm' (1), 'angry' (4), 'calm' (3)" in err
     summary = run_extraction(config(data / "manifest.csv", tmp_path / "two.h5", labels=("calm", "angry")))
     assert summary.skipped == {"label Calm": 1} and summary.rows == len(CLIPS) - 1
+    assert summary.per_class == {"angry": 4, "calm": 3}
     assert open_cache(tmp_path / "two.h5").meta.label_names == ["angry", "calm"]
     result = _cli(["--dataset", "manifest", "--root", str(data / "manifest.csv"), "--out", str(tmp_path / "z.h5"),
                    "--encoders", "tiny", "--device", "cpu", "--labels", "calm,happy"])
