@@ -514,7 +514,7 @@ def test_out_naming_the_manifest_or_a_foreign_file_is_refused_even_with_overwrit
     before = manifest.read_bytes()
     for target, message in ((manifest, f"is one of the dataset's input files ({manifest})"),
                             (data / "a.wav", "is one of the dataset's input files"),
-                            (tmp_path / "notes.txt", "is not an swrr feature cache; swrr-extract replaces only its own")):
+                            (tmp_path / "notes.txt", "is not an swrr feature cache; swrr-extract replaces only")):
         if not target.exists():
             target.write_text("my notes")
         content = target.read_bytes()
