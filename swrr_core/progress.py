@@ -43,7 +43,7 @@ class LogLines(tqdm):
             self._write_line()
 
     def close(self):
-        if self.disable:  # a disabled tqdm stops its __init__ early: it has no fp, and shows nothing
+        if self.disable:  # a disabled tqdm never set up its stream (self.fp)
             return super().close()
         if self._logged is not None and self.n != self._logged:
             self._write_line()
