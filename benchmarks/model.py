@@ -33,7 +33,8 @@ def attention_flops(cfg: SWRRConfig) -> dict:
 
     core: q k^T and the weighted sum of v; projections: w_q, w_k, w_v, w_z (the same in every mode).
     """
-    d, dim, n, t = cfg.attn_dim or cfg.model_dim, cfg.model_dim, cfg.max_frames, cfg.max_tokens
+    d = cfg.model_dim if cfg.attn_dim is None else cfg.attn_dim
+    dim, n, t = cfg.model_dim, cfg.max_frames, cfg.max_tokens
     keys = n if cfg.attention == "full" else cfg.window
     core = 2 * 2 * t * keys * d
     projections = 2 * (t * dim * d + n * dim * 2 * d + t * d * dim)
