@@ -142,11 +142,11 @@ def test_every_valid_frame_is_attended_for_any_text_and_audio_length(mode):
     1..255; padded frames have none. With "drop" only the first min(n, 5 l + 5) frames do."""
     torch.manual_seed(0)
     n_max, t = 255, 50
-    fuse = SliWa(dim=8, attn_dim=8, window=10, hop=5, mode=mode, padded_windows="fuse")
-    drop = SliWa(dim=8, attn_dim=8, window=10, hop=5, mode=mode, padded_windows="drop")
+    fuse = SliWa(dim=4, attn_dim=4, window=10, hop=5, mode=mode, padded_windows="fuse")  # the width
+    drop = SliWa(dim=4, attn_dim=4, window=10, hop=5, mode=mode, padded_windows="drop")  # plays no part
     drop.load_state_dict(fuse.state_dict(), strict=False)
     audio_len = torch.arange(1, n_max + 1)  # one row per audio length
-    x, y = torch.randn(n_max, n_max, 8), torch.randn(n_max, t, 8)
+    x, y = torch.randn(n_max, n_max, 4), torch.randn(n_max, t, 4)
     x_mask = lengths_to_mask(audio_len, n_max)
     for tokens in range(1, t + 1):
         y_mask = lengths_to_mask(torch.full((n_max,), tokens), t)
