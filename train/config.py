@@ -133,6 +133,9 @@ def check(config: TrainConfig) -> None:
         problems.append(f"unknown --ablation {config.ablation!r}; choose one of {', '.join(ABLATION_CHOICES)}")
     if config.select not in SELECT_RULES:
         problems.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+    if config.mosei_objective not in (None, *objectives.REGRESSION_OBJECTIVES):
+        problems.append(f"--mosei-objective must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
+                        f"got {config.mosei_objective!r}")
     for name in ("epochs", "batch_size", "grad_accum", "parallel_folds", "threads"):
         value = getattr(config, name)
         if value is not None and value < 1:
@@ -143,9 +146,6 @@ def check(config: TrainConfig) -> None:
         problems.append(f"--workers must be >= 0, got {config.workers}")
     if not 0.0 <= config.lr_decay_at <= 1.0:
         problems.append(f"--lr-decay-at must be in [0, 1], got {config.lr_decay_at}")
-    if config.mosei_objective not in (None, *objectives.REGRESSION_OBJECTIVES):
-        problems.append(f"--mosei-objective must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
-                        f"got {config.mosei_objective!r}")
     if config.folds is not None and (not config.folds or min(config.folds) < 1):
         problems.append(f"--folds takes 1-based fold numbers, got {config.folds}")
     if problems:
