@@ -9,6 +9,7 @@ import click
 
 from swrr_core.cache import CacheError
 from swrr_core.device import DeviceError
+from swrr_core.objectives import REGRESSION_OBJECTIVES
 from train.config import ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError
 from train.loop import RunInterrupted
 
@@ -88,8 +89,9 @@ def parse_model_set(items) -> Dict[str, Any]:
               help="Which epoch's model is reported: 'valid' = best validation epoch (UA, or MAE for "
                    "regression), 'last' = final epoch, 'auto' = 'valid' when the fold has validation rows.")
 @click.option("--ablation", type=click.Choice(ABLATION_CHOICES),
-              help="Train a Table 3 variant instead of the full model (swrr); 'all' runs the full model and "
-                   "every variant and writes ablations.csv beside the paper's numbers.")
+              help="Train a Table 3 variant instead of the full model (swrr), or one of our readings of what "
+                   "the paper leaves open (drop-padded-windows, reuse-score; docs/MODEL.md); 'all' runs the full "
+                   "model and every Table 3 variant and writes ablations.csv beside the paper's numbers.")
 @click.option("--epochs", type=int, help="Training epochs. Default: 50 (classification) / 20 (regression), paper.")
 @click.option("--lr", type=float, help="Adam learning rate. Default: 5e-4 (classification) / 1e-3 (regression), paper.")
 @click.option("--batch-size", type=int, help="Utterances per forward pass. Default: 32 (not in the paper).")
@@ -104,6 +106,9 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--lr-decay-factor", type=float, default=0.1, show_default=True, help="Learning-rate decay factor (paper: /10).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; with the same seed CPU reruns are bit-identical.")
+@click.option("--mosei-objective", type=click.Choice(REGRESSION_OBJECTIVES),
+              help="Regression caches only (CMU-MOSEI sentiment): l1 = one output, L1 loss (default; not in the "
+                   "paper); ce7 = 7-class cross-entropy on the rounded sentiment, scored by the expected value.")
 @click.option("--lstm-hidden", type=int, help="Shared LSTM units per direction (paper 384). Non-paper size knob.")
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE",
               help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional
 
 from swrr_core.cache import CacheMeta
-from swrr_core.model import ABLATIONS, SWRRConfig, ablation_config
+from swrr_core import objectives
+from swrr_core.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
 
 PROTOCOLS = ("loso-speaker", "loso-session", "split")
 SELECT_RULES = ("auto", "last", "valid")
 FULL_MODEL = "swrr"  # the name of the un-ablated model in tables and folder names
-ABLATION_CHOICES = (FULL_MODEL, *ABLATIONS, "all")
+ABLATION_CHOICES = (FULL_MODEL, *ABLATIONS, *READINGS, "all")  # "all": the paper's grid (ABLATIONS)
 
 
 class TrainError(Exception):
@@ -75,6 +76,7 @@ class TrainConfig:
     lr_decay_factor: float = 0.1
     grad_accum: int = 1  # optimizer step every grad_accum batches (effective batch = batch_size * this)
     seed: int = 0
+    mosei_objective: Optional[str] = None  # regression caches: l1 | ce7 (swrr_core.objectives); None = l1
     model: Dict[str, Any] = field(default_factory=dict)  # SWRRConfig overrides (non-paper sizes)
     # execution
     runs_dir: str = "runs"
@@ -114,6 +116,11 @@ def resolve(config: TrainConfig, meta: CacheMeta, default_protocol: str) -> Trai
               if getattr(config, name) is None}
     model = {**preset.get("model", {}), **config.model}
     ablation = None if config.ablation == FULL_MODEL else config.ablation
+    if meta.task == "regression":
+        filled["mosei_objective"] = config.mosei_objective or "l1"
+    elif config.mosei_objective is not None:
+        raise TrainError(f"--mosei-objective applies to regression caches (sentiment scores); "
+                         f"{meta.dataset} is a classification cache, which always trains with cross-entropy")
     config = replace(config, model=model, ablation=ablation, **filled)
     check(config)
     return config
@@ -128,6 +135,9 @@ def check(config: TrainConfig) -> None:
         problems.append(f"unknown --ablation {config.ablation!r}; choose one of {', '.join(ABLATION_CHOICES)}")
     if config.select not in SELECT_RULES:
         problems.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+    if config.mosei_objective not in (None, *objectives.REGRESSION_OBJECTIVES):
+        problems.append(f"--mosei-objective must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
+                        f"got {config.mosei_objective!r}")
     for name in ("epochs", "batch_size", "grad_accum", "parallel_folds", "threads"):
         value = getattr(config, name)
         if value is not None and value < 1:
@@ -163,7 +173,7 @@ def model_config(config: TrainConfig, meta: CacheMeta) -> SWRRConfig:
     """The SWRR config for a resolved run: sizes from the cache, overrides, then the ablation."""
     base = SWRRConfig(audio_dim=meta.audio_dim, text_dim=meta.text_dim, max_frames=meta.max_frames,
                       max_tokens=meta.max_tokens,
-                      num_outputs=len(meta.label_names) if meta.task == "classification" else 1)
+                      num_outputs=objectives.num_outputs(objective(config, meta.task), len(meta.label_names)))
     known = {f.name for f in fields(SWRRConfig)} - {"audio_dim", "text_dim", "max_frames", "max_tokens",
                                                     "num_outputs"}
     unknown = sorted(set(config.model) - known)
@@ -174,6 +184,11 @@ def model_config(config: TrainConfig, meta: CacheMeta) -> SWRRConfig:
         return ablation_config(cfg, config.ablation) if config.ablation else cfg
     except (ValueError, TypeError) as exc:
         raise TrainError(f"invalid model options {config.model}: {exc}") from exc
+
+
+def objective(config: TrainConfig, task: str) -> str:
+    """The training objective of a run on a `task` cache (swrr_core.objectives)."""
+    return objectives.objective_for(task, config.mosei_objective)
 
 
 def fingerprint(data: Dict[str, Any]) -> str:

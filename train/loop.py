@@ -19,13 +19,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from swrr_core import objectives
 from swrr_core.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
 from swrr_core.model import SWRR, SWRRConfig
 from swrr_core.progress import progress_bar
 from train import checkpoint
-from train.config import TrainConfig, TrainError
+from train.config import TrainConfig, TrainError, objective
 from train.data import epoch_batches
 from train.protocols import Fold
 from train.step import TrainStep
@@ -88,11 +88,7 @@ def make_scaler(enabled: bool):
     return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
-def loss_fn(task: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over class logits (B, C), or L1 on scores (B, 1) (MOSEI)."""
-    if task == "classification":
-        return F.cross_entropy(outputs.float(), labels)
-    return F.l1_loss(outputs.float().squeeze(-1), labels.float())
+loss_fn = objectives.loss  # loss_fn(objective, outputs, labels): "ce", "l1" or "ce7"
 
 
 @torch.no_grad()
@@ -124,8 +120,9 @@ def evaluate(job: FoldJob, model, source, rows, device, attention=False):
         raise TrainError(f"the model's outputs are not finite on {len(bad)} of {len(rows)} evaluated rows of fold "
                          f"{job.fold.number} (e.g. {', '.join(source.utt_id[np.asarray(rows)[bad[:3]]])}): "
                          "their cached features hold NaN/inf, or training diverged; stopping")
-    metrics = compute_metrics(job.task, labels, outputs, len(job.label_names))
-    metrics["loss"] = (float(loss_fn(job.task, torch.from_numpy(outputs), torch.as_tensor(labels)))
+    goal = objective(job.config, job.task)
+    metrics = compute_metrics(job.task, labels, objectives.scores(goal, outputs), len(job.label_names))
+    metrics["loss"] = (float(loss_fn(goal, torch.from_numpy(outputs), torch.as_tensor(labels)))
                        if len(rows) else float("nan"))
     return metrics, outputs, attn
 
@@ -137,7 +134,8 @@ def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, devic
     `step` runs each batch's forward and backward (kept across epochs: it holds the CUDA graphs);
     None = an eager one."""
     cfg = job.config
-    step = step or TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, use_amp(cfg, device), device)
+    step = step or TrainStep(model, loss_fn, objective(cfg, job.task), scaler, cfg.grad_accum,
+                             use_amp(cfg, device), device)
     model.train()
     batches = epoch_batches(job.fold.train, cfg.batch_size, generator)
     # a live bar on a terminal; in a log (stderr not a terminal) one line per epoch, with its loss
@@ -262,8 +260,8 @@ def training_parts(job: FoldJob, device: torch.device, cancel: Optional[threadin
     model = new_model(job, device, lane=cancel is not None)
     optimizer = make_optimizer(model, cfg, device)
     scaler = make_scaler(amp)
-    step = TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, amp, device, graphs=cfg.cuda_graphs,
-                     cancel=cancel)
+    step = TrainStep(model, loss_fn, objective(cfg, job.task), scaler, cfg.grad_accum, amp, device,
+                     graphs=cfg.cuda_graphs, cancel=cancel)
     return model, optimizer, scaler, step
 
 
@@ -343,7 +341,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
 def _save_model(path: Path, model, job: FoldJob, epoch: int) -> None:
     checkpoint.save(path, {"epoch": epoch, "model": model.state_dict(),
                            "model_config": asdict(job.model_config), "label_names": list(job.label_names),
-                           "task": job.task}, job.identity)
+                           "task": job.task, "objective": objective(job.config, job.task)}, job.identity)
 
 
 def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:
@@ -354,6 +352,6 @@ def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> N
         table["prediction"] = outputs.argmax(-1)
         for i, name in enumerate(job.label_names):
             table[f"logit_{name}"] = outputs[:, i]
-    else:
-        table["prediction"] = outputs[:, 0]
+    else:  # the sentiment score the metrics read (for "ce7" the expected value of the 7 points)
+        table["prediction"] = objectives.scores(objective(job.config, job.task), outputs)
     table.to_csv(fold_dir / "predictions.csv", index=False)
