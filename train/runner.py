@@ -101,7 +101,7 @@ def prepare(config: TrainConfig) -> Plan:
         identity = json.loads(json.dumps({"config": identity_config, "model": asdict(model_cfg),
                                           "cache": cache_fp, "fold": fold.number}))
         jobs.append(FoldJob(fold, len(all_folds), config, model_cfg, meta.task, list(meta.label_names),
-                            "", identity))
+                            "", identity, recipe=asdict(meta)))
         selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device)
 
