@@ -1,0 +1,195 @@
+"""swrr-predict: parity with the trainer's evaluation, inputs, error rows, bad requests.
+
+One small real workflow is shared by the tests: 24 demo clips (speaker S1F: 16 train, 4 valid,
+4 test) extracted with the tiny random encoders, a tiny head trained 2 epochs on it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from extract.pipeline import ExtractConfig, run_extraction
+from predict.inputs import PredictError, collect_inputs
+from predict.runner import PredictConfig, run_predict
+from swrr_core.bundle import load_bundle, write_bundle
+from swrr_core.model import SWRR, ablation_config
+from tests.conftest import write_wav
+from train.config import TrainConfig
+from train.runner import run
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "extract" / "demo_data"
+TINY_MODEL = {"lstm_hidden": 8, "cnn_channels": [4, 8]}
+# Parity tolerance on probabilities. The cache holds float16 features; predict rounds its own
+# features to float16 too, but encodes the test clips in other batches than extraction did, so
+# the float32 features differ by ~1e-6 before rounding and a few values round to the neighbouring
+# float16 (one ulp: ~1e-3 relative). The head turns that into probability differences of ~1e-5;
+# 1e-3 leaves margin and is still far below any change of a predicted label.
+PARITY_ATOL = 1e-3
+
+
+def demo_rows(speaker="S1F"):
+    table = pd.read_csv(DEMO / "demo.csv", dtype=str, keep_default_na=False)
+    return table[table["speaker"] == speaker].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run folder, cache path, the manifest rows) of a tiny trained model on 24 demo clips."""
+    root = tmp_path_factory.mktemp("workflow")
+    rows = demo_rows()
+    rows["path"] = [str(DEMO / p) for p in rows["path"]]
+    manifest = root / "manifest.csv"
+    rows.to_csv(manifest, index=False)
+    cache = root / "demo.h5"
+    run_extraction(ExtractConfig(dataset="manifest", root=manifest, out=cache, encoders="tiny", device="cpu",
+                                 num_workers=0, progress=False))
+    run_dir = run(TrainConfig(cache=str(cache), runs_dir=str(root / "runs"), name="parity", protocol="split",
+                              epochs=2, batch_size=4, lr=2e-3, model=dict(TINY_MODEL), threads=1, progress=False,
+                              device="cpu"))
+    return run_dir, cache, rows
+
+
+def predict(tmp_path, model, inputs, **kwargs):
+    out = tmp_path / kwargs.pop("name", "predictions.csv")
+    config = PredictConfig(model=str(model), inputs=[str(i) for i in inputs], out=out, device="cpu",
+                           progress=False, **{"segment": "none", **kwargs})
+    summary = run_predict(config)
+    table = pd.read_json(out, lines=True) if config.format == "jsonl" else pd.read_csv(out, keep_default_na=False)
+    return summary, table
+
+
+def test_predictions_on_raw_audio_equal_the_trainers_evaluation(trained, tmp_path):
+    run_dir, _, rows = trained
+    test_rows = rows[rows["split"] == "test"][["utt_id", "path", "text", "label"]]
+    manifest = tmp_path / "test_rows.csv"
+    test_rows.to_csv(manifest, index=False)
+    summary, table = predict(tmp_path, run_dir, [manifest])
+    assert summary.predicted == len(test_rows) == 4 and not summary.errors
+
+    trainer = pd.read_csv(run_dir / "fold01" / "predictions.csv")  # the evaluation's logits on cached rows
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    names = bundle.label_names
+    logits = trainer[[f"logit_{n}" for n in names]].to_numpy(np.float32)
+    expected = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    got = table.set_index("id").loc[trainer["utt_id"], [f"prob_{n}" for n in names]].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0)
+    assert list(table.set_index("id").loc[trainer["utt_id"], "label"]) == [names[k] for k in expected.argmax(1)]
+    assert (table["text_source"] == "given").all()
+    # the manifest's label column is kept, renamed as it collides with the prediction's
+    assert table["input_label"].tolist() == test_rows["label"].tolist()
+    assert set(table.columns) >= {"id", "file", "start", "end", "transcript", "text_source", "notes", "error"}
+
+
+def test_files_with_text_and_sidecars_and_a_folder(trained, tmp_path):
+    run_dir, _, rows = trained
+    clips = tmp_path / "clips"
+    for i, row in rows.head(3).iterrows():
+        target = clips / ("sub" if i == 2 else "") / Path(row["path"]).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(Path(row["path"]).read_bytes())
+        if i < 2:
+            target.with_suffix(".txt").write_text(row["text"])
+    _, table = predict(tmp_path, run_dir, [clips], name="folder.jsonl")
+    by_id = table.set_index("id")
+    first = Path(rows["path"][0]).stem
+    assert by_id.loc[first, "text_source"] == "sidecar" and by_id.loc[first, "transcript"] == rows["text"][0]
+    no_text = f"sub/{Path(rows['path'][2]).stem}"
+    assert "no transcript" in by_id.loc[no_text, "error"]  # a row, not a crash
+
+    one = Path(rows["path"][3])
+    _, single = predict(tmp_path, run_dir, [one], texts=["hello there"], name="one.csv")
+    assert single["text_source"].tolist() == ["given"] and single["transcript"].tolist() == ["hello there"]
+    with pytest.raises(PredictError, match="ambiguous"):
+        collect_inputs([str(clips)], ["some text"])
+
+
+def test_bad_audio_becomes_error_rows(trained, tmp_path):
+    run_dir, _, rows = trained
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "text.wav").write_text("not audio at all")
+    write_wav(tmp_path / "short.wav", seconds=0.01)
+    write_wav(tmp_path / "stereo8k.wav", seconds=0.6, sample_rate=8000, channels=2)
+    manifest = tmp_path / "bad.csv"
+    names = ["missing.wav", "empty.wav", "text.wav", "short.wav", "stereo8k.wav"]
+    pd.DataFrame({"path": names, "text": "hello", "speaker": "x"}).to_csv(manifest, index=False)
+    summary, table = predict(tmp_path, run_dir, [manifest])
+    errors = dict(zip(table["id"], table["error"]))
+    assert errors["missing"].startswith("missing audio file")
+    assert errors["empty"].startswith("empty file")
+    assert errors["text"].startswith("not an audio file")
+    assert errors["short"].startswith("shorter than one WavLM frame")
+    assert errors["stereo8k"] == "" and table.set_index("id").loc["stereo8k", "notes"] == \
+        "resampled from 8000 Hz; 2 channels averaged"
+    assert summary.predicted == 1 and sum(summary.errors.values()) == 4
+    assert (table["speaker"] == "x").all()  # extra manifest columns are kept
+
+
+def test_audio_only_model_needs_no_text(trained, tmp_path):
+    run_dir, _, rows = trained
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    config = ablation_config(bundle.model_config, "audio-only")
+    torch.manual_seed(0)
+    folder = write_bundle(tmp_path / "audio-only", SWRR(config).state_dict(), config, bundle.task,
+                          bundle.label_names, bundle.recipe, {"protocol": "split", "fold": 1})
+    summary, table = predict(tmp_path, folder, [rows["path"][0]])
+    assert summary.predicted == 1 and table["error"].tolist() == [""] and table["text_source"].tolist() == [""]
+
+
+def test_missing_encoder_and_mismatching_override_are_one_clear_message(trained, tmp_path):
+    from extract.encoders import build_tiny_audio
+
+    run_dir, _, rows = trained
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    recipe = replace(bundle.recipe, audio_encoder=str(tmp_path / "nowhere" / "wavlm"), config={})
+    folder = write_bundle(tmp_path / "b", bundle.model.state_dict(), bundle.model_config, bundle.task,
+                          bundle.label_names, recipe, {})
+    with pytest.raises(PredictError, match="--audio-encoder PATH"):
+        predict(tmp_path, folder, [rows["path"][0]], texts=["hi"])
+    model, extractor = build_tiny_audio(hidden_size=32)
+    model.save_pretrained(tmp_path / "wavlm32")
+    extractor.save_pretrained(tmp_path / "wavlm32")
+    with pytest.raises(PredictError, match="hidden_size 32 vs 64"):
+        predict(tmp_path, run_dir, [rows["path"][0]], texts=["hi"], audio_encoder=str(tmp_path / "wavlm32"))
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "predict.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def test_cli_bad_requests_exit_2_with_one_line_and_write_nothing(trained, tmp_path):
+    run_dir, _, rows = trained
+    clip = rows["path"][0]
+    cases = [
+        (["--model", run_dir, clip, "--text", "x", "--out", tmp_path / "no" / "p.csv"], "does not exist"),
+        (["--model", run_dir, clip, "--text", "x", "--out", tmp_path], "is a folder"),
+        (["--model", run_dir, DEMO / "wav", "--text", "x", "--out", tmp_path / "p.csv"], "ambiguous"),
+        (["--model", tmp_path / "nothing", clip, "--out", tmp_path / "p.csv"], "no such model bundle"),
+    ]
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((["--model", run_dir, clip, "--out", locked / "p.csv"], "not writable"))
+    for args, message in cases:
+        result = _cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, result.stderr)
+    assert not (tmp_path / "p.csv").exists()
+
+    ok = _cli("--model", run_dir, clip, "--text", "hello", "--out", tmp_path / "p.csv", "--no-progress",
+              "--segment", "none", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "1 of 1 rows predicted" in ok.stdout and len(pd.read_csv(tmp_path / "p.csv")) == 1
