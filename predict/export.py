@@ -8,15 +8,14 @@ from typing import Optional
 
 import click
 
-from swrr_core.bundle import BundleError, find_bundle, load_bundle
+from swrr_core.bundle import BundleError, load_bundle
 
 
 def export_bundle(run_or_bundle, out, fold: Optional[int] = None) -> Path:
     """Validate the chosen bundle, then copy it to `out` (through `<out>.partial`); -> out."""
-    source = find_bundle(run_or_bundle, fold)
-    if not Path(source).exists():
+    if not Path(run_or_bundle).exists():
         raise BundleError(f"{run_or_bundle}: no such run or bundle folder")
-    load_bundle(source)  # a damaged bundle is refused here, not by whoever receives the copy
+    source = load_bundle(run_or_bundle, fold=fold).path  # a damaged bundle is refused here, not later
     out = Path(out)
     if out.exists():
         raise BundleError(f"--out {out} already exists; choose a new folder")

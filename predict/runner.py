@@ -21,7 +21,7 @@ import numpy as np
 from extract.batching import AUTO, parse_batch_seconds
 from predict.engine import Predictor
 from predict.inputs import ASR, Item, PredictError, collect_inputs
-from swrr_core.bundle import find_bundle, load_bundle
+from swrr_core.bundle import load_bundle
 from swrr_core.progress import progress_bar
 
 FORMATS = ("csv", "jsonl")
@@ -114,7 +114,7 @@ def run_predict(config: PredictConfig) -> Summary:
     started = time.perf_counter()
     check_output(config.out)
     items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
-    bundle = load_bundle(find_bundle(config.model, config.fold))
+    bundle = load_bundle(config.model, fold=config.fold)
     predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
                           config.batch_seconds, config.workers)
     warnings = _revision_warnings(predictor)

@@ -139,12 +139,13 @@ Use it:
 
 
 # ---------------------------------------------------------------------------------- reading
-def load_bundle(path_or_hub_id, device: Union[str, torch.device] = "cpu") -> Bundle:
-    """A validated bundle from a folder, or from the Hugging Face hub when no such folder exists.
+def load_bundle(path_or_hub_id, device: Union[str, torch.device] = "cpu", fold: Optional[int] = None) -> Bundle:
+    """A validated bundle from a bundle folder, a run folder (`fold` when it has several), or
+    the Hugging Face hub when no such folder exists.
 
     Raises BundleError for a missing or incomplete folder, a newer format version, a config the
     model cannot be built from, or weights whose names or shapes disagree with config.json."""
-    folder = _local_folder(path_or_hub_id)
+    folder = _local_folder(find_bundle(path_or_hub_id, fold))
     config = read_config(folder)
     model = SWRR(_model_config(folder, config["model"]))
     model.load_state_dict(_read_weights(folder, model), strict=True)
@@ -239,20 +240,23 @@ def fold_bundles(run_dir: Path) -> List[Path]:
     return sorted(p.parent for p in Path(run_dir).glob(f"fold*/{BUNDLE_DIRNAME}/{CONFIG}"))
 
 
-def find_bundle(path, fold: Optional[int] = None) -> Path:
+def find_bundle(path, fold: Optional[int] = None):
     """A bundle folder from a bundle folder or a run folder (+ `fold`, 1-based, when it has several).
 
     A run folder with several fold bundles and no `fold` is refused, listing the folds and their
     test metrics, so the user chooses."""
+    if not Path(path).expanduser().exists():
+        if fold is not None:
+            raise BundleError(f"{path}: no such run folder")
+        return path  # maybe a hub id: load_bundle decides
     path = Path(path).expanduser()
-    if (path / CONFIG).is_file() and not (path / "fold01").exists() and not list(path.glob("fold*")):
+    if any((path / name).is_file() for name in (CONFIG, WEIGHTS)) and not list(path.glob("fold*")):
+        # (a run folder has a config.json too, and fold folders)
         if fold is not None:
             raise BundleError(f"{path} is a model bundle, not a run folder; --fold applies to run folders")
         return path
     bundles = fold_bundles(path) if path.is_dir() else []
     if not bundles:
-        if not path.exists():
-            return path  # maybe a hub id: load_bundle decides
         raise BundleError(f"{path}: neither a model bundle nor a run folder with fold*/{BUNDLE_DIRNAME}/ bundles "
                           "(runs made before bundles existed have none: retrain, or pass a bundle folder)")
     by_fold = {_fold_number(b): b for b in bundles}

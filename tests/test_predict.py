@@ -83,12 +83,26 @@ def test_predictions_on_raw_audio_equal_the_trainers_evaluation(trained, tmp_pat
     logits = trainer[[f"logit_{n}" for n in names]].to_numpy(np.float32)
     expected = torch.softmax(torch.from_numpy(logits), -1).numpy()
     got = table.set_index("id").loc[trainer["utt_id"], [f"prob_{n}" for n in names]].to_numpy()
+    print(f"parity: max |predict - trainer| probability difference {np.abs(got - expected).max():.2e}")
     np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0)
     assert list(table.set_index("id").loc[trainer["utt_id"], "label"]) == [names[k] for k in expected.argmax(1)]
     assert (table["text_source"] == "given").all()
+    metrics = json.loads((run_dir / "fold01" / "metrics.json").read_text())
+    assert bundle.provenance["selected_epoch"] == metrics["selected_epoch"]  # the model the run reports
     # the manifest's label column is kept, renamed as it collides with the prediction's
     assert table["input_label"].tolist() == test_rows["label"].tolist()
     assert set(table.columns) >= {"id", "file", "start", "end", "transcript", "text_source", "notes", "error"}
+
+
+def test_protocol_all_trains_one_model_on_every_row_and_writes_its_bundle(trained, tmp_path):
+    _, cache, rows = trained
+    run_dir = run(TrainConfig(cache=str(cache), runs_dir=str(tmp_path), name="deploy", protocol="all", epochs=1,
+                              batch_size=8, model=dict(TINY_MODEL), threads=1, progress=False, device="cpu"))
+    result = json.loads((run_dir / "fold01" / "metrics.json").read_text())
+    assert result["sizes"] == {"train": len(rows), "valid": 0, "test": 0} and result["selection"] == "last epoch"
+    bundle = load_bundle(run_dir)  # a run folder with one fold: its bundle
+    assert bundle.provenance["protocol"] == "all" and bundle.provenance["test_group"] == ""
+    assert bundle.recipe.config["encoders"] == "tiny" and bundle.recipe.random_encoders
 
 
 def test_files_with_text_and_sidecars_and_a_folder(trained, tmp_path):
@@ -170,6 +184,10 @@ def _cli(*args, cwd):
 
 
 def test_cli_bad_requests_exit_2_with_one_line_and_write_nothing(trained, tmp_path):
+    from click.testing import CliRunner
+
+    from predict.cli import main
+
     run_dir, _, rows = trained
     clip = rows["path"][0]
     cases = [
@@ -177,18 +195,20 @@ def test_cli_bad_requests_exit_2_with_one_line_and_write_nothing(trained, tmp_pa
         (["--model", run_dir, clip, "--text", "x", "--out", tmp_path], "is a folder"),
         (["--model", run_dir, DEMO / "wav", "--text", "x", "--out", tmp_path / "p.csv"], "ambiguous"),
         (["--model", tmp_path / "nothing", clip, "--out", tmp_path / "p.csv"], "no such model bundle"),
+        (["--model", run_dir, clip, "--asr-all", "--out", tmp_path / "p.csv"], "--asr-all needs --asr"),
     ]
     if os.geteuid() != 0:  # root writes into read-only folders
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         cases.append((["--model", run_dir, clip, "--out", locked / "p.csv"], "not writable"))
     for args, message in cases:
-        result = _cli(*args, cwd=tmp_path)
-        assert result.returncode == 2, (args, result.stderr)
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 2, (args, result.output)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, result.stderr)
     assert not (tmp_path / "p.csv").exists()
 
+    # the real command line, in its own process
     ok = _cli("--model", run_dir, clip, "--text", "hello", "--out", tmp_path / "p.csv", "--no-progress",
               "--segment", "none", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
