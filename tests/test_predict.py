@@ -213,3 +213,53 @@ def test_cli_bad_requests_exit_2_with_one_line_and_write_nothing(trained, tmp_pa
               "--segment", "none", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "1 of 1 rows predicted" in ok.stdout and len(pd.read_csv(tmp_path / "p.csv")) == 1
+
+
+def joined_clips(path, clips, gaps, rate=16000):
+    """Clips joined by silences (gaps[0] before the first, gaps[i] after clip i); -> (start, end) of each clip."""
+    import soundfile as sf
+
+    parts, spans, t = [], [], 0.0
+    for gap, clip in zip(gaps, clips + [None]):
+        parts.append(np.zeros(int(gap * rate), np.float32))
+        t += gap
+        if clip is not None:
+            wave, sr = sf.read(clip, dtype="float32")
+            assert sr == rate
+            parts.append(wave)
+            spans.append((t, t + len(wave) / rate))
+            t += len(wave) / rate
+    sf.write(path, np.concatenate(parts), rate)
+    return spans
+
+
+def test_a_long_file_becomes_a_timeline_of_its_speech(trained, tmp_path):
+    run_dir, _, rows = trained
+    spans = joined_clips(tmp_path / "long.wav", list(rows["path"][:4]), [1.0, 1.5, 2.0, 1.0, 1.5])
+    (tmp_path / "long.txt").write_text("the whole conversation")
+    summary, table = predict(tmp_path, run_dir, [tmp_path / "long.wav"], segment="vad", aggregate="mean",
+                             plot=True, name="long.csv")
+    segments = table[table["kind"] == "segment"]
+    assert len(segments) == len(spans) and (segments["error"] == "").all()  # silence gets no row
+    for (start, end), (_, row) in zip(spans, segments.iterrows()):
+        assert abs(row["start"] - start) <= 0.25 and abs(row["end"] - end) <= 0.25, (start, end, row)
+    assert (segments["notes"] == "whole-file transcript").all()
+    assert (segments["transcript"] == "the whole conversation").all()
+    mean = table[table["kind"] == "file-mean"].iloc[0]
+    probs = [c for c in table.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(mean[probs].to_numpy(float), segments[probs].mean().to_numpy(), rtol=1e-6)
+    assert (tmp_path / "long.long.png").stat().st_size > 0
+
+    # window mode: the whole file in windows of the span every --hop seconds, the last ending at the end
+    _, windowed = predict(tmp_path, run_dir, [tmp_path / "long.wav"], segment="window", hop=2.0, name="w.csv")
+    total = spans[-1][1] + 1.5
+    starts = windowed["start"].tolist()
+    assert starts[:3] == [0.0, 2.0, 4.0] and windowed["end"].iloc[-1] == pytest.approx(total, abs=1e-3)
+    assert (windowed["end"] - windowed["start"]).max() == pytest.approx(81680 / 16000, abs=1e-3)
+
+    # silence only: one error row, no prediction
+    import soundfile as sf
+
+    sf.write(tmp_path / "quiet.wav", np.zeros(16000 * 7, np.float32), 16000)
+    _, quiet = predict(tmp_path, run_dir, [tmp_path / "quiet.wav"], texts=["x"], segment="vad", name="q.csv")
+    assert quiet["error"].tolist() == ["no speech found (VAD)"]
