@@ -263,3 +263,48 @@ def test_a_long_file_becomes_a_timeline_of_its_speech(trained, tmp_path):
     sf.write(tmp_path / "quiet.wav", np.zeros(16000 * 7, np.float32), 16000)
     _, quiet = predict(tmp_path, run_dir, [tmp_path / "quiet.wav"], texts=["x"], segment="vad", name="q.csv")
     assert quiet["error"].tolist() == ["no speech found (VAD)"]
+
+
+def save_tiny_whisper(folder: Path) -> Path:
+    """A randomly initialised Whisper (2 small layers, a 27-character vocabulary) saved offline."""
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizer)
+
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyzĠ")}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    end = "<|endoftext|>"
+    tokenizer = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token=end,
+                                 bos_token=end, eos_token=end, pad_token=end)
+    tokenizer.add_special_tokens({"additional_special_tokens": [
+        "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]})
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (end, "<|startoftranscript|>", "<|notimestamps|>")}
+    config = WhisperConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_target_positions=448, pad_token_id=ids[end], bos_token_id=ids[end],
+                           eos_token_id=ids[end], decoder_start_token_id=ids["<|startoftranscript|>"])
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config.no_timestamps_token_id = ids["<|notimestamps|>"]
+    model.generation_config.forced_decoder_ids = None
+    model.generation_config.max_new_tokens = 8  # random weights rarely say <|endoftext|>: keep it short
+    model.save_pretrained(folder)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_asr_fills_missing_transcripts_and_asr_all_replaces_given_ones(trained, tmp_path):
+    run_dir, _, rows = trained
+    whisper = save_tiny_whisper(tmp_path / "whisper")
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": rows["path"][:2], "text": ["given words", ""], "utt_id": ["given", "none"]}) \
+        .to_csv(manifest, index=False)
+    clip = tmp_path / "bare.wav"
+    clip.write_bytes(Path(rows["path"][2]).read_bytes())  # no --text, no sidecar
+    _, table = predict(tmp_path, run_dir, [manifest, clip], asr=str(whisper), name="asr.csv")
+    source = dict(zip(table["id"], table["text_source"]))
+    assert source == {"given": "given", "none": "given", "bare": "asr"} and (table["error"] == "").all()
+    assert table.set_index("id").loc["given", "transcript"] == "given words"
+
+    _, everything = predict(tmp_path, run_dir, [manifest, clip], asr=str(whisper), asr_all=True, name="all.csv")
+    assert (everything["text_source"] == "asr").all() and (everything["error"] == "").all()
