@@ -6,6 +6,7 @@ every item and ignores given text. Rows transcribed here have text_source "asr".
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import List, Sequence
 
 import numpy as np
@@ -40,6 +41,12 @@ class Transcriber:
         return [o["text"].strip() for o in out]
 
 
+@lru_cache(maxsize=2)
+def _transcriber(model: str, device: str) -> Transcriber:
+    """Loaded once per process (the pipeline takes seconds to build): warm calls from Python reuse it."""
+    return Transcriber(model, device)
+
+
 def needs_asr(item: Item, replace_all: bool) -> bool:
     segment = item.file_id != item.item_id
     return not item.error and (replace_all or item.text is None or segment)
@@ -60,6 +67,6 @@ def transcribe_items(items: Sequence[Item], model: str, predictor, replace_all: 
             ready.append(item)
         except AudioError:
             continue
-    for item, text in zip(ready, Transcriber(model, predictor.device)(waves, rate)):
+    for item, text in zip(ready, _transcriber(model, str(predictor.device))(waves, rate)):
         item.text, item.text_source = text, ASR
     return len(ready)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from extract.batching import AUTO
+from extract.pipeline import default_workers
 from predict.inputs import PredictError
 from predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
 from swrr_core.bundle import BundleError
@@ -43,8 +44,9 @@ USER_ERRORS = (PredictError, BundleError, DeviceError)
 @click.option("--asr-all", is_flag=True, help="With --asr: transcribe every utterance, ignoring given text.")
 @click.option("--audio-encoder", help="A local copy of the audio encoder the model's recipe names (same model).")
 @click.option("--text-encoder", help="A local copy of the text encoder the model's recipe names (same model).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Processes decoding audio while the encoders run.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Processes decoding audio while the encoders run. Default: as swrr-extract, here "
+                   f"{default_workers()}; 0 = decode in the main process.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, hop, aggregate, plot, asr, asr_all,
          audio_encoder, text_encoder, workers, progress):
@@ -61,7 +63,8 @@ def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, h
         config = PredictConfig(model=model, inputs=list(inputs), texts=list(texts), out=out, fold=fold, format=fmt,
                                device=device, batch_seconds=batch_seconds, segment=segment, hop=hop,
                                aggregate=aggregate, plot=plot, asr=asr, asr_all=asr_all,
-                               audio_encoder=audio_encoder, text_encoder=text_encoder, workers=workers,
+                               audio_encoder=audio_encoder, text_encoder=text_encoder,
+                               workers=default_workers() if workers is None else workers,
                                progress=progress)
         summary = run_predict(config)
     except USER_ERRORS as exc:

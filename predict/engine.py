@@ -68,6 +68,10 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
     return audio, text
 
 
+def _worker_init(_worker_id: int) -> None:
+    die_with_parent()  # a killed swrr-predict leaves no decoding processes behind
+
+
 class Predictor:
     """A bundle ready to score items: its encoders and head on one device."""
 
@@ -145,10 +149,10 @@ class Predictor:
     def _loaded(self, inputs: BatchInputs) -> Iterator[LoadedBatch]:
         """The planned batches decoded (by `workers` processes); a batch holding a file that fails
         to decode is retried one row at a time, so only that row becomes an error."""
-        workers = min(self.workers, len(inputs))
+        workers = min(self.workers, len(inputs) - 1)  # one batch: a worker process would only add its start-up
         loader = torch.utils.data.DataLoader(inputs, batch_size=None, shuffle=False, collate_fn=_as_is,
                                              num_workers=workers, pin_memory=self.device.type == "cuda",
-                                             worker_init_fn=die_with_parent if workers else None)
+                                             worker_init_fn=_worker_init if workers else None)
         for i, batch in enumerate(loader):  # in plan order: batch i is inputs.batches[i]
             if not isinstance(batch, LoadFailure):
                 yield batch

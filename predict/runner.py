@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from extract.batching import AUTO, parse_batch_seconds
+from extract.pipeline import default_workers
 from predict.engine import Predictor
 from predict.inputs import ASR, Item, PredictError, collect_inputs
 from swrr_core.bundle import load_bundle
@@ -50,7 +51,7 @@ class PredictConfig:
     asr_all: bool = False  # transcribe every item, ignoring given text
     audio_encoder: Optional[str] = None  # local copy of the recipe's audio encoder
     text_encoder: Optional[str] = None
-    workers: int = 0  # audio decoding processes
+    workers: int = field(default_factory=default_workers)  # audio decoding processes, as swrr-extract
     progress: bool = True
 
     def __post_init__(self):
