@@ -170,8 +170,8 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
     for i, item in enumerate(items):
         start = item.start or 0.0
         end = item.end
-        if end is None and not item.error:
-            end = start + durations.setdefault(item.path, _duration(item.path))
+        if end is None and not item.error:  # to the end of the file
+            end = durations.setdefault(item.path, _duration(item.path))
         row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})
