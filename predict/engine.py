@@ -126,27 +126,28 @@ class Predictor:
             return outputs
         utts = [Utterance(str(i), items[i].path, items[i].text or "", "", start=items[i].start, end=items[i].end)
                 for i in todo]
-        for rows, out in self._outputs(utts, np.asarray(samples, dtype=np.int64)):
+        failed: Dict[int, str] = {}  # rows whose file failed to decode -> reason
+        for rows, out in self._outputs(utts, np.asarray(samples, dtype=np.int64), failed):
             outputs[[todo[r] for r in rows]] = out
             if progress is not None:
                 progress.update(len(rows))
-        for r, reason in self.failed.items():
+        for r, reason in failed.items():
             items[todo[r]].error = reason
             if progress is not None:
                 progress.update()
         return outputs
 
-    def _outputs(self, utts: List[Utterance], samples: np.ndarray) -> Iterator[Tuple[List[int], np.ndarray]]:
-        """(rows, head outputs) per planned batch, in plan order."""
+    def _outputs(self, utts: List[Utterance], samples: np.ndarray,
+                 failed: Dict[int, str]) -> Iterator[Tuple[List[int], np.ndarray]]:
+        """(rows, head outputs) per planned batch, in plan order; rows that fail go to `failed`."""
         recipe = self.recipe
         plan = plan_batches(np.minimum(samples, self.max_samples), recipe.sample_rate, self.batch_seconds)
         inputs = BatchInputs(plan.batches, utts, self.audio.feature_extractor, self.text.tokenizer,
                              recipe.sample_rate, self.max_samples, recipe.max_tokens)
-        self.failed: Dict[int, str] = {}
-        for encoded in encode_ahead(self._loaded(inputs), self.audio, self.text, recipe.dtype):
+        for encoded in encode_ahead(self._loaded(inputs, failed), self.audio, self.text, recipe.dtype):
             yield encoded.rows, self._head(encoded)
 
-    def _loaded(self, inputs: BatchInputs) -> Iterator[LoadedBatch]:
+    def _loaded(self, inputs: BatchInputs, failed: Dict[int, str]) -> Iterator[LoadedBatch]:
         """The planned batches decoded (by `workers` processes); a batch holding a file that fails
         to decode is retried one row at a time, so only that row becomes an error."""
         workers = min(self.workers, len(inputs) - 1)  # one batch: a worker process would only add its start-up
@@ -161,7 +162,7 @@ class Predictor:
                 single = BatchInputs([[row]], inputs.utterances, inputs.feature_extractor, inputs.tokenizer,
                                      inputs.sample_rate, inputs.max_samples, inputs.max_tokens)[0]
                 if isinstance(single, LoadFailure):
-                    self.failed[row] = single.reason + (f" ({single.detail})" if single.detail else "")
+                    failed[row] = single.reason + (f" ({single.detail})" if single.detail else "")
                 else:
                     yield single
 

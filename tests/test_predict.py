@@ -308,3 +308,25 @@ def test_asr_fills_missing_transcripts_and_asr_all_replaces_given_ones(trained, 
 
     _, everything = predict(tmp_path, run_dir, [manifest, clip], asr=str(whisper), asr_all=True, name="all.csv")
     assert (everything["text_source"] == "asr").all() and (everything["error"] == "").all()
+
+
+def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, monkeypatch):
+    import extract.pipeline as pipeline
+    from extract.audio import AudioError
+
+    run_dir, _, rows = trained
+    real = pipeline.load_audio
+    broken = Path(rows["path"][1])
+
+    def load(utt, *args, **kwargs):  # the header is fine, the samples are not (as a truncated chunk)
+        if Path(utt.audio_path) == broken:
+            raise AudioError(broken, "truncated or corrupt header", "simulated")
+        return real(utt, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_audio", load)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": rows["path"][:3], "text": rows["text"][:3]}).to_csv(manifest, index=False)
+    summary, table = predict(tmp_path, run_dir, [manifest], workers=0)
+    errors = dict(zip(table["file"], table["error"]))
+    assert errors[str(broken)] == "truncated or corrupt header (simulated)"
+    assert summary.predicted == 2 and all(errors[p] == "" for p in rows["path"][[0, 2]])
