@@ -80,7 +80,8 @@ def parse_model_set(items) -> Dict[str, Any]:
                    "run in progress is refused.")
 @click.option("--protocol", type=click.Choice(PROTOCOLS),
               help="loso-speaker: one fold per speaker; loso-session: one fold per session; "
-                   "split: the cache's train/valid/test rows. Default: by dataset (see below).")
+                   "split: the cache's train/valid/test rows; all: one model on every row (no test set, last epoch): "
+                   "the one to deploy. Default: by dataset (see below).")
 @click.option("--folds", help="Run only these folds (1-based), e.g. 1,3. Default: all.")
 @click.option("--early-stop-speaker", is_flag=True,
               help="LOSO only: hold out one training speaker per fold (the test speaker's session mate) as "

@@ -16,7 +16,7 @@ from swrr_core.cache import CacheMeta
 from swrr_core import objectives
 from swrr_core.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
 
-PROTOCOLS = ("loso-speaker", "loso-session", "split")
+PROTOCOLS = ("loso-speaker", "loso-session", "split", "all")  # all: one model on every row, to deploy
 SELECT_RULES = ("auto", "last", "valid")
 FULL_MODEL = "swrr"  # the name of the un-ablated model in tables and folder names
 ABLATION_CHOICES = (FULL_MODEL, *ABLATIONS, *READINGS, "all")  # "all": the paper's grid (ABLATIONS)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from swrr_core import objectives
+from swrr_core.bundle import BUNDLE_DIRNAME, write_bundle
 from swrr_core.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
 from swrr_core.model import SWRR, SWRRConfig
 from swrr_core.progress import progress_bar
@@ -64,6 +65,7 @@ class FoldJob:
     label_names: List[str]
     fold_dir: str
     identity: Dict[str, Any]
+    recipe: Optional[Dict[str, Any]] = None  # the cache's CacheMeta as a dict: copied into the fold's bundle
 
 
 def fold_seed(seed: int, fold_number: int) -> int:
@@ -321,10 +323,12 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
     if attention is not None:
         np.save(fold_dir / "attention.npy", attention)
     _write_predictions(fold_dir, source, fold.test, outputs, job)
+    selection = "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch"
+    _write_bundle(fold_dir, model, job, best["epoch"], selection, metrics if len(fold.test) else None)
     result = {
         "fold": fold.number, "name": fold.name, "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
         "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
-        "selection": "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch",
+        "selection": selection,
         "selected_epoch": best["epoch"], "valid_at_selected": best["valid"],
         "metrics": metrics,
         "seconds": time.time() - started,
@@ -342,6 +346,20 @@ def _save_model(path: Path, model, job: FoldJob, epoch: int) -> None:
     checkpoint.save(path, {"epoch": epoch, "model": model.state_dict(),
                            "model_config": asdict(job.model_config), "label_names": list(job.label_names),
                            "task": job.task, "objective": objective(job.config, job.task)}, job.identity)
+
+
+def _write_bundle(fold_dir: Path, model, job: FoldJob, epoch: int, selection: str, metrics) -> None:
+    """The fold's reported model as a bundle in fold_dir/model (written before metrics.json, so a
+    finished fold always has one)."""
+    if job.recipe is None:  # a FoldJob built without its cache's recipe (benchmarks)
+        return
+    provenance = {"dataset": job.recipe["dataset"], "protocol": job.config.protocol, "fold": job.fold.number,
+                  "test_group": job.fold.name if len(job.fold.test) else "", "valid_group": job.fold.valid_name,
+                  "selected_epoch": epoch, "selection": selection, "ablation": job.config.ablation,
+                  "metrics": {k: v for k, v in (metrics or {}).items() if k != "confusion"},
+                  "cache_fingerprint": job.identity.get("cache"), "train": job.config.result_fields()}
+    write_bundle(fold_dir / BUNDLE_DIRNAME, model.state_dict(), job.model_config, job.task, job.label_names,
+                 job.recipe, provenance, objective=objective(job.config, job.task))
 
 
 def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:

@@ -3,6 +3,8 @@
 - loso-speaker: one fold per speaker (IEMOCAP: 10), that speaker is the test set.
 - loso-session: one fold per session (IEMOCAP: 5).
 - split: one fold from the cache's own train/valid/test split column (CMU-MOSEI).
+- all: one fold that trains on every row and tests nothing: the model to deploy (its bundle),
+  trained with the paper's schedule and reported at the last epoch.
 
 With `early_stop_speaker`, a LOSO fold also holds out one training speaker as validation data:
 the test speaker's session mate when there is one (for IEMOCAP the dialogue partner, so no
@@ -47,13 +49,17 @@ def default_protocol(task: str, speaker: np.ndarray, split: np.ndarray) -> str:
 def make_folds(protocol: str, task: str, speaker: np.ndarray, session: np.ndarray, split: np.ndarray,
                early_stop_speaker: bool = False, cache_name: str = "the cache") -> List[Fold]:
     """All folds of a protocol; raises TrainError when the cache does not fit it."""
+    if protocol == "all":
+        if early_stop_speaker:
+            raise TrainError("--early-stop-speaker holds out data; --protocol all trains on every row")
+        return [Fold(1, "all", np.arange(len(split), dtype=np.int64), EMPTY, EMPTY)]
     if protocol == "split":
         if early_stop_speaker:
             raise TrainError("--early-stop-speaker is for the LOSO protocols; the split protocol "
                              "validates on the cache's own 'valid' split")
         return [_split_fold(split, cache_name, _advice(task, speaker, session, split, protocol))]
     if protocol not in ("loso-speaker", "loso-session"):
-        raise TrainError(f"unknown protocol {protocol!r}; choose loso-speaker, loso-session or split")
+        raise TrainError(f"unknown protocol {protocol!r}; choose loso-speaker, loso-session, split or all")
     if task != "classification":
         raise TrainError(f"{protocol} makes no sense for {cache_name}: its task is {task} "
                          "(CMU-MOSEI style); use --protocol split")

@@ -122,7 +122,7 @@ def prepare(config: TrainConfig) -> Plan:
         identity = json.loads(json.dumps({"config": identity_config, "model": asdict(model_cfg),
                                           "cache": cache_fp, "fold": fold.number}))
         jobs.append(FoldJob(fold, len(all_folds), config, model_cfg, meta.task, list(meta.label_names),
-                            "", identity))
+                            "", identity, recipe=asdict(meta)))
         selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
     _check_finite_features(cache)  # last: the only check that reads every embedding
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
