@@ -29,22 +29,25 @@ NO_SPEECH = "no speech found (VAD)"
 
 
 @lru_cache(maxsize=1)
-def _vad_model():
+def _silero():
+    """(the silero_vad module, its model), loaded once per process."""
     import warnings
 
-    from silero_vad import load_silero_vad
-
+    threads = torch.get_num_threads()
+    try:  # importing silero_vad sets torch's global thread count to 1 (slower, other numbers): undo it
+        import silero_vad
+    finally:
+        torch.set_num_threads(threads)
     with warnings.catch_warnings():  # the package's own use of deprecated importlib / torch.jit APIs
         warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad()
+        return silero_vad, silero_vad.load_silero_vad()
 
 
 def speech_regions(wave: np.ndarray, sample_rate: int) -> List[Tuple[float, float]]:
     """(start, end) seconds of the speech in `wave` (16 kHz mono float32), in order."""
-    from silero_vad import get_speech_timestamps
-
-    stamps = get_speech_timestamps(torch.from_numpy(wave), _vad_model(), sampling_rate=sample_rate,
-                                   min_silence_duration_ms=VAD_MIN_SILENCE_MS, return_seconds=True)
+    silero_vad, model = _silero()
+    stamps = silero_vad.get_speech_timestamps(torch.from_numpy(wave), model, sampling_rate=sample_rate,
+                                              min_silence_duration_ms=VAD_MIN_SILENCE_MS, return_seconds=True)
     return [(float(s["start"]), float(s["end"])) for s in stamps]
 
 

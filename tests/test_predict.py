@@ -330,3 +330,20 @@ def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, 
     errors = dict(zip(table["file"], table["error"]))
     assert errors[str(broken)] == "truncated or corrupt header (simulated)"
     assert summary.predicted == 2 and all(errors[p] == "" for p in rows["path"][[0, 2]])
+
+
+def test_the_vad_leaves_torchs_thread_count_as_it_was():
+    """silero_vad sets torch's global thread count to 1 on import; that would slow and change every
+    later computation of the process (e.g. an extraction after a prediction)."""
+    from predict import segment
+
+    segment._silero.cache_clear()
+    for name in [m for m in sys.modules if m == "silero_vad" or m.startswith("silero_vad.")]:
+        del sys.modules[name]  # so that this test imports it afresh
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # a count the import would change
+    try:
+        segment.speech_regions(np.zeros(16000, dtype=np.float32), 16000)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
