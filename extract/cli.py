@@ -13,8 +13,9 @@ from extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESET
 from extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
 from swrr_core.cache import CacheError, partial_path
 from swrr_core.device import DeviceError
+from swrr_core.ranks import RankError, RankFailed, Ranks
 
-USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
+USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError, RankError)
 
 
 def _batch_seconds(ctx, param, value):
@@ -83,6 +84,10 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
                            num_workers=default_workers() if workers is None else workers)
     try:
         summary = run_extraction(config)
+    except RankFailed as exc:  # raised on every rank: rank 0 says it once
+        if Ranks.from_env().is_main:
+            click.echo(f"swrr-extract: error: {exc}", err=True)
+        sys.exit(2)
     except USER_ERRORS as exc:
         click.echo(f"swrr-extract: error: {exc}", err=True)
         sys.exit(2)
@@ -91,7 +96,8 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
         kept = f"finished batches are kept in {part}: " if part.exists() else ""
         click.echo(f"\nswrr-extract: interrupted; {kept}run the same command again to resume", err=True)
         sys.exit(130)
-    click.echo("\n".join(summary.lines()))
+    if summary is not None:  # None on ranks other than 0 of a distributed run
+        click.echo("\n".join(summary.lines()))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ class Summary:
     batches: int
     padding_waste: float
     write_seconds: float  # spent in HDF5 writes by the writer thread, overlapped with encoding
+    notes: List[str] = field(default_factory=list)  # extra lines, e.g. a distributed run's balance
 
     def lines(self) -> List[str]:
         rate = (self.rows - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
@@ -107,6 +108,7 @@ class Summary:
                f"  batch budget: {self.batch_budget}: {self.batches} batches, audio padding "
                f"{100 * self.padding_waste:.1f}% of the encoded samples",
                f"  cache writes: {self.write_seconds:.1f} s in the writer thread (overlapped with encoding)"]
+        out += ["  " + note for note in self.notes]
         if self.random_encoders:
             out.append("  WARNING: random encoders (--encoders tiny): use this cache for tests and demos only")
         return out
@@ -336,19 +338,18 @@ def encode_ahead(batches: Iterable[LoadedBatch], audio: AudioEncoder, text: Text
         yield in_flight.get()
 
 
-def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
-    """Extract (or finish extracting) the cache described by `config`; see the module docstring.
-
-    `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
-    Raises DatasetError, AudioError, EncoderError, DeviceError or CacheError for problems the user can fix.
-    On any interruption the rows already written stay in `<out>.partial` for the next run.
-    """
-    started = time.perf_counter()
-    device = resolve_device(config.device)
+def read_rows(config: ExtractConfig):
+    """-> (reader, Rows) of the dataset; DatasetError when no utterance is usable."""
     reader = get_reader(config.dataset, config.root)
     rows = collect_rows(reader, config.sample_rate)
     if not rows.utterances:
         raise DatasetError(f"{reader.root}: no usable utterances (skipped: {_counts(rows.skipped) or 'none'})")
+    return reader, rows
+
+
+def ready_encoders(config: ExtractConfig, device: torch.device,
+                   encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None):
+    """-> (audio, text, fp16): both encoders loaded (or given), checked and on `device`."""
     audio, text = encoders or load_encoders(config.encoders, config.audio_encoder, config.text_encoder,
                                             config.layer, config.max_tokens)
     if audio.sample_rate != config.sample_rate:
@@ -356,6 +357,24 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     fp16 = config.dtype == "float16" and device.type == "cuda"
     audio.to(device, fp16)
     text.to(device, fp16)
+    return audio, text, fp16
+
+
+def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
+    """Extract (or finish extracting) the cache described by `config`; see the module docstring.
+
+    `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
+    Raises DatasetError, AudioError, EncoderError, DeviceError or CacheError for problems the user can fix.
+    On any interruption the rows already written stay in `<out>.partial` for the next run.
+    """
+    from extract import distributed  # under torchrun (or with shards of one on disk) the ranks take over
+
+    if distributed.takes_over(config):
+        return distributed.run_extraction(config, encoders)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    reader, rows = read_rows(config)
+    audio, text, fp16 = ready_encoders(config, device, encoders)
     max_samples = audio.samples_for(config.max_frames)
     batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
     plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
