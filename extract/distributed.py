@@ -7,8 +7,8 @@ them instead of starting over). The steps:
 1. Setup. Every rank loads its encoders onto cuda:LOCAL_RANK (or the CPU). Rank 0 alone reads the
    dataset and checks the audio headers, computes the length-sorted batch plan, reads which rows
    are already done (in any shard on disk, of any world size, and in `<out>.partial`), and deals
-   the remaining batches to the ranks by padded audio samples (longest first, each to the least
-   loaded rank), then broadcasts all that. Ranks never plan for themselves, so they cannot
+   the remaining batches to the ranks by padded audio samples (`ranks.deal`: longest first, each
+   to the least loaded rank), then broadcasts all that. Ranks never plan for themselves, so they cannot
    disagree (e.g. on GPUs of different memory under `--batch-seconds auto`).
 2. Encoding. Rank R writes its batches through a normal `CacheWriter` into its own shard
    `<out>.rank-R-of-W.partial`: the cache layout with the whole row list, this rank's rows
@@ -45,7 +45,7 @@ from extract.encoders import describe
 from swrr_core.cache import (CacheMeta, CacheWriter, partial_done, partial_path, refuse_finished, shard_partials,
                              shard_path)
 from swrr_core.device import resolve_device
-from swrr_core.ranks import FailureFlag, Ranks
+from swrr_core.ranks import FailureFlag, Ranks, deal
 
 COPY_BLOCK = 1024  # rows per assembly step: memory stays flat however large the cache
 
@@ -55,20 +55,10 @@ def takes_over(config: ExtractConfig) -> bool:
     return Ranks.from_env().distributed or bool(shard_partials(config.out_path))
 
 
-def deal(batches: Sequence[np.ndarray], lengths: np.ndarray, world: int) -> Tuple[List[List[int]], np.ndarray]:
-    """Batches -> (batch indices of each rank, padded samples of each rank).
-
-    Greedy longest-processing-time: batches by decreasing padded size (rows x longest row), each
-    to the rank with the least so far (the lowest rank on ties), so the ranks end within about one
-    batch of each other. Each rank's list is in plan order (longest first). Deterministic."""
-    cost = np.array([len(b) * int(lengths[b].max()) for b in batches], dtype=np.int64)
-    loads = np.zeros(world, dtype=np.int64)
-    shares: List[List[int]] = [[] for _ in range(world)]
-    for i in np.argsort(-cost, kind="stable"):
-        rank = int(np.argmin(loads))
-        shares[rank].append(int(i))
-        loads[rank] += cost[i]
-    return [sorted(share) for share in shares], loads
+def deal_batches(batches: Sequence[np.ndarray], lengths: np.ndarray, world: int) -> Tuple[List[List[int]], List[float]]:
+    """Batches -> (batch indices of each rank, padded samples of each rank): dealt by padded size
+    (rows x longest row), so the ranks end within about one batch of each other."""
+    return deal([float(len(b) * lengths[b].max()) for b in batches], world)
 
 
 @dataclass
@@ -81,7 +71,7 @@ class Job:
     batch_budget: str
     pending: List[np.ndarray]  # batches with rows not done anywhere yet
     shares: List[List[int]]  # indices into `pending`, by rank
-    loads: np.ndarray  # padded samples dealt to each rank
+    loads: List[float]  # padded samples dealt to each rank
     done_before: int  # rows already done when this launch started
     task: str
     label_names: List[str]
@@ -161,7 +151,7 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
         if source_done is not None:
             done |= source_done
     pending = plan.pending(done)
-    shares, loads = deal(pending, plan.lengths, ranks.world)
+    shares, loads = deal_batches(pending, plan.lengths, ranks.world)
     return Job(rows, meta, plan, batch_budget, pending, shares, loads, int(done.sum()), reader.task,
                list(reader.label_names))
 

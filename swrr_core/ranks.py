@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Type
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Type
 
 # Ranks wait for each other at a few points (rank 0 checking every audio header, the slowest rank
 # finishing): far longer than torch's 30-minute default. A rank that dies closes its sockets, so
@@ -145,7 +145,10 @@ class Ranks:
              flag: Optional[FailureFlag] = None, advice: str = "") -> Any:
         """Run `work` on this rank, then agree with all ranks: -> its result when every rank
         succeeded, else RankFailed (naming the first failing rank) on every rank. A bug (an
-        exception outside `user_errors`) is re-raised as is on its own rank, with its traceback."""
+        exception outside `user_errors`) is re-raised as is on its own rank, with its traceback.
+        Not distributed: just `work()`, its errors as they are."""
+        if not self.distributed:
+            return work()
         failure, bug = None, None
         try:
             result = work()
@@ -164,3 +167,23 @@ class Ranks:
         if failed:
             raise RankFailed(failed[0][0], self.world, failed[0][1], advice)
         return result
+
+    def decide(self, work: Callable[[], Any], user_errors: Tuple[Type[BaseException], ...] = (),
+               flag: Optional[FailureFlag] = None, advice: str = "") -> Any:
+        """`work` runs on rank 0 only; its result on every rank (its failure: RankFailed on every rank)."""
+        return self.broadcast(self.step(lambda: work() if self.is_main else None, user_errors, flag, advice))
+
+
+def deal(costs: Sequence[float], world: int) -> Tuple[List[List[int]], List[float]]:
+    """Work items -> (item indices of each rank, each rank's total cost).
+
+    Greedy longest-processing-time: items by decreasing cost, each to the rank with the least so
+    far (the lowest rank on ties), so the ranks end within about one item of each other; each
+    rank's list is in the items' order. Deterministic: every rank computes the same deal."""
+    loads = [0.0] * world
+    shares: List[List[int]] = [[] for _ in range(world)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        rank = loads.index(min(loads))
+        shares[rank].append(i)
+        loads[rank] += costs[i]
+    return [sorted(share) for share in shares], loads

@@ -20,7 +20,7 @@ from conftest import write_wav
 from test_extract import assert_same_cache
 
 from extract.batching import plan_batches
-from extract.distributed import deal
+from extract.distributed import deal_batches
 from extract.pipeline import ExtractConfig, run_extraction
 from swrr_core.cache import partial_path, shard_partials
 
@@ -108,7 +108,7 @@ def extract_args(manifest: Path, out: Path):
 def rank_of_each_row():
     """Which rank encodes each row in a fresh 2-rank run (the plan and deal are deterministic)."""
     plan = plan_batches([int(round(s * 16000)) for s in SECONDS], 16000, BATCH_SECONDS)
-    shares, _ = deal(plan.batches, plan.lengths, 2)
+    shares, _ = deal_batches(plan.batches, plan.lengths, 2)
     owner = np.full(len(SECONDS), -1)
     for rank, share in enumerate(shares):
         for i in share:
