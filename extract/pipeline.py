@@ -412,11 +412,36 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
     try:
         for encoded in encode_ahead(map(_decoded, loader), audio, text, config.dtype):
             background.put(*encoded)
+            trim_heap()
             bar.update(len(encoded.rows))
     finally:
         bar.close()
         background.close()
     return background.busy_seconds
+
+
+def trim_heap() -> None:
+    """Give the heap's free memory back to the OS (glibc; elsewhere nothing). Every batch shape
+    leaves differently sized freed buffers (oneDNN primitives and their scratch on the CPU),
+    which glibc keeps: measured on the CPU, the process grew ~3.5 MB per batch (430 -> 870 MB
+    over 140 batches of distinct lengths); trimmed after each batch it stays flat (~470 MB).
+    Costs well under a millisecond per batch."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _decoded(batch: Union[LoadedBatch, LoadFailure]) -> LoadedBatch:
