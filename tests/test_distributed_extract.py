@@ -37,7 +37,7 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 stage = sys.argv.pop(1)
 rank = os.environ.get("RANK", "0")
-if os.environ.get("SWRR_TEST_KILL_RANK") == rank:  # SIGKILL this rank before its Nth batch write
+if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "extract":  # SIGKILL before the Nth batch write
     from swrr_core import cache
     real_write, calls = cache.CacheWriter.write, []
     def write(self, *args):
@@ -46,6 +46,15 @@ if os.environ.get("SWRR_TEST_KILL_RANK") == rank:  # SIGKILL this rank before it
         calls.append(1)
         return real_write(self, *args)
     cache.CacheWriter.write = write
+if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "train":  # SIGKILL before the Nth checkpoint
+    from train import checkpoint
+    real_save, saves = checkpoint.save, []
+    def save(*args, **kwargs):
+        if len(saves) == int(os.environ["SWRR_TEST_KILL_AFTER"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        saves.append(1)
+        return real_save(*args, **kwargs)
+    checkpoint.save = save
 if os.environ.get("SWRR_TEST_BREAK"):  # decoding this utterance fails although its header was fine
     from extract import pipeline
     from extract.audio import AudioError

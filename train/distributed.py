@@ -79,6 +79,8 @@ def execute_on_ranks(plan, run_dir: Path) -> Path:
     pending = [job for job in plan.jobs if job.fold.number in pending_numbers]
     shares, _ = deal([float(len(job.fold.train)) for job in pending], ranks.world)
     mine = [pending[i] for i in shares[ranks.rank]]
+    print(f"rank {ranks.rank} of {ranks.world}: folds " + (", ".join(str(job.fold.number) for job in mine) or "none"),
+          flush=True)
     if not ranks.is_main:  # one set of progress bars: rank 0's
         mine = [replace(job, config=replace(job.config, progress=False)) for job in mine]
 
