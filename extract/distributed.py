@@ -105,9 +105,8 @@ def run_extraction(config: ExtractConfig, encoders=None) -> Optional[Summary]:
     advice = (f"the batches written so far are kept in the shards beside {out}; fix the cause and relaunch "
               "the same command to resume")
     with ranks.group():
-        device = ranks.device(resolve_device(config.device))
-
         def setup():
+            device = ranks.device(resolve_device(config.device))
             audio, text, fp16 = ready_encoders(config, device, encoders)
             job = _plan(config, ranks, flag, device, audio, text, fp16) if ranks.is_main else None
             return audio, text, job

@@ -101,6 +101,10 @@ class Ranks:
 
         if device.type != "cuda" or not self.distributed:
             return device
+        if self.local_rank >= torch.cuda.device_count():
+            raise RankError(f"rank {self.rank} (LOCAL_RANK {self.local_rank}) needs cuda:{self.local_rank} but this "
+                            f"node has {torch.cuda.device_count()} GPU(s); launch at most that many processes per "
+                            "node (--nproc-per-node)")
         torch.cuda.set_device(self.local_rank)
         return torch.device("cuda", self.local_rank)
 

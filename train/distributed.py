@@ -30,11 +30,11 @@ import torch
 
 from swrr_core.cache import CacheError
 from swrr_core.device import DeviceError
-from swrr_core.ranks import FailureFlag, Ranks, deal
+from swrr_core.ranks import FailureFlag, RankError, Ranks, deal
 from train.config import TrainError
 
 T = TypeVar("T")
-USER_ERRORS = (TrainError, CacheError, DeviceError, torch.cuda.OutOfMemoryError, MemoryError)
+USER_ERRORS = (TrainError, CacheError, DeviceError, RankError, torch.cuda.OutOfMemoryError, MemoryError)
 FLAG = "RANK-FAILED"
 
 
@@ -64,7 +64,7 @@ def execute_on_ranks(plan, run_dir: Path) -> Path:
     from train.runner import finished_folds, finish, torch_threads, train_folds
 
     ranks = Ranks.from_env()
-    device = ranks.device(plan.device)
+    device = ranks.step(lambda: ranks.device(plan.device), USER_ERRORS)
     flag = FailureFlag(run_dir / FLAG)
     advice = f"finished units are kept; fix the cause and continue with: swrr-train --resume {run_dir}"
 
