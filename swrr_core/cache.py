@@ -290,10 +290,16 @@ def partial_done(part, meta: CacheMeta, rows: Sequence[RowInfo]) -> Optional[np.
     try:
         with h5py.File(part, "r") as h5:
             _validate_layout(h5, part)
-            _refuse_made_differently(h5, part, meta, rows)
-            return h5["done"][:]
-    except (OSError, KeyError, ValueError, TypeError):
+            keys = differing_config_keys(CacheMeta.from_attrs(h5.attrs).config, meta.config)
+            same_rows = list(h5["utt_id"].asstr()[:]) == [r.utt_id for r in rows]
+            done = h5["done"][:]
+    except (OSError, KeyError, ValueError, TypeError, CacheError):
         return None
+    if keys or not same_rows:
+        what = f"config differs in: {', '.join(keys)}" if keys else "the dataset's utterance list changed"
+        raise CacheError(f"{part} is an interrupted extraction made differently ({what}); "
+                         "pass --overwrite to start again")
+    return done
 
 
 def _existing_message(path: Path, meta: CacheMeta) -> str:
@@ -314,28 +320,21 @@ def _reopen_partial(part: Path, meta: CacheMeta, rows: Sequence[RowInfo]) -> Opt
     try:
         h5 = h5py.File(part, "r+")
         _validate_layout(h5, part)
-        CacheMeta.from_attrs(h5.attrs)
+        old = CacheMeta.from_attrs(h5.attrs)
     except (OSError, KeyError, CacheError, ValueError, TypeError):
         # A kill during an HDF5 metadata write can leave the partial file unreadable;
         # it is our own scratch file, so start over rather than fail.
         if h5 is not None:
             h5.close()
         return None
-    try:
-        _refuse_made_differently(h5, part, meta, rows)
-    except CacheError:
-        h5.close()
-        raise
-    return h5
-
-
-def _refuse_made_differently(h5: h5py.File, part: Path, meta: CacheMeta, rows: Sequence[RowInfo]) -> None:
-    keys = differing_config_keys(CacheMeta.from_attrs(h5.attrs).config, meta.config)
+    keys = differing_config_keys(old.config, meta.config)
     ids = h5["utt_id"].asstr()[:]
     if keys or list(ids) != [r.utt_id for r in rows]:
+        h5.close()
         what = f"config differs in: {', '.join(keys)}" if keys else "the dataset's utterance list changed"
         raise CacheError(f"{part} is an interrupted extraction made differently ({what}); "
                          "pass --overwrite to start again")
+    return h5
 
 
 def _check_writable(path: Path, meta: CacheMeta, n_rows: int) -> None:
