@@ -111,7 +111,7 @@ def run_extraction(config: ExtractConfig, encoders=None) -> Optional[Summary]:
             job = _plan(config, ranks, flag, device, audio, text, fp16) if ranks.is_main else None
             return audio, text, job
 
-        audio, text, job = ranks.step(setup, errors, flag, advice)
+        audio, text, job = ranks.step(setup, errors, flag)  # nothing written yet: no advice on shards
         job = ranks.broadcast(job)
         work = ranks.step(lambda: _encode_share(config, ranks, job, audio, text, flag), errors, flag, advice)
         works = ranks.gather(work)
@@ -158,9 +158,10 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
 class FlaggedWriter:
     """A CacheWriter that stops (RankStopped) before each write once another rank has failed."""
 
-    def __init__(self, writer: CacheWriter, flag: FailureFlag):
+    def __init__(self, writer: CacheWriter, flag: FailureFlag, mine: int):
         self.writer, self.flag = writer, flag
-        self.resumed_rows = writer.resumed_rows
+        # the progress bar counts to the total row count: rows not this rank's count as there already
+        self.resumed_rows = len(writer.done_mask()) - mine
 
     def done_mask(self) -> np.ndarray:
         return self.writer.done_mask()
@@ -181,7 +182,7 @@ def _encode_share(config: ExtractConfig, ranks: Ranks, job: Job, audio, text, fl
     try:
         quiet = replace(config, progress=config.progress and ranks.is_main)  # one bar: rank 0's share
         write_seconds = _encode_pending(BatchPlan(mine, job.plan.lengths, job.plan.sample_rate),
-                                        FlaggedWriter(writer, flag), job.rows, audio, text, quiet,
+                                        FlaggedWriter(writer, flag, sum(map(len, mine))), job.rows, audio, text, quiet,
                                         audio.samples_for(config.max_frames))
     finally:
         writer.close()
