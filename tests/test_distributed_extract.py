@@ -34,7 +34,7 @@ WORDS = ["good morning", "leave me alone", "thank you", "stop it now", "fine", "
 # import path, then optional faults injected into this real process, then the real CLI.
 ENTRY = r"""
 import os, signal, sys
-sys.path.insert(0, {repo!r})
+sys.path.insert(0, REPO_PATH)
 stage = sys.argv.pop(1)
 rank = os.environ.get("RANK", "0")
 if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "extract":  # SIGKILL before the Nth batch write
@@ -64,6 +64,15 @@ if os.environ.get("SWRR_TEST_BREAK"):  # decoding this utterance fails although 
             raise AudioError(utt.audio_path, "truncated or corrupt header", "unexpected end of data")
         return real_load(utt, *args, **kwargs)
     pipeline.load_audio = broken
+if os.environ.get("SWRR_TEST_BREAK_FOLD"):  # this fold's training fails at once, on whichever rank has it
+    from train import runner
+    from train.config import TrainError
+    real_train = runner.train_fold
+    def failing(job, *args, **kwargs):
+        if job.fold.number == int(os.environ["SWRR_TEST_BREAK_FOLD"]):
+            raise TrainError(f"fold {job.fold.number}: injected failure")
+        return real_train(job, *args, **kwargs)
+    runner.train_fold = failing
 if stage == "extract":
     from extract.cli import main
 else:
@@ -74,7 +83,7 @@ main()
 
 def entry_script(folder: Path) -> Path:
     path = folder / "swrr_entry.py"
-    path.write_text(ENTRY.format(repo=str(REPO)))
+    path.write_text(ENTRY.replace("REPO_PATH", repr(str(REPO))))
     return path
 
 

@@ -3,7 +3,8 @@ share the fold units of one run; no rank is mocked. Tiny model, 4 LOSO folds, 2 
 
 - equality: each fold's metrics equal a sequential single-process run's, bit for bit, and rank 0
   writes the one run folder's reports;
-- a rank SIGKILLed mid-fold, then `--resume` in one process (another world size): it ends equal.
+- a rank SIGKILLed mid-fold, then `--resume` in one process (another world size): it ends equal;
+- a unit failing on one rank stops both ranks with one line naming the rank; finished units stay.
 """
 import json
 
@@ -63,3 +64,18 @@ def test_a_killed_rank_then_resume_in_one_process_ends_equal(setting):
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics(run_dir) == metrics(reference)
     assert not (run_dir / "INCOMPLETE").exists()
+
+
+def test_a_failing_unit_stops_both_ranks_with_one_line_naming_the_rank(setting):
+    cache, entry, runs, _ = setting
+    plan = prepare(tiny_config(cache, runs, folds=None, epochs=2))
+    shares, _ = deal([float(len(job.fold.train)) for job in plan.jobs], 2)
+    rank, fold = 1, plan.jobs[shares[1][0]].fold.number  # rank 1's first unit
+    result = launch(entry, train_args(cache, runs, "failing"), SWRR_TEST_BREAK_FOLD=str(fold))
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert ours == [f"error: rank {rank} of 2 failed: fold {fold}: injected failure; finished units are kept; fix "
+                    f"the cause and continue with: swrr-train --resume {runs / 'failing'}"], result.stderr[-3000:]
+    run_dir = runs / "failing"
+    assert (run_dir / "INCOMPLETE").exists() and not (run_dir / "summary.csv").exists()
+    assert not (run_dir / f"fold{fold:02d}" / "metrics.json").exists()
