@@ -2,6 +2,8 @@
 
     python benchmarks/model.py --quick                 # CPU, < 1 minute
     python benchmarks/model.py --device cuda           # AMP (fp16 autocast), batch 32
+    python benchmarks/model.py --fidelity              # frames fused per text length, late-audio
+                                                       # effect on the logits, HRS p_max (CPU, ~1 min)
 
 Prints markdown tables and, last, one JSON line with every figure. Nothing is asserted.
 """
@@ -33,7 +35,8 @@ def attention_flops(cfg: SWRRConfig) -> dict:
 
     core: q k^T and the weighted sum of v; projections: w_q, w_k, w_v, w_z (the same in every mode).
     """
-    d, dim, n, t = cfg.attn_dim or cfg.model_dim, cfg.model_dim, cfg.max_frames, cfg.max_tokens
+    d = cfg.model_dim if cfg.attn_dim is None else cfg.attn_dim
+    dim, n, t = cfg.model_dim, cfg.max_frames, cfg.max_tokens
     keys = n if cfg.attention == "full" else cfg.window
     core = 2 * 2 * t * keys * d
     projections = 2 * (t * dim * d + n * dim * 2 * d + t * d * dim)
@@ -104,6 +107,63 @@ def measure_in_child(*args):
         return pool.apply(measure, args)
 
 
+def paired_models(**overrides):
+    """{"drop": model, "fuse": model} at paper sizes with the same weights (drop has no no_token)."""
+    models = {mode: SWRR(SWRRConfig(padded_windows=mode, **overrides)).eval() for mode in ("drop", "fuse")}
+    models["drop"].load_state_dict(models["fuse"].state_dict(), strict=False)
+    return models
+
+
+def fidelity(token_counts=(2, 12, 20, 35, 50), rows: int = 4) -> dict:
+    """Paper sizes, random init, eval mode, fp32 on CPU. Prints and returns:
+    coverage: valid frames (of 255) with non-zero attention, by text length, per padded_windows;
+    effect: mean max |logit change| when unit noise is added to frames 0..54 (inside the 12 tokens'
+      windows only) or 100..254 (inside no token's window), 12 tokens, without HRFR (whose argmax
+      choice would turn small changes into steps);
+    p_max: median and range of the chosen map's softmax weight at each HRS level (full texts)."""
+    torch.manual_seed(0)
+    figures = {"coverage": {}, "effect": {}, "p_max": {}}
+    g = torch.Generator().manual_seed(1)
+    cfg = SWRRConfig()
+    audio = torch.randn(rows, cfg.max_frames, cfg.audio_dim, generator=g)
+    text = torch.randn(rows, cfg.max_tokens, cfg.text_dim, generator=g)
+    audio_len = torch.full((rows,), cfg.max_frames)
+    models = paired_models()
+    print("| tokens | frames fused, padded_windows=drop | frames fused, fuse (default) |\n|---:|---:|---:|")
+    with torch.no_grad():
+        for tokens in token_counts:
+            text_len = torch.full((rows,), tokens)
+            counts = {mode: int((model(audio, audio_len, text, text_len, return_attention=True)[1][0]
+                                 .sum(dim=0) > 0).sum()) for mode, model in models.items()}
+            figures["coverage"][tokens] = counts
+            print(f"| {tokens} | {counts['drop']} of 255 | {counts['fuse']} of 255 |")
+
+        def record_p_max(level):
+            def hook(hrs, inputs, _):
+                p = torch.softmax(hrs.scores(inputs[0])[2], dim=1).amax(dim=1)
+                figures["p_max"][level] = [float(p.median()), float(p.min()), float(p.max())]
+            return hook
+
+        for level, hrs in enumerate(models["fuse"].hrs, start=1):
+            hrs.register_forward_hook(record_p_max(level))
+        models["fuse"](audio, audio_len, text, torch.full((rows,), cfg.max_tokens))
+
+        text_len = torch.full((rows,), 12)
+        for mode, model in paired_models(hrfr="none").items():
+            base = model(audio, audio_len, text, text_len)
+            for name, frames in (("frames 0-54", slice(0, 55)), ("frames 100-254", slice(100, 255))):
+                noisy = audio.clone()
+                noisy[:, frames] += torch.randn(noisy[:, frames].shape, generator=g)
+                change = (model(noisy, audio_len, text, text_len) - base).abs().amax(dim=1).mean().item()
+                figures["effect"].setdefault(mode, {})[name] = change
+    print("\nmean max |logit change|, 12 tokens, no HRFR, unit noise on: "
+          + "; ".join(f"{mode}: " + ", ".join(f"{k} {v:.1e}" for k, v in d.items())
+                      for mode, d in figures["effect"].items()))
+    print("HRS p_max at init (median, min, max) by level: "
+          + "; ".join(f"{lvl}: {m:.2f} ({lo:.2f}-{hi:.2f})" for lvl, (m, lo, hi) in figures["p_max"].items()))
+    return figures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -111,7 +171,11 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=None, help="timed steps (default 20, 3 with --quick)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5, 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="few, smaller steps: a CPU smoke run")
+    parser.add_argument("--fidelity", action="store_true", help="only the fidelity figures (docs/MODEL.md)")
     args = parser.parse_args(argv)
+    if args.fidelity:
+        print(json.dumps({"benchmark": "model-fidelity", **fidelity()}))
+        return
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
     batch = args.batch or (4 if args.quick else 32)

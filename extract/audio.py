@@ -26,9 +26,12 @@ MISSING = "missing audio file"
 EMPTY = "empty file (0 bytes)"
 NOT_AUDIO = "not an audio file"
 BAD_HEADER = "truncated or corrupt header"
+BAD_DATA = "audio data cannot be decoded"
+NON_FINITE = "non-finite samples"
 NO_SAMPLES = "no samples"
 OUTSIDE = "segment outside the audio"
 TOO_SHORT = "shorter than one WavLM frame"
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile subtypes that can hold non-finite samples
 
 
 class AudioError(Exception):
@@ -41,12 +44,13 @@ class AudioError(Exception):
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What the header says: frames per channel, sample rate, channels."""
+    """What the header says: frames per channel, sample rate, channels, soundfile subtype."""
 
     path: Path
     frames: int
     sample_rate: int
     channels: int
+    subtype: str = ""
 
     @property
     def duration(self) -> float:
@@ -71,7 +75,7 @@ def probe_audio(path) -> AudioInfo:
         raise AudioError(path, reason, str(err).strip()) from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, NO_SAMPLES)
-    return AudioInfo(path, int(info.frames), int(info.samplerate), int(info.channels))
+    return AudioInfo(path, int(info.frames), int(info.samplerate), int(info.channels), str(info.subtype))
 
 
 def resampled_length(n: int, orig_sr: int, target_sr: int) -> int:
@@ -107,21 +111,9 @@ def load_audio(utt, sample_rate: int = SAMPLE_RATE, max_samples: Optional[int] =
 
     `utt` is an Utterance (audio_path, start, end). AudioError on any unusable file.
     """
-    import soundfile as sf
-
     info = probe_audio(utt.audio_path)
     check_audio(info, utt.start, utt.end, sample_rate)
-    first, stop = segment_frames(info, utt.start, utt.end)
-    if max_samples is not None:
-        # read only what the cap keeps, plus 10 ms so resampling sees real samples at the cut
-        needed = int(math.ceil(max_samples * info.sample_rate / sample_rate)) + info.sample_rate // 100
-        stop = min(stop, first + needed)
-    try:
-        samples, _ = sf.read(str(info.path), start=first, stop=stop, dtype="float32", always_2d=True)
-    except RuntimeError as err:
-        raise AudioError(info.path, BAD_HEADER, str(err).strip()) from None
-    if samples.shape[0] == 0:
-        raise AudioError(info.path, NO_SAMPLES)
+    samples = _read_frames(info.path, *frames_to_read(info, utt.start, utt.end, sample_rate, max_samples))
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if info.sample_rate != sample_rate:
         import librosa
@@ -132,6 +124,41 @@ def load_audio(utt, sample_rate: int = SAMPLE_RATE, max_samples: Optional[int] =
     return np.ascontiguousarray(mono[:max_samples], dtype=np.float32)
 
 
+def frames_to_read(info: AudioInfo, start, end, sample_rate: int, max_samples: Optional[int]) -> Tuple[int, int]:
+    """[first, stop) frames of the file that loading reads: the segment, cut to what the cap keeps
+    plus 10 ms so resampling sees real samples at the cut."""
+    first, stop = segment_frames(info, start, end)
+    if max_samples is not None:
+        needed = int(math.ceil(max_samples * info.sample_rate / sample_rate)) + info.sample_rate // 100
+        stop = min(stop, first + needed)
+    return first, stop
+
+
+def _read_frames(path: Path, first: int, stop: int) -> np.ndarray:
+    """Frames [first, stop) as (n, channels) float32; AudioError when the body does not decode or
+    holds NaN/inf (a float file can; such samples would become NaN features)."""
+    import soundfile as sf
+
+    try:
+        samples, _ = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
+    except RuntimeError as err:  # the header was read already: the failure is in the data
+        raise AudioError(path, BAD_DATA, str(err).strip()) from None
+    if samples.shape[0] == 0:
+        raise AudioError(path, NO_SAMPLES)
+    if not np.isfinite(samples).all():
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise AudioError(path, NON_FINITE, f"{bad} NaN or inf samples")
+    return samples
+
+
+def check_samples(info: AudioInfo, start=None, end=None, sample_rate: int = SAMPLE_RATE,
+                  max_samples: Optional[int] = MAX_SAMPLES) -> None:
+    """For float files only (integer PCM cannot hold NaN/inf): read the frames loading will read
+    and raise AudioError(NON_FINITE) if any is not finite."""
+    if info.subtype in FLOAT_SUBTYPES:
+        _read_frames(info.path, *frames_to_read(info, start, end, sample_rate, max_samples))
+
+
 class CheckedUtterances(NamedTuple):
     """What `check_utterances` found: the usable utterances, their lengths, the skips."""
 
@@ -140,11 +167,13 @@ class CheckedUtterances(NamedTuple):
     skipped: Counter  # reason -> count of utterances left out
 
 
-def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedUtterances:
+def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE,
+                     max_samples: Optional[int] = MAX_SAMPLES) -> CheckedUtterances:
     """Probe every file's header once: the usable utterances with their lengths, and the skips by reason.
 
     Run it before the cache is opened, so bad files become counted skips in the summary instead
-    of a crash mid-run. Headers of files shared by several segments are read once.
+    of a crash mid-run. Headers of files shared by several segments are read once. Float files
+    are also read (the part under the `max_samples` cap) for NaN/inf samples.
     """
     good, samples, skipped = [], [], Counter()
     infos = {}  # path -> AudioInfo, or the AudioError its probe raised
@@ -159,6 +188,7 @@ def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedU
             if isinstance(infos[path], AudioError):
                 raise infos[path]
             n = check_audio(infos[path], utt.start, utt.end, sample_rate)
+            check_samples(infos[path], utt.start, utt.end, sample_rate, max_samples)
         except AudioError as err:
             skipped[err.reason] += 1
         else:

@@ -18,6 +18,16 @@ from swrr_core.ranks import RankError, RankFailed, Ranks
 USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError, RankError)
 
 
+def _label_list(text):
+    """--labels "ang, hap" -> ("ang", "hap"); None when not given."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise click.BadParameter("give at least one class, e.g. --labels ang,hap,neu,sad", param_hint="--labels")
+    return names
+
+
 def _batch_seconds(ctx, param, value):
     try:
         return parse_batch_seconds(value)
@@ -29,7 +39,7 @@ def _batch_seconds(ctx, param, value):
 @click.option("--dataset", required=True, type=click.Choice(list(READERS)),
               help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release or "
                    "label.csv layout), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
-                   "demo (48 bundled clips, works offline).")
+                   "demo (96 bundled clips, works offline).")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="The dataset folder (manifest: the CSV or a folder holding manifest.csv). "
                    "Default: $SWRR_DATA/<dataset folder>, then data/<dataset folder>.")
@@ -60,11 +70,15 @@ def _batch_seconds(ctx, param, value):
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Processes decoding audio while the GPU encodes. Default: min(4, CPUs - 1), here "
                    f"{default_workers()}; 0 = decode in the main process.")
+@click.option("--labels", default=None, metavar="A,B,...",
+              help="Keep only these classes (e.g. ang,hap,neu,sad); the utterances of other classes are counted "
+                   "skips. Class indices follow the dataset's own order. Default: every class.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace an existing cache, or an interrupted one made with another config. Without it a "
-                   "rerun of an interrupted command resumes where it stopped.")
+              help="Replace an existing swrr cache (never any other file), or discard an interrupted one made "
+                   "with another config or dataset, or damaged. An interrupted run of the same command resumes "
+                   "where it stopped, with or without --overwrite.")
 def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, device, dtype, batch_seconds,
-         workers, overwrite):
+         workers, labels, overwrite):
     """Extract WavLM (audio) and BERT (text) features of a dataset into one HDF5 cache,
     which `swrr-train --cache` then reads.
 
@@ -81,7 +95,8 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
                            audio_encoder=audio_encoder or DEFAULT_AUDIO_ENCODER,
                            text_encoder=text_encoder or DEFAULT_TEXT_ENCODER, encoders=encoders, layer=layer,
                            device=device, dtype=dtype, batch_seconds=batch_seconds, overwrite=overwrite,
-                           num_workers=default_workers() if workers is None else workers)
+                           num_workers=default_workers() if workers is None else workers,
+                           labels=_label_list(labels))
     try:
         summary = run_extraction(config)
     except RankFailed as exc:  # raised on every rank: rank 0 says it once
@@ -94,7 +109,10 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
     except KeyboardInterrupt:
         part = partial_path(config.out_path)
         kept = f"finished batches are kept in {part}: " if part.exists() else ""
-        click.echo(f"\nswrr-extract: interrupted; {kept}run the same command again to resume", err=True)
+        replaced = (f"; {config.out_path} is replaced only when the new cache is complete"
+                    if overwrite and config.out_path.exists() else "")
+        click.echo(f"\nswrr-extract: interrupted; {kept}run the same command again (with or without --overwrite) "
+                   f"to resume{replaced}", err=True)
         sys.exit(130)
     if summary is not None:  # None on ranks other than 0 of a distributed run
         click.echo("\n".join(summary.lines()))

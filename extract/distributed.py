@@ -30,6 +30,7 @@ those of an uninterrupted single-process run.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,11 +40,12 @@ import numpy as np
 import torch
 
 from extract.batching import BatchPlan, plan_batches
-from extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending, _split_counts,
-                              cache_meta, read_rows, ready_encoders, resolve_batch_seconds)
+from extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending, _not_finite_error,
+                              _split_counts, cache_meta, class_report, read_rows, ready_encoders,
+                              resolve_batch_seconds)
 from extract.encoders import describe
-from swrr_core.cache import (CacheMeta, CacheWriter, partial_done, partial_path, refuse_finished, shard_partials,
-                             shard_path)
+from swrr_core.cache import (CacheError, CacheMeta, CacheWriter, is_swrr_cache, partial_done, partial_path,
+                             refuse_finished, shard_partials, shard_path)
 from swrr_core.device import resolve_device
 from swrr_core.ranks import FailureFlag, Ranks, deal
 
@@ -138,6 +140,9 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
     meta = cache_meta(config, reader, audio, text, fp16)
     out = config.out_path
     if config.overwrite:
+        if out.exists() and not is_swrr_cache(out):
+            raise CacheError(f"{out} exists and is not an swrr feature cache; swrr-extract replaces only its own "
+                             "caches, even with --overwrite: choose another --out (or move that file away yourself)")
         for old in (out, partial_path(out), *shard_partials(out)):
             old.unlink(missing_ok=True)
     refuse_finished(out, meta)
@@ -151,8 +156,10 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
             done |= source_done
     pending = plan.pending(done)
     shares, loads = deal_batches(pending, plan.lengths, ranks.world)
+    for line in class_report(rows, reader.task):  # as a single process says it, before encoding
+        print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
     return Job(rows, meta, plan, batch_budget, pending, shares, loads, int(done.sum()), reader.task,
-               list(reader.label_names))
+               list(rows.label_names))
 
 
 class FlaggedWriter:
@@ -181,9 +188,11 @@ def _encode_share(config: ExtractConfig, ranks: Ranks, job: Job, audio, text, fl
     writer = CacheWriter.open(shard_path(config.out_path, ranks.rank, ranks.world), job.meta, job.rows.info)
     try:
         quiet = replace(config, progress=config.progress and ranks.is_main)  # one bar: rank 0's share
-        write_seconds = _encode_pending(BatchPlan(mine, job.plan.lengths, job.plan.sample_rate),
-                                        FlaggedWriter(writer, flag, sum(map(len, mine))), job.rows, audio, text, quiet,
-                                        audio.samples_for(config.max_frames))
+        write_seconds, not_finite = _encode_pending(BatchPlan(mine, job.plan.lengths, job.plan.sample_rate),
+                                                    FlaggedWriter(writer, flag, sum(map(len, mine))), job.rows, audio,
+                                                    text, quiet, audio.samples_for(config.max_frames))
+        if not_finite:
+            raise _not_finite_error(not_finite, job.rows, config, writer.partial_path)
     finally:
         writer.close()
     return RankWork(ranks.rank, sum(map(len, mine)), padded, time.perf_counter() - started, write_seconds)

@@ -247,6 +247,9 @@ class TextEncoder(_Encoder):
 
 # ---------------------------------------------------------------------------------- loading
 def _from_pretrained(loader, role: str, id_or_path: str):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its "Loading weights" bars are debris in a log; the summary says what loaded
     try:
         return loader.from_pretrained(str(id_or_path))
     except (OSError, ValueError) as exc:

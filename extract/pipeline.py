@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -30,10 +31,13 @@ from extract.datasets import DatasetError, Utterance, get_reader
 from extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                               TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
 from swrr_core import __version__
-from swrr_core.cache import DTYPES, CacheMeta, CacheWriter, RowInfo
+from swrr_core.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo
 from swrr_core.device import resolve_device
+from swrr_core.guards import die_with_parent
+from swrr_core.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
+RARE_CLASS_ROWS = 5  # a class with fewer rows is named in a warning (often a typo in a manifest)
 
 
 def default_workers() -> int:
@@ -61,6 +65,7 @@ class ExtractConfig:
     overwrite: bool = False
     num_workers: int = field(default_factory=default_workers)  # 0 = decode in the main process
     progress: bool = True
+    labels: Optional[Tuple[str, ...]] = None  # classes to keep (others are counted skips); None = all
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -138,30 +143,93 @@ class Rows:
     info: List[RowInfo]
     samples: np.ndarray  # samples each row will have at the sample rate, before the max_frames cap
     skipped: Counter
+    label_names: List[str] = field(default_factory=list)  # class names by index (empty for regression)
 
 
-def collect_rows(reader, sample_rate: int) -> Rows:
-    """Read the dataset, check every audio header, and build the cache's row records."""
-    utterances, samples, skipped = check_utterances(reader.utterances(), sample_rate)
-    skipped = reader.skipped + skipped  # the reader counted its own skips during that pass
-    class_index = {name: i for i, name in enumerate(reader.label_names)}
+def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = None) -> Rows:
+    """Read the dataset, check every audio header, and build the cache's row records.
+
+    `labels` keeps only those classes (classification; `kept_labels` checks them): the
+    utterances of other classes are counted skips "label X". Float files are read whole here
+    for NaN/inf samples (a counted skip "non-finite samples").
+    """
+    names = kept_labels(reader, labels)
+    utterances = reader.utterances()
+    dropped = Counter()
+    if labels is not None:
+        utterances = _only_labels(utterances, set(names), dropped)
+    utterances, samples, skipped = check_utterances(utterances, sample_rate, max_samples=None)
+    skipped = reader.skipped + dropped + skipped  # the reader counted its own skips during that pass
+    class_index = {name: i for i, name in enumerate(names)}
+    root = source_root(reader)
     info = []
     for utt in utterances:
         if reader.task == "classification":
             if utt.label not in class_index:
-                raise DatasetError(f"{utt.utt_id}: label {utt.label!r} is not one of {list(reader.label_names)}")
+                raise DatasetError(f"{utt.utt_id}: label {utt.label!r} is not one of {names}")
             label = class_index[utt.label]
         else:
             label = float(utt.label)
         info.append(RowInfo(utt_id=utt.utt_id, label=label, speaker=utt.speaker, session=utt.session,
-                            split=utt.split, transcript=utt.transcript, source=_source(utt)))
-    return Rows(utterances, info, samples, skipped)
+                            split=utt.split, transcript=utt.transcript, source=_source(utt, root)))
+    return Rows(utterances, info, samples, skipped, names)
 
 
-def _source(utt: Utterance) -> str:
+def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:
+    """The cache's label_names: the reader's classes, or those of `labels` in the reader's order.
+
+    DatasetError when `labels` names a class the dataset lacks, or is given for regression.
+    """
+    if labels is None:
+        return list(reader.label_names)
+    if reader.task != "classification":
+        raise DatasetError(f"--labels restricts classes, but {reader.root} is a regression dataset (scores)")
+    unknown = [name for name in labels if name not in reader.label_names]
+    if unknown:
+        raise DatasetError(f"--labels: {', '.join(unknown)} not among the dataset's classes "
+                           f"({', '.join(reader.label_names)})")
+    return [name for name in reader.label_names if name in set(labels)]
+
+
+def _only_labels(utterances: Iterable[Utterance], keep: set, dropped: Counter) -> Iterator[Utterance]:
+    for utt in utterances:
+        if utt.label in keep:
+            yield utt
+        else:
+            dropped[f"label {utt.label}"] += 1
+
+
+def source_root(reader) -> Path:
+    """The folder that `source` paths are stored relative to: the dataset root (a manifest's folder)."""
+    root = Path(os.path.abspath(reader.root))
+    return root if root.is_dir() else root.parent
+
+
+def _source(utt: Utterance, root: Path) -> str:
+    """The audio path relative to `root` when it lies inside it, else absolute; `:start-end` for segments."""
+    path = Path(os.path.abspath(utt.audio_path))
+    try:
+        where = path.relative_to(root).as_posix()
+    except ValueError:
+        where = str(path)
     if utt.start is None and utt.end is None:
-        return str(utt.audio_path)
-    return f"{utt.audio_path}:{utt.start if utt.start is not None else ''}-{utt.end if utt.end is not None else ''}"
+        return where
+    return f"{where}:{utt.start if utt.start is not None else ''}-{utt.end if utt.end is not None else ''}"
+
+
+def class_report(rows: Rows, task: str) -> List[str]:
+    """Lines listing the classes with their row counts, and a warning per class under RARE_CLASS_ROWS
+    rows (a typo such as `angry` for `ang` becomes a class of its own); empty for regression."""
+    if task != "classification":
+        return []
+    counts = _class_counts(rows.info, rows.label_names)
+    lines = [f"{len(counts)} classes: {_counts(counts)}"]
+    rare = [name for name, n in counts.items() if n < RARE_CLASS_ROWS]
+    if rare:
+        lines.append(f"warning: {len(rare)} classes have fewer than {RARE_CLASS_ROWS} rows: "
+                     f"{', '.join(f'{name!r} ({counts[name]})' for name in rare)}; if they are typos, fix the "
+                     "labels, or keep only the classes you mean with --labels")
+    return lines
 
 
 def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEncoder, fp16: bool) -> CacheMeta:
@@ -179,13 +247,14 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
         "max_frames": config.max_frames,
         "max_tokens": config.max_tokens,
         "sample_rate": config.sample_rate,
+        "labels": list(config.labels) if config.labels is not None else None,
     }
-    return CacheMeta(dataset=config.dataset, task=reader.task, label_names=list(reader.label_names),
+    return CacheMeta(dataset=config.dataset, task=reader.task, label_names=kept_labels(reader, config.labels),
                      audio_encoder=audio.name, text_encoder=text.name, audio_dim=audio.dim, text_dim=text.dim,
                      max_frames=config.max_frames, max_tokens=config.max_tokens, dtype=config.dtype,
                      layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
-                     tool_version=__version__, config=numbers)
+                     tool_version=__version__, source_root=str(source_root(reader)), config=numbers)
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -284,6 +353,7 @@ class EncodedBatch(NamedTuple):
     audio_len: np.ndarray  # (B,) frames
     text: np.ndarray  # (B, T, D)
     text_len: np.ndarray  # (B,) tokens
+    finite: Optional[np.ndarray] = None  # (B,) bool: every stored value of the row is finite
 
 
 class PendingBatch:
@@ -295,8 +365,12 @@ class PendingBatch:
                  n_tokens: np.ndarray, dtype: str):
         torch_dtype = getattr(torch, dtype)
         self.rows, self.frames, self.n_tokens = rows, frames, n_tokens
-        self.audio = _to_host(audio.to(torch_dtype))
-        self.text = _to_host(text.to(torch_dtype))
+        audio, text = audio.to(torch_dtype), text.to(torch_dtype)
+        # Checked in the cache dtype, on the device, and copied with the features (no extra sync):
+        # fp16 overflow turns finite activations into inf here, NaN audio would give NaN.
+        self.finite = _to_host(finite_rows(audio) & finite_rows(text))
+        self.audio = _to_host(audio)
+        self.text = _to_host(text)
         self.copied: Optional[torch.cuda.Event] = None
         if audio.is_cuda:
             self.copied = torch.cuda.Event()
@@ -305,7 +379,13 @@ class PendingBatch:
     def get(self) -> EncodedBatch:
         if self.copied is not None:
             self.copied.synchronize()
-        return EncodedBatch(self.rows, self.audio.numpy(), self.frames, self.text.numpy(), self.n_tokens)
+        return EncodedBatch(self.rows, self.audio.numpy(), self.frames, self.text.numpy(), self.n_tokens,
+                            self.finite.numpy())
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, L, D) -> (B,) bool: the row holds no NaN or inf. One reduction, on x's device."""
+    return torch.isfinite(x).flatten(1).all(dim=1)
 
 
 def _to_host(x: torch.Tensor) -> torch.Tensor:
@@ -341,9 +421,10 @@ def encode_ahead(batches: Iterable[LoadedBatch], audio: AudioEncoder, text: Text
 def read_rows(config: ExtractConfig):
     """-> (reader, Rows) of the dataset; DatasetError when no utterance is usable."""
     reader = get_reader(config.dataset, config.root)
-    rows = collect_rows(reader, config.sample_rate)
+    rows = collect_rows(reader, config.sample_rate, config.labels)
     if not rows.utterances:
         raise DatasetError(f"{reader.root}: no usable utterances (skipped: {_counts(rows.skipped) or 'none'})")
+    refuse_input_as_output(config.out_path, reader, rows.utterances)
     return reader, rows
 
 
@@ -382,42 +463,79 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     meta = cache_meta(config, reader, audio, text, fp16)
     writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
     try:
-        write_seconds = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
+        for line in class_report(rows, reader.task):  # once the output is known to be usable, before encoding
+            print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
+        write_seconds, not_finite = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
+        if not_finite:
+            raise _not_finite_error(not_finite, rows, config, writer.partial_path)
         path = writer.finalize()
     finally:
         writer.close()
     return Summary(
         out=path, dataset=config.dataset, task=reader.task, rows=len(rows.info), resumed_rows=writer.resumed_rows,
-        per_class=_class_counts(rows.info, reader.label_names), per_split=_split_counts(rows.info),
+        per_class=_class_counts(rows.info, rows.label_names), per_split=_split_counts(rows.info),
         skipped=dict(sorted(rows.skipped.items())), seconds=time.perf_counter() - started,
         file_bytes=path.stat().st_size, random_encoders=meta.random_encoders, encoders=describe([audio, text]),
         batch_budget=batch_budget, batches=len(plan), padding_waste=plan.padding_waste, write_seconds=write_seconds)
 
 
 def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: AudioEncoder, text: TextEncoder,
-                    config: ExtractConfig, max_samples: int) -> float:
-    """Encode and write the planned batches not in the cache yet; -> seconds spent writing HDF5."""
-    from tqdm import tqdm
+                    config: ExtractConfig, max_samples: int) -> Tuple[float, List[int]]:
+    """Encode and write the planned batches not in the cache yet.
 
+    Rows whose features are not finite are not written (a finished cache never holds one).
+    -> (seconds spent writing HDF5, those rows).
+    """
     pending = plan.pending(writer.done_mask())
     inputs = BatchInputs(pending, rows.utterances, audio.feature_extractor, text.tokenizer,
                          config.sample_rate, max_samples, config.max_tokens)
     workers = min(config.num_workers, len(pending))
     loader = torch.utils.data.DataLoader(inputs, batch_size=None, shuffle=False, collate_fn=_as_is,
                                          num_workers=workers, pin_memory=audio.device.type == "cuda",
-                                         prefetch_factor=4 if workers else None)
+                                         prefetch_factor=4 if workers else None,
+                                         worker_init_fn=_worker_init if workers else None)
     background = BackgroundWriter(writer)
-    bar = tqdm(total=len(rows.info), initial=writer.resumed_rows, unit="utt", desc=f"extract {config.dataset}",
-               disable=not config.progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(rows.info), initial=writer.resumed_rows, unit="utt", desc=f"extract {config.dataset}",
+                       disable=not config.progress, dynamic_ncols=True)
+    not_finite: List[int] = []
     try:
         for encoded in encode_ahead(map(_decoded, loader), audio, text, config.dtype):
-            background.put(*encoded)
+            keep = encoded.finite
+            if not keep.all():
+                not_finite += [r for r, ok in zip(encoded.rows, keep) if not ok]
+            if keep.any():
+                background.put(list(np.asarray(encoded.rows)[keep]), encoded.audio[keep], encoded.audio_len[keep],
+                               encoded.text[keep], encoded.text_len[keep])
             trim_heap()
             bar.update(len(encoded.rows))
     finally:
         bar.close()
         background.close()
-    return background.busy_seconds
+    return background.busy_seconds, sorted(not_finite)
+
+
+def _worker_init(worker_id: int) -> None:
+    """A decoding worker ends with the extraction, even a SIGKILLed one (it may hold the .partial open)."""
+    die_with_parent()
+
+
+def _not_finite_error(bad_rows: Sequence[int], rows: Rows, config: ExtractConfig, part: Path) -> EncoderError:
+    ids = [rows.info[r].utt_id for r in bad_rows]
+    shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    hint = ("with float16 this is usually overflow of large activations: rerun with --dtype float32 --overwrite, "
+            "or " if config.dtype == "float16" else "")
+    return EncoderError(f"{len(ids)} utterances gave non-finite (NaN or inf) features: {shown}; {hint}"
+                        f"remove them from the dataset and rerun with --overwrite. Their rows were not written; "
+                        f"the other rows are kept in {part}")
+
+
+def refuse_input_as_output(out: Path, reader, utterances: Sequence[Utterance]) -> None:
+    """CacheError when `out` is one of the dataset's own files (its manifest, an audio file)."""
+    if not out.is_file():
+        return
+    for path in reader.index_files() + [Path(u.audio_path) for u in utterances]:
+        if os.path.samefile(out, path):
+            raise CacheError(f"--out {out} is one of the dataset's input files ({path}); choose another --out")
 
 
 def trim_heap() -> None:

@@ -2,7 +2,7 @@
 
 `swrr-extract` writes through `CacheWriter`, `swrr-train` reads through `FeatureCache`.
 
-Layout (SCHEMA_VERSION 1), N utterances:
+Layout (SCHEMA_VERSION 2), N utterances:
 
     /audio       (N, max_frames, audio_dim)  float16 (or float32), one chunk per row
     /audio_len   (N,)  int32    valid frames of each row
@@ -10,6 +10,10 @@ Layout (SCHEMA_VERSION 1), N utterances:
     /text_len    (N,)  int32    valid tokens of each row ([CLS] and [SEP] included)
     /label       (N,)  int64 class index into label_names, or float32 score (regression)
     /utt_id /speaker /session /split /transcript /source   (N,) utf-8 strings
+        source: the audio path relative to attrs["source_root"] (the dataset folder, absolute)
+        when the audio lies inside it, else absolute; with `:start-end` for segments.
+        (Version 1 stored it relative to the working folder of the extraction; version 1
+        caches are still read.)
     /done        (N,)  bool     rows already written (resume)
 
     attrs: format, schema_version, complete, and every field of CacheMeta
@@ -17,6 +21,11 @@ Layout (SCHEMA_VERSION 1), N utterances:
 
 A cache is written to `<path>.partial` and renamed to `<path>` only when every row is
 written and `complete` is set, so a file at the final path is never a half-written one.
+The writer holds an exclusive lock on `<path>.lock` (swrr_core.guards.OutputLock) from `open`
+to `finalize`/`close`, so two writers of one path cannot meet; the `.partial` file appears only
+with its whole layout (created as `<path>.partial.new`, then renamed), so a `.partial` that
+cannot be reopened is damaged or held open by another process, and it is never deleted
+without `overwrite`.
 Embedding chunks carry Fletcher-32 checksums, so corrupted bytes fail loudly on read.
 """
 from __future__ import annotations
@@ -31,9 +40,14 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import h5py
 import numpy as np
 
+from swrr_core.guards import LockHeld, OutputLock
+
 FORMAT_TAG = "swrr-feature-cache"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `source` relative to attrs["source_root"] (1: relative to the working folder)
+READABLE_SCHEMA_VERSIONS = (1, 2)  # what FeatureCache opens; a writer resumes only SCHEMA_VERSION
 PARTIAL_SUFFIX = ".partial"
+SCRATCH_SUFFIX = ".new"  # <path>.partial.new: the layout being created, renamed to .partial when whole
+LOCK_OWNER = "swrr-extract"
 STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source")
 TASKS = ("classification", "regression")
 DTYPES = ("float16", "float32")
@@ -63,6 +77,7 @@ class CacheMeta:
     text_encoder_revision: str = ""
     random_encoders: bool = False  # True: features come from randomly initialised encoders
     tool_version: str = ""
+    source_root: str = ""  # absolute dataset folder that relative `source` paths start from
     config: Dict = field(default_factory=dict)  # the full extraction config, compared on resume
 
     def __post_init__(self):
@@ -121,24 +136,29 @@ def estimated_bytes(meta: CacheMeta, n_rows: int) -> int:
 class CacheWriter:
     """Writes (or resumes writing) a cache at `path` through `path + '.partial'`.
 
-    Use `CacheWriter.open(...)`, then `write(...)` batches of rows, then `finalize()`.
+    Use `CacheWriter.open(...)`, then `write(...)` batches of rows, then `finalize()`. The writer
+    holds the output lock on `path` from `open` until `finalize` or `close`.
     """
 
-    def __init__(self, path: Path, h5: h5py.File, meta: CacheMeta):
+    def __init__(self, path: Path, h5: h5py.File, meta: CacheMeta, lock: OutputLock):
         self.path = Path(path)
         self.partial_path = partial_path(self.path)
         self._h5 = h5
+        self._lock = lock
         self.meta = meta
         self.resumed_rows = int(np.count_nonzero(h5["done"][:]))
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, path, meta: CacheMeta, rows: Sequence[RowInfo], overwrite: bool = False) -> "CacheWriter":
-        """Create a new partial cache, or reopen a compatible interrupted one.
+        """Take the output lock, then create a new partial cache or reopen a compatible interrupted one.
 
-        Raises CacheError when a complete cache or an interrupted one with another config
-        is in the way (unless `overwrite`), when the output folder is not writable, or
-        when the disk cannot hold the finished file.
+        A compatible `.partial` (same config, same utterance list) is resumed, with or without
+        `overwrite`. Raises CacheError when another process writes `path`, when a complete cache
+        or an interrupted one made differently is in the way (unless `overwrite`), when `path` is
+        a file that is not an swrr cache (even with `overwrite`), when a `.partial` cannot be
+        reopened (kept unless `overwrite`), when the output folder is not writable, or when the
+        disk cannot hold the finished file.
         """
         path = Path(path)
         part = partial_path(path)
@@ -146,21 +166,16 @@ class CacheWriter:
             raise CacheError(f"{path}: nothing to write (the dataset yielded no utterances)")
         if path.is_dir():  # else the final rename fails after all the work, even with --overwrite
             raise CacheError(f"{path} is a folder, not a cache file; give a file path such as {path / 'cache.h5'}")
-        if path.exists() and not overwrite:
-            raise CacheError(_existing_message(path, meta))
-        if part.exists() and not overwrite:
-            h5 = _reopen_partial(part, meta, rows)
-            if h5 is not None:
-                return cls(path, h5, meta)
-        _check_writable(path, meta, len(rows))
-        if part.exists():
-            part.unlink()
+        _check_folder(path)
+        if not part.exists():  # before the lock, so that a refusal leaves no file behind
+            _check_disk(path, meta, len(rows))
+        lock = _lock_output(path)
         try:
-            h5 = h5py.File(part, "w")
-        except OSError as exc:
-            raise CacheError(f"{part}: cannot create the cache file ({exc})") from exc
-        _create_layout(h5, meta, rows)
-        return cls(path, h5, meta)
+            h5 = _open_locked(path, meta, rows, overwrite)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(path, h5, meta, lock)
 
     # ------------------------------------------------------------------ writing
     def done_mask(self) -> np.ndarray:
@@ -222,20 +237,29 @@ class CacheWriter:
                              "before are kept: fix the cause and rerun the same command to resume") from exc
 
     def finalize(self) -> Path:
-        """Mark the cache complete and move it to its final path. Returns that path."""
+        """Mark the cache complete and move it to its final path. Returns that path.
+
+        Only the lock holder renames, and only a file whose reread `complete` flag and done
+        mask say it is whole; the lock is released after the rename.
+        """
+        if not self._lock.held:
+            raise CacheError(f"{self.partial_path}: the writer no longer holds the output lock; not renaming it")
         done = self._h5["done"][:]
         if not done.all():
             missing = int((~done).sum())
             raise CacheError(f"{self.partial_path}: {missing} rows are still missing; not marking it complete")
         self._h5.attrs["complete"] = True
         self._h5.close()
+        _check_whole(self.partial_path)
         os.replace(self.partial_path, self.path)
+        self._lock.release()
         return self.path
 
     def close(self) -> None:
-        """Close without finalizing (the partial file stays, ready to resume)."""
+        """Close without finalizing (the partial file stays, ready to resume) and drop the lock."""
         if self._h5.id.valid:
             self._h5.close()
+        self._lock.release()
 
     def __enter__(self):
         return self
@@ -256,6 +280,61 @@ def _pad_to(x: np.ndarray, length: int, dtype: str, name: str) -> np.ndarray:
 def partial_path(path) -> Path:
     path = Path(path)
     return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def _lock_output(path: Path) -> OutputLock:
+    """The exclusive lock on `<path>.lock`; CacheError naming the holder when another process has it."""
+    try:
+        return OutputLock(path, LOCK_OWNER).acquire()
+    except LockHeld as exc:
+        raise CacheError(str(exc)) from None
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot create the lock file {path}.lock ({exc}); choose another --out") from None
+
+
+def _open_locked(path: Path, meta: CacheMeta, rows: Sequence[RowInfo], overwrite: bool) -> h5py.File:
+    """CacheWriter.open's work once the lock is held: resume, refuse, or create the partial file."""
+    part = partial_path(path)
+    scratch = part.with_name(part.name + SCRATCH_SUFFIX)
+    if scratch.exists():  # a layout cut short by a kill: it never holds rows
+        scratch.unlink()
+    if path.exists():
+        _check_replaceable(path)
+    if part.exists():
+        h5 = _reopen_partial(part, meta, rows, overwrite)
+        if h5 is not None:
+            return h5
+    if path.exists() and not overwrite:
+        raise CacheError(_existing_message(path, meta))
+    _check_disk(path, meta, len(rows))
+    if part.exists():
+        part.unlink()
+    try:
+        h5 = h5py.File(scratch, "w")
+    except OSError as exc:
+        raise CacheError(f"{part}: cannot create the cache file ({exc})") from exc
+    with h5:
+        _create_layout(h5, meta, rows)
+    os.replace(scratch, part)
+    return h5py.File(part, "r+")
+
+
+def is_swrr_cache(path) -> bool:
+    """Whether `path` is an HDF5 file carrying the swrr cache tag (any schema version, complete or not)."""
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as h5:
+            return h5.attrs.get("format") == FORMAT_TAG
+    except OSError:
+        return False
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse, even with overwrite, to replace a file that is not an swrr cache (a manifest, a wav...)."""
+    if not is_swrr_cache(path):
+        raise CacheError(f"{path} exists and is not an swrr feature cache; swrr-extract replaces only its own "
+                         "caches, even with --overwrite: choose another --out (or move that file away yourself)")
 
 
 def shard_path(path, rank: int, world: int) -> Path:
@@ -314,30 +393,57 @@ def _existing_message(path: Path, meta: CacheMeta) -> str:
     return f"{path} is already complete with this config; pass --overwrite to extract it again"
 
 
-def _reopen_partial(part: Path, meta: CacheMeta, rows: Sequence[RowInfo]) -> Optional[h5py.File]:
-    """Reopen an interrupted cache for resuming, or None when it is unreadable (then restart)."""
-    h5 = None
+def _reopen_partial(part: Path, meta: CacheMeta, rows: Sequence[RowInfo], overwrite: bool) -> Optional[h5py.File]:
+    """Reopen an interrupted cache for resuming; None when `overwrite` and it must be started again.
+
+    Called with the output lock held, so no other swrr-extract writes it. A file that cannot be
+    reopened is never deleted without `overwrite`: it holds finished rows, and the cause
+    (a process still holding it open, damage) is named.
+    """
     try:
         h5 = h5py.File(part, "r+")
-        _validate_layout(h5, part)
+    except OSError as exc:
+        if overwrite:
+            return None
+        if "lock" in str(exc).lower():
+            raise CacheError(f"{part} is held open by another process (e.g. a decoding worker left by a killed "
+                             "swrr-extract, which ends within seconds); nothing was deleted: wait a moment and rerun "
+                             f"the same command to resume (`fuser {part}` names the process)") from None
+        raise CacheError(f"{part} is an interrupted extraction that cannot be reopened, it is damaged ({exc}); "
+                         "nothing was deleted: pass --overwrite to discard it and start again") from None
+    try:
+        _validate_layout(h5, part, versions=(SCHEMA_VERSION,))
         old = CacheMeta.from_attrs(h5.attrs)
-    except (OSError, KeyError, CacheError, ValueError, TypeError):
-        # A kill during an HDF5 metadata write can leave the partial file unreadable;
-        # it is our own scratch file, so start over rather than fail.
-        if h5 is not None:
-            h5.close()
-        return None
-    keys = differing_config_keys(old.config, meta.config)
-    ids = h5["utt_id"].asstr()[:]
-    if keys or list(ids) != [r.utt_id for r in rows]:
+        ids = list(h5["utt_id"].asstr()[:])
+    except (OSError, KeyError, CacheError, ValueError, TypeError) as exc:
         h5.close()
+        if overwrite:
+            return None
+        raise CacheError(f"{part} is an interrupted extraction that cannot be resumed ({exc}); "
+                         "nothing was deleted: pass --overwrite to discard it and start again") from None
+    keys = differing_config_keys(old.config, meta.config)
+    if keys or ids != [r.utt_id for r in rows]:
+        h5.close()
+        if overwrite:
+            return None
         what = f"config differs in: {', '.join(keys)}" if keys else "the dataset's utterance list changed"
         raise CacheError(f"{part} is an interrupted extraction made differently ({what}); "
                          "pass --overwrite to start again")
     return h5
 
 
-def _check_writable(path: Path, meta: CacheMeta, n_rows: int) -> None:
+def _check_whole(part: Path) -> None:
+    """Reread a closed partial file: its `complete` flag and every done flag must be set."""
+    try:
+        with h5py.File(part, "r") as h5:
+            whole = _complete_flag(h5.attrs, part) and bool(h5["done"][:].all())
+    except (OSError, KeyError) as exc:
+        raise CacheError(f"{part} cannot be reread before its rename ({exc}); rerun the same command") from exc
+    if not whole:
+        raise CacheError(f"{part}: the file is not marked complete with every row done; not renaming it")
+
+
+def _check_folder(path: Path) -> None:
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -345,6 +451,10 @@ def _check_writable(path: Path, meta: CacheMeta, n_rows: int) -> None:
         raise CacheError(f"{folder}: cannot create the output folder ({exc})") from exc
     if not os.access(folder, os.W_OK):
         raise CacheError(f"{folder}: the output folder is not writable; choose another --out")
+
+
+def _check_disk(path: Path, meta: CacheMeta, n_rows: int) -> None:
+    folder = path.parent
     need = estimated_bytes(meta, n_rows)
     free = shutil.disk_usage(folder).free
     if need > free:
@@ -375,15 +485,17 @@ def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> N
     h5.flush()
 
 
-def _validate_layout(h5: h5py.File, path) -> None:
+def _validate_layout(h5: h5py.File, path, versions: Sequence[int] = READABLE_SCHEMA_VERSIONS) -> None:
     attrs = h5.attrs
     if attrs.get("format") != FORMAT_TAG:
         raise CacheError(f"{path} is an HDF5 file but not an swrr feature cache (no '{FORMAT_TAG}' tag); "
                          "make one with swrr-extract")
     version = int(attrs.get("schema_version", -1))
-    if version != SCHEMA_VERSION:
-        raise CacheError(f"{path} has cache schema version {version}, this swrr reads version {SCHEMA_VERSION}; "
+    if version not in versions:
+        readable = " or ".join(map(str, versions))
+        raise CacheError(f"{path} has cache schema version {version}, this swrr reads version {readable}; "
                          "re-extract it with this version: swrr-extract ... --overwrite")
+    _complete_flag(attrs, path)
     required = ("audio", "audio_len", "text", "text_len", "label", "done") + STRING_COLUMNS
     missing = [name for name in required if name not in h5]
     if missing:
@@ -402,6 +514,30 @@ def _validate_layout(h5: h5py.File, path) -> None:
                              "attributes; the cache is damaged: re-extract it with --overwrite")
 
 
+def _complete_flag(attrs, path) -> bool:
+    """The `complete` attribute, which must be a boolean (a string such as "no" is damage, not True)."""
+    value = attrs.get("complete", False)
+    if not isinstance(value, (bool, np.bool_)):
+        raise CacheError(f"{path}: attribute 'complete' is {value!r} ({type(value).__name__}), not a boolean; "
+                         "the cache is damaged or was written by another tool: re-extract it with --overwrite")
+    return bool(value)
+
+
+def _check_labels(label: np.ndarray, meta: CacheMeta, utt_id: np.ndarray, path) -> None:
+    """Classification labels must be integer indices into label_names (regression scores are not checked here)."""
+    if meta.task != "classification":
+        return
+    n_classes = len(meta.label_names)
+    if not np.issubdtype(label.dtype, np.integer):
+        raise CacheError(f"{path}: the labels are {label.dtype}, not class indices, in a classification cache; "
+                         "it is damaged or was written by another tool: re-extract it with --overwrite")
+    bad = np.flatnonzero((label < 0) | (label >= n_classes))
+    if len(bad):
+        raise CacheError(f"{path}: {len(bad)} rows have a label index outside the {n_classes} label_names "
+                         f"{list(meta.label_names)} (e.g. {utt_id[bad[0]]}: {int(label[bad[0]])}); the cache is "
+                         "damaged or was written by another tool: re-extract it with --overwrite")
+
+
 class FeatureCache:
     """Read-only view of a complete cache.
 
@@ -414,9 +550,10 @@ class FeatureCache:
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.exists():
-            hint = ""
             if partial_path(self.path).exists():
                 hint = " (an interrupted extraction is at .partial: rerun the same swrr-extract command to finish it)"
+            else:
+                hint = f"; make one with: swrr-extract --dataset DATASET --root DATA --out {self.path}"
             raise CacheError(f"{self.path}: no such cache file{hint}")
         if not h5py.is_hdf5(self.path):
             raise CacheError(f"{self.path} is not an HDF5 file (truncated or not a cache); "
@@ -426,7 +563,7 @@ class FeatureCache:
         try:
             h5 = self._file()
             _validate_layout(h5, self.path)
-            if not bool(h5.attrs.get("complete", False)):
+            if not _complete_flag(h5.attrs, self.path):
                 raise CacheError(f"{self.path} is incomplete (its extraction did not finish); "
                                  "rerun swrr-extract to finish it")
             self.meta = CacheMeta.from_attrs(h5.attrs)
@@ -438,7 +575,8 @@ class FeatureCache:
             self.text_len = h5["text_len"][:]
             self.label = h5["label"][:]
             self.columns = {c: np.asarray(h5[c].asstr()[:], dtype=object) for c in STRING_COLUMNS}
-        except (OSError, KeyError, ValueError) as exc:
+            _check_labels(self.label, self.meta, self.columns["utt_id"], self.path)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             self.close()
             raise CacheError(f"{self.path} is damaged or truncated ({exc}); re-extract it with --overwrite") from exc
         except CacheError:
@@ -528,6 +666,25 @@ class FeatureCache:
 
     def __exit__(self, *exc):
         self.close()
+
+    def nonfinite_rows(self, chunk_rows: int = 128) -> np.ndarray:
+        """Indices (sorted, int64) of the rows whose audio or text embeddings hold NaN or inf.
+
+        One pass over the embeddings, `chunk_rows` rows at a time, so memory stays at one chunk
+        (128 rows of IEMOCAP-size float16 features: 50 MB) whatever the cache's size.
+        """
+        bad = []
+        try:
+            h5 = self._file()
+            for name in ("audio", "text"):
+                data = h5[name]
+                for start in range(0, len(data), chunk_rows):
+                    chunk = data[start:start + chunk_rows]
+                    bad.append(start + np.flatnonzero(~np.isfinite(chunk).all(axis=(1, 2))))
+        except OSError as exc:
+            raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
+                             "the file is damaged: re-extract it with --overwrite") from exc
+        return np.unique(np.concatenate(bad)).astype(np.int64) if bad else np.zeros(0, np.int64)
 
 
 def open_cache(path) -> FeatureCache:

@@ -1,15 +1,21 @@
 """Evaluation metrics as the emotion-recognition literature reports them.
 
 Classification (IEMOCAP): WA = overall accuracy, UA = mean per-class recall, confusion matrix.
-Regression (CMU-MOSEI sentiment in [-3, 3]), following the common MOSEI evaluation code
-(MulT / MMSA `eval_mosei_senti`):
+Regression (CMU-MOSEI sentiment in [-3, 3]), as MMSA's `MetricsTop.__eval_mosei_regression`
+(thuiar/MMSA, src/MMSA/utils/metricsTop.py), the common MOSEI evaluation code:
 
 - ACC7: predictions and labels clipped to [-3, 3] and rounded (np.round, half to even) to
   seven classes.
 - ACC2 / F1 "has-zero": negative (< 0) vs non-negative (>= 0), all samples.
 - ACC2 / F1 "non-zero": samples with label 0 left out, negative vs positive (> 0). This is the
-  variant the SWRR paper describes ("negative (<0), positive (>0)").
-- F1 is the support-weighted F1 of the two classes; MAE; Pearson r.
+  split the SWRR paper's text describes ("negative (<0), positive (>0)"); the paper does not say
+  which variant its 84.8 / 83.8 are, and the baselines of its Table 2 quote has-zero figures.
+- F1 is the support-weighted F1 of the two classes, f1_score(truth, prediction); MAE; Pearson r.
+
+MulT's `eval_mosei_senti` (yaohungt/Multimodal-Transformer, src/eval_metrics.py) differs: with
+exclude_zero=False its binary split is `> 0` on all samples (a label of 0 counts as negative, not
+as has-zero's `>= 0`), and it calls f1_score(prediction, truth), weighting the two classes by
+predicted rather than true support. With exclude_zero=True its accuracy equals our non-zero ACC2.
 
 All functions take numpy arrays (or anything np.asarray accepts) and return plain Python
 types, so results can go straight into JSON.
@@ -77,9 +83,10 @@ def acc7(y_true, y_pred) -> float:
 
 
 def pearson_r(y_true, y_pred) -> float:
-    """Pearson correlation; nan when either side is constant."""
-    t = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
+    """Pearson correlation of two equally long series, any shape ((N,), (N, 1), ...); nan when
+    either side is constant. Flattened first: np.corrcoef reads the rows of a 2-D input as variables."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
     if t.size < 2 or t.std() == 0 or p.std() == 0:
         return float("nan")
     return float(np.corrcoef(t, p)[0, 1])

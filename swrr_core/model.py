@@ -27,6 +27,8 @@ MODALITIES = ("both", "audio", "text")
 HRFR_MODES = ("both", "global", "local", "none")
 CLASSIFIERS = ("fmc", "linear")
 LSTM_PADDINGS = ("pack", "align")
+PADDED_WINDOWS = ("fuse", "drop")
+REUSE_WEIGHTS = ("one", "score")
 
 
 @dataclass
@@ -37,10 +39,11 @@ class SWRRConfig:
     max_tokens: int = 50  # T
     num_outputs: int = 4  # classes; 1 = regression
     lstm_hidden: int = 384  # per direction -> D = 2 * lstm_hidden
-    attn_dim: Optional[int] = None  # d of q, k, v; None = D
+    attn_dim: Optional[int] = None  # d of q, k, v; None = D (0 is refused, not read as None)
     window: int = 10  # omega_X (omega_Y = h_Y = 1)
     hop: int = 5  # h_X; 0 = every token sees the same first `window` frames
     attention: str = "sliding"  # "sliding" | "full"
+    padded_windows: str = "fuse"  # "fuse" | "drop": windows at padded token positions (see SliWa)
     modalities: str = "both"  # "both" | "audio" | "text"
     cnn_channels: Tuple[int, ...] = (16, 32, 64, 64)  # one CNN level per entry
     cnn_kernel: int = 3
@@ -48,6 +51,7 @@ class SWRRConfig:
     screen_ratio: float = 0.5  # H' = ceil(r H), W' = ceil(r W)
     local_kernel: int = 3  # the 1D conv of the HRS local branch
     heaviside_temperature: float = 1.0  # surrogate slope of the Heaviside steps in backward
+    reuse_weight: str = "one"  # "one" | "score": HRFR reuses the chosen map x 1 or x p_max (eq. 12)
     classifier: str = "fmc"  # "fmc" | "linear"
     dropout: float = 0.1  # on the LSTM outputs and before the classifier
     lstm_padding: str = "align"  # "align" | "pack": how the BiLSTM skips padding (same numbers)
@@ -56,7 +60,8 @@ class SWRRConfig:
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)  # JSON gives lists
         for name, allowed in (("attention", ATTENTIONS), ("modalities", MODALITIES),
                               ("hrfr", HRFR_MODES), ("classifier", CLASSIFIERS),
-                              ("lstm_padding", LSTM_PADDINGS)):
+                              ("lstm_padding", LSTM_PADDINGS), ("padded_windows", PADDED_WINDOWS),
+                              ("reuse_weight", REUSE_WEIGHTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SWRRConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("audio_dim", "text_dim", "max_frames", "max_tokens", "num_outputs", "lstm_hidden",
@@ -64,6 +69,9 @@ class SWRRConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SWRRConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.attn_dim is not None and int(self.attn_dim) < 1:
+            raise ValueError(f"SWRRConfig.attn_dim must be >= 1, or None for D = 2 * lstm_hidden, "
+                             f"got {self.attn_dim!r}")
         if self.hop < 0:
             raise ValueError(f"SWRRConfig.hop must be >= 0, got {self.hop}")
         if not self.cnn_channels or min(self.cnn_channels) < 1:
@@ -92,14 +100,22 @@ ABLATIONS: Dict[str, Dict] = {
     "linear": {"classifier": "linear"},
 }
 
+# Readings of what the paper leaves open, as switches run and reported like Table 3 rows. Not rows
+# of the paper's grid: `--ablation all` runs ABLATIONS only (docs/MODEL.md says why).
+READINGS: Dict[str, Dict] = {
+    "drop-padded-windows": {"padded_windows": "drop"},
+    "reuse-score": {"reuse_weight": "score"},
+}
+
 
 def ablation_config(base: SWRRConfig, name: str) -> SWRRConfig:
-    """`base` with the overrides of one Table 3 row; "swrr" (the full model) gives `base` unchanged."""
+    """`base` with the overrides of one Table 3 row or reading; "swrr" (the full model) gives `base`."""
     if name == "swrr":
         return replace(base)
-    if name not in ABLATIONS:
-        raise ValueError(f"unknown ablation {name!r}; valid names: {', '.join(['swrr', *ABLATIONS])}")
-    return replace(base, **ABLATIONS[name])
+    overrides = {**ABLATIONS, **READINGS}
+    if name not in overrides:
+        raise ValueError(f"unknown ablation {name!r}; valid names: {', '.join(['swrr', *overrides])}")
+    return replace(base, **overrides[name])
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -178,22 +194,33 @@ def shift_rows(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 
 
 class SliWa(nn.Module):
-    """Sliding window attention (paper 2.2, eqs. 1-7): token i attends audio window i.
+    """Sliding window attention (paper 2.2, eqs. 1-7): token position i attends audio window i.
 
     forward(x (B, N, D), x_mask (B, N) bool, y (B, T, D), y_mask (B, T) bool)
-        -> fused (B, T, D): LayerNorm(y + W_z z), zeros at padded tokens,
-           attention (B, T, N): the softmax coefficients at their frames, zeros elsewhere
-           (and on padded tokens).
+        -> fused (B, T, D): LayerNorm(y_i + W_z z_i) on every kept row, zeros elsewhere,
+           attention (B, T, N): each kept row's softmax coefficients at their frames, zeros elsewhere.
     Window i covers frames i*hop .. i*hop + window - 1 (omega_Y = h_Y = 1). All windows are
-    gathered at once (eq. 7). mode="full" is standard cross-attention of every token over all
+    gathered at once (eq. 7). mode="full" is standard cross-attention of every position over all
     frames. A window with no valid frame yields z_i = 0 (never NaN).
+    padded_windows: what happens at token positions past the text length.
+      "fuse"  (default) every window over valid audio is fused, as the paper's fixed T windows are
+              (eq. 2): a padded position uses a learned "no token" vector in place of y_i, in the
+              query (eq. 3) and the residual (eq. 6), so padding content never enters. Rows that
+              are padding in both text and audio are zero.
+      "drop"  padded positions are zero rows: audio past frame (len-1)*hop + window is never fused.
+    Decision: "full" mode follows the same rule (every padded position is a row attending all frames).
     """
 
-    def __init__(self, dim: int, attn_dim: int, window: int = 10, hop: int = 5, mode: str = "sliding"):
+    def __init__(self, dim: int, attn_dim: int, window: int = 10, hop: int = 5, mode: str = "sliding",
+                 padded_windows: str = "fuse"):
         super().__init__()
         if mode not in ATTENTIONS:
             raise ValueError(f"SliWa mode must be one of {ATTENTIONS}, got {mode!r}")
-        self.window, self.hop, self.mode = window, hop, mode
+        if padded_windows not in PADDED_WINDOWS:
+            raise ValueError(f"SliWa padded_windows must be one of {PADDED_WINDOWS}, got {padded_windows!r}")
+        self.window, self.hop, self.mode, self.padded_windows = window, hop, mode, padded_windows
+        if padded_windows == "fuse":  # zeros: no random draw, so the other weights' init is unchanged
+            self.no_token = nn.Parameter(torch.zeros(dim))
         self.scale = 1.0 / math.sqrt(attn_dim)
         self.w_q = nn.Linear(dim, attn_dim)
         self.w_kv = nn.Linear(dim, 2 * attn_dim)
@@ -208,6 +235,9 @@ class SliWa(nn.Module):
     def forward(self, x, x_mask, y, y_mask):
         b, n, _ = x.shape
         t = y.shape[1]
+        fuse_padding = self.padded_windows == "fuse"
+        if fuse_padding:
+            y = torch.where(y_mask[..., None], y, self.no_token.to(y.dtype))
         q = self.w_q(y) * self.scale  # (B, T, d)
         k, v = self.w_kv(x).chunk(2, dim=-1)  # (B, N, d) each
         if self.mode == "full":
@@ -215,6 +245,7 @@ class SliWa(nn.Module):
             weights = masked_softmax(scores, x_mask[:, None, :]).to(v.dtype)  # (B, T, N)
             z = torch.einsum("btn,bnd->btd", weights, v)
             attention = weights
+            has_frame = x_mask.any(dim=1, keepdim=True).expand(b, t)  # (B, T)
         else:
             index = self.window_index(t, x.device)  # (T, w)
             needed = (t - 1) * self.hop + self.window  # index.max() + 1, without a device sync
@@ -226,8 +257,10 @@ class SliWa(nn.Module):
             weights = masked_softmax(scores, x_mask[:, index]).to(v.dtype)  # (B, T, w)
             z = torch.einsum("btw,btwd->btd", weights, v_win)
             attention = scatter_windows(weights, index, max(n, needed))[:, :, :n]
+            has_frame = x_mask[:, index].any(dim=2)  # (B, T): window i holds a valid frame
         fused = self.norm(y + self.w_z(z))  # eq. (6)
-        return fused * y_mask[..., None].to(fused.dtype), attention * y_mask[..., None].to(attention.dtype)
+        keep = (y_mask | has_frame if fuse_padding else y_mask)[..., None]
+        return fused * keep.to(fused.dtype), attention * keep.to(attention.dtype)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -250,17 +283,22 @@ class HRS(nn.Module):
         z~ = adaptive_avg_pool(conv1d_shared(z), (H', W'))            (local branch, screening)
         frame score s_i = #{j : z~_ij > mean_j z~_i};  beta = #{i : s_i > mean_i s_i}   (eq. 10)
         q = H' * alpha + beta                                            (eq. 11)
-    forward(z) -> reused (B, 1, H, W): z[b, argmax softmax(q)], index (B,) (eq. 12).
-    Decision: the reused map is multiplied by 1 + (p - p.detach()), p its softmax weight: the
-    value is exactly the chosen map, while the gradient reaches both branches through p.
+    forward(z) -> reused (B, 1, H, W): z[b, argmax softmax(q)] times its weight, index (B,) (eq. 12).
+    reuse_weight: the weight of the "score-weighted key feature map" (docs/MODEL.md weighs the readings)
+      "one"   (default) 1 + (p - p.detach()), p the map's softmax weight: the value is exactly the
+              chosen map, while the gradient reaches both branches through p.
+      "score" p itself: the reused map is p_max * Z_gamma_max.
     """
 
     def __init__(self, channels: int, mode: str = "both", screen_ratio: float = 0.5,
-                 local_kernel: int = 3, temperature: float = 1.0):
+                 local_kernel: int = 3, temperature: float = 1.0, reuse_weight: str = "one"):
         super().__init__()
         if mode not in ("both", "global", "local"):
             raise ValueError(f"HRS mode must be 'both', 'global' or 'local', got {mode!r}")
+        if reuse_weight not in REUSE_WEIGHTS:
+            raise ValueError(f"HRS reuse_weight must be one of {REUSE_WEIGHTS}, got {reuse_weight!r}")
         self.mode, self.screen_ratio, self.temperature = mode, screen_ratio, temperature
+        self.reuse_weight = reuse_weight
         if mode in ("both", "global"):
             hidden = max(1, channels // 2)
             self.w1 = nn.Linear(channels, hidden)
@@ -298,7 +336,9 @@ class HRS(nn.Module):
         index = p.argmax(dim=1)  # (B,)
         rows = torch.arange(z.shape[0], device=z.device)
         weight = p[rows, index]
-        chosen = z[rows, index] * (1 + (weight - weight.detach())).to(z.dtype)[:, None, None]
+        if self.reuse_weight == "one":
+            weight = 1 + (weight - weight.detach())
+        chosen = z[rows, index] * weight.to(z.dtype)[:, None, None]
         return chosen[:, None], index
 
 
@@ -346,6 +386,8 @@ class LinearClassifier(nn.Module):
 class SWRR(nn.Module):
     """The SWRR head. forward(audio (B,N,Da), audio_len (B,), text (B,T,Dt), text_len (B,),
     return_attention=False) -> logits (B, num_outputs) [, attention (B, T, N) or None].
+    The attention holds every fused window's coefficients: with padded_windows="fuse" that includes
+    padded token positions over valid audio (they shape the output too).
 
     Inputs of any float dtype (the cache stores float16) are cast to the parameters' dtype; under
     torch.autocast the layers then run in the autocast dtype. Lengths must be in [1, max]; they may
@@ -360,15 +402,16 @@ class SWRR(nn.Module):
         self.encoder = SharedLSTM(audio_dim, cfg.text_dim, cfg.lstm_hidden, cfg.lstm_padding)
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.modalities == "both":
-            self.fusion = SliWa(dim, cfg.attn_dim or dim, cfg.window, cfg.hop, cfg.attention)
+            self.fusion = SliWa(dim, dim if cfg.attn_dim is None else cfg.attn_dim, cfg.window, cfg.hop,
+                                cfg.attention, cfg.padded_windows)
         else:  # Decision: one modality has nothing to attend to; its LSTM output is normalised
             self.fusion = nn.LayerNorm(dim)  # and fed to the CNN as the map (N x D or T x D)
         channels = (1, *cfg.cnn_channels)
         self.levels = nn.ModuleList(ConvLevel(a, b, cfg.cnn_kernel) for a, b in zip(channels, channels[1:]))
         self.hrs = nn.ModuleList()
         if cfg.hrfr != "none":  # one HRS after every level but the last; its map joins the next level
-            self.hrs.extend(HRS(c, cfg.hrfr, cfg.screen_ratio, cfg.local_kernel, cfg.heaviside_temperature)
-                            for c in cfg.cnn_channels[:-1])
+            self.hrs.extend(HRS(c, cfg.hrfr, cfg.screen_ratio, cfg.local_kernel, cfg.heaviside_temperature,
+                                cfg.reuse_weight) for c in cfg.cnn_channels[:-1])
         if cfg.classifier == "fmc":
             self.classifier = FMC(cfg.cnn_channels[-1], cfg.num_outputs, cfg.cnn_kernel)
         else:

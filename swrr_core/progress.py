@@ -43,7 +43,9 @@ class LogLines(tqdm):
             self._write_line()
 
     def close(self):
-        if not self.disable and self._logged is not None and self.n != self._logged:
+        if self.disable:  # a disabled tqdm never set up its stream (self.fp)
+            return super().close()
+        if self._logged is not None and self.n != self._logged:
             self._write_line()
         self._logged = None
         lines, self.fp = self.fp, _Discard()  # tqdm's own closing newline / carriage return

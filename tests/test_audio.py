@@ -136,3 +136,17 @@ def test_demo_clips_all_load(tmp_path, monkeypatch):
     lengths = [load_audio(u).shape[0] for u in utts[::6]]
     assert all(16000 * 0.5 <= n <= 16000 * 2.0 for n in lengths)
     assert lengths == samples[::6].tolist()  # the header check predicts the decoded length
+
+
+def test_a_body_that_fails_to_decode_is_not_called_a_bad_header(tmp_path, wav_writer):
+    """A flac whose header reads but whose frames are corrupt: the reason says the data failed."""
+    from extract.audio import BAD_DATA
+
+    path = wav_writer(tmp_path / "c.flac", seconds=2.0)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3: len(raw) // 3 + 3000] = bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8))
+    path.write_bytes(bytes(raw))
+    probe_audio(path)  # the header is fine
+    with pytest.raises(AudioError) as err:
+        load_audio(Utterance("c", path, "", "x"), max_samples=None)
+    assert err.value.reason == BAD_DATA and str(path) in str(err.value)

@@ -1,6 +1,10 @@
 """The cache contract: round trip, resume, refusals and damaged files."""
+import os
 import shutil
+import subprocess
+import sys
 from collections import namedtuple
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -10,6 +14,7 @@ from swrr_core import cache as cache_mod
 from swrr_core.cache import (SCHEMA_VERSION, CacheError, CacheMeta, CacheWriter, FeatureCache, RowInfo,
                              partial_path)
 
+REPO = Path(__file__).resolve().parents[1]
 N_ROWS, FRAMES, TOKENS, DIM_A, DIM_T = 6, 7, 4, 8, 5
 
 
@@ -133,11 +138,99 @@ def test_existing_complete_cache_is_not_overwritten_silently(tmp_path):
     assert FeatureCache(path).meta.config["layer"] == -1
 
 
-def test_unreadable_partial_file_is_restarted(tmp_path):
+def test_an_unreadable_partial_file_is_kept_unless_overwrite(tmp_path):
+    """A .partial that cannot be reopened may hold finished rows: refused naming the cause, bytes kept."""
     path = tmp_path / "toy.h5"
-    partial_path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)  # a kill during the first write
-    writer = CacheWriter.open(path, make_meta(), make_rows())
+    damaged = b"\x89HDF\r\n\x1a\n" + b"\0" * 40
+    partial_path(path).write_bytes(damaged)
+    with pytest.raises(CacheError, match="cannot be reopened, it is damaged .* nothing was deleted: pass --overwrite"):
+        CacheWriter.open(path, make_meta(), make_rows())
+    assert partial_path(path).read_bytes() == damaged
+    writer = CacheWriter.open(path, make_meta(), make_rows(), overwrite=True)
     assert writer.resumed_rows == 0
+    writer.close()
+
+
+def test_a_layout_cut_short_is_never_a_partial_file(tmp_path, monkeypatch):
+    """The layout is built in .partial.new and renamed: a kill there leaves no .partial to mistake for rows."""
+    path = tmp_path / "toy.h5"
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod, "_create_layout", killed)
+    with pytest.raises(KeyboardInterrupt):
+        CacheWriter.open(path, make_meta(), make_rows())
+    monkeypatch.undo()
+    assert not partial_path(path).exists() and (tmp_path / "toy.h5.partial.new").exists()
+    writer = CacheWriter.open(path, make_meta(), make_rows())
+    assert writer.resumed_rows == 0 and not (tmp_path / "toy.h5.partial.new").exists()
+    writer.close()
+
+
+TRY_LOCK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from swrr_core.cache import CacheError, _lock_output
+try:
+    _lock_output(__import__("pathlib").Path(sys.argv[2]))
+except CacheError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+def test_the_writer_holds_the_output_lock_until_finalize_or_close(tmp_path):
+    """Another process cannot take the output lock while a writer is open (fcntl locks are per process)."""
+    path = tmp_path / "toy.h5"
+
+    def other_process():
+        return subprocess.run([sys.executable, "-c", TRY_LOCK, str(REPO), str(path)], capture_output=True, text=True)
+
+    writer = CacheWriter.open(path, make_meta(), make_rows())
+    refused = other_process()
+    assert refused.returncode == 2 and f"another swrr-extract (pid {os.getpid()}) is writing {path}" in refused.stdout
+    writer.close()
+    assert other_process().returncode == 0
+    writer = CacheWriter.open(path, make_meta(), make_rows())
+    for rows in ((0, 1, 2), (3, 4, 5)):
+        writer.write(list(rows), *features(list(rows), seed=rows[0]))
+    assert other_process().returncode == 2
+    writer.finalize()
+    assert other_process().returncode == 0
+
+
+def test_only_an_swrr_cache_is_replaced_even_with_overwrite(tmp_path):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("path,text,label\n")
+    with pytest.raises(CacheError, match="is not an swrr feature cache; swrr-extract replaces only its own caches"):
+        CacheWriter.open(notes, make_meta(), make_rows(), overwrite=True)
+    assert notes.read_text() == "path,text,label\n"
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5["x"] = np.zeros(3)
+    with pytest.raises(CacheError, match="not an swrr feature cache"):
+        CacheWriter.open(foreign, make_meta(), make_rows(), overwrite=True)
+    cache = write_all(tmp_path / "toy.h5")
+    writer = CacheWriter.open(cache, make_meta(), make_rows(), overwrite=True)  # an swrr cache is replaced
+    writer.close()
+
+
+def test_a_partial_with_the_same_config_resumes_with_or_without_overwrite(tmp_path):
+    """An interrupted --overwrite run over a finished cache: the new config's .partial resumes either way."""
+    path = write_all(tmp_path / "toy.h5", meta=make_meta(config={"layer": 0}))
+    writer = CacheWriter.open(path, make_meta(), make_rows(), overwrite=True)
+    writer.write([0, 1, 2], *features([0, 1, 2], seed=0))
+    writer.close()  # interrupted: the old cache is still at the final path
+    assert FeatureCache(path).meta.config == {"layer": 0}
+    for overwrite in (True, False):
+        writer = CacheWriter.open(path, make_meta(), make_rows(), overwrite=overwrite)
+        assert writer.resumed_rows == 3
+        writer.close()
+    writer = CacheWriter.open(path, make_meta(), make_rows())
+    writer.write([3, 4, 5], *features([3, 4, 5], seed=3))
+    writer.finalize()
+    assert FeatureCache(path).meta.config == {"layer": -1, "batch": "x"}
 
 
 def test_output_folder_that_cannot_be_created_is_reported(tmp_path):
@@ -222,3 +315,37 @@ def test_reader_reopens_its_file_after_pickling(tmp_path):
     cache = FeatureCache(write_all(tmp_path / "toy.h5"))
     clone = pickle.loads(pickle.dumps(cache))
     np.testing.assert_array_equal(clone.read_rows([1])["audio"], cache.read_rows([1])["audio"])
+
+
+@pytest.mark.parametrize("value", ["no", "False", 0, 1])
+def test_a_complete_attribute_that_is_not_a_boolean_is_refused(tmp_path, value):
+    path = write_all(tmp_path / "toy.h5")
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["complete"] = value
+    with pytest.raises(CacheError, match="attribute 'complete' is .* not a boolean"):
+        FeatureCache(path)
+
+
+@pytest.mark.parametrize("case", ["index out of range", "fewer label_names than classes", "negative index"])
+def test_label_indices_outside_label_names_are_refused_on_open(tmp_path, case):
+    path = write_all(tmp_path / "toy.h5")
+    with h5py.File(path, "r+") as h5:
+        if case == "fewer label_names than classes":
+            h5.attrs["label_names"] = '["a", "b"]'  # labels use 0, 1, 2
+        else:
+            h5["label"][3] = 7 if case == "index out of range" else -1
+    with pytest.raises(CacheError, match="rows have a label index outside the .* label_names .* utt"):
+        FeatureCache(path)
+
+
+def test_a_missing_cache_says_how_to_make_one(tmp_path):
+    with pytest.raises(CacheError, match="no such cache file; make one with: swrr-extract --dataset DATASET"):
+        FeatureCache(tmp_path / "missing.h5")
+
+
+def test_a_schema_1_cache_still_opens(tmp_path):
+    path = write_all(tmp_path / "toy.h5")
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["schema_version"] = 1
+        del h5.attrs["source_root"]
+    assert FeatureCache(path).meta.source_root == ""

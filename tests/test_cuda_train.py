@@ -27,7 +27,7 @@ def setup(graphs: bool, amp: bool, seed: int = 0):
     model = SWRR(config).to(CUDA).train()
     optimizer = make_optimizer(model, TrainConfig(cache="", lr=2e-3), CUDA)
     scaler = make_scaler(amp)
-    return model, optimizer, scaler, TrainStep(model, loss_fn, "classification", scaler, 1, amp, CUDA, graphs)
+    return model, optimizer, scaler, TrainStep(model, loss_fn, "ce", scaler, 1, amp, CUDA, graphs)
 
 
 def train_steps(source, rows, graphs: bool, amp: bool, epochs: int = 4):

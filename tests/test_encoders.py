@@ -194,3 +194,12 @@ def test_fp16_batched_rows_match_fp32_single_runs(saved, waves):
             ref = model(**text.tokenizer(sentence, return_tensors="pt")).last_hidden_state[0]
         cosine = torch.nn.functional.cosine_similarity(features[row, : lengths[row]].float().cpu(), ref, dim=-1)
         assert cosine.min() >= 0.999, (row, cosine.min())
+
+
+def test_loading_an_encoder_switches_off_transformers_progress_bars(saved):
+    """Its "Loading weights" bars would be `\\r` debris in a log (issue 13, P3)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    load_encoders("pretrained", str(saved[0]), str(saved[1]))
+    assert not hf_logging.is_progress_bar_enabled()

@@ -406,3 +406,11 @@ def test_cuda_fp16_cache_matches_cpu(tmp_path):
         assert np.array_equal(used, np.abs(a).sum(axis=1) > 0), key
         cosine = (a[used] * b[used]).sum(1) / np.linalg.norm(a[used], axis=1) / np.linalg.norm(b[used], axis=1)
         assert cosine.min() >= 0.999, (key, cosine.min())
+
+
+def test_cli_help_states_the_demo_clip_count():
+    from extract.datasets.demo import BUNDLED_ROOT
+
+    clips = len((BUNDLED_ROOT / "demo.csv").read_text().strip().splitlines()) - 1
+    output = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert f"demo ({clips} bundled clips" in output and clips == 96

@@ -2,6 +2,7 @@
 as the defaults (docs/FIDELITY.md points here)."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +16,8 @@ def test_defaults_are_the_papers_settings():
     assert cfg.lstm_hidden == 384 and cfg.model_dim == 768
     assert (cfg.window, cfg.hop, cfg.screen_ratio) == (10, 5, 0.5)
     assert (cfg.attention, cfg.hrfr, cfg.classifier, cfg.modalities) == ("sliding", "both", "fmc", "both")
+    # eq. (2): all N-bar_X = N-bar_Y = 50 windows are fused; eq. (12): the chosen map itself is reused
+    assert (cfg.padded_windows, cfg.reuse_weight) == ("fuse", "one")
 
 
 def test_one_lstm_serves_both_modalities():
@@ -30,24 +33,32 @@ def test_one_lstm_serves_both_modalities():
     torch.testing.assert_close(audio_out, text_out)  # same input through either side: same output
 
 
-def test_sliwa_equals_equations_3_to_6_written_out_per_window():
-    """Eqs. (1)-(6) with an explicit loop over windows (the slow way the paper describes them)."""
+@pytest.mark.parametrize("padded_windows", ["fuse", "drop"])
+def test_sliwa_equals_equations_3_to_6_written_out_per_window(padded_windows):
+    """Eqs. (1)-(6) with an explicit loop over windows (the slow way the paper describes them).
+    "fuse": a padded token position i is window i with the learned "no token" vector as y_i;
+    "drop": its row is zero."""
     torch.manual_seed(0)
     dim, attn, window, hop, n, t = 12, 6, 4, 2, 15, 5  # (t-1)*hop + window = 12 <= 15
-    sliwa = SliWa(dim, attn, window=window, hop=hop).eval()
-    x, y = torch.randn(2, n, dim), torch.randn(2, t, dim)
-    x_len, y_len = torch.tensor([15, 7]), torch.tensor([5, 3])
+    sliwa = SliWa(dim, attn, window=window, hop=hop, padded_windows=padded_windows).eval()
+    if padded_windows == "fuse":
+        with torch.no_grad():
+            sliwa.no_token.normal_()  # a trained value, not the zeros it starts from
+    x, y = torch.randn(3, n, dim), torch.randn(3, t, dim)
+    x_len, y_len = torch.tensor([15, 7, 3]), torch.tensor([5, 3, 1])  # row 1: windows 3 and 4 padded text
     x_mask = torch.arange(n)[None] < x_len[:, None]
     y_mask = torch.arange(t)[None] < y_len[:, None]
     fused, attention = sliwa(x, x_mask, y, y_mask)
 
-    for b in range(2):
+    for b in range(3):
         for i in range(t):
-            if i >= y_len[b]:  # padded token: zero row
+            frames = [f for f in range(i * hop, i * hop + window) if f < x_len[b]]  # eq. (1), valid only
+            padded = i >= y_len[b]
+            if padded and (padded_windows == "drop" or not frames):  # nothing to fuse: zero row
                 assert fused[b, i].abs().max() == 0 and attention[b, i].abs().max() == 0
                 continue
-            frames = [f for f in range(i * hop, i * hop + window) if f < x_len[b]]  # eq. (1), valid only
-            q = sliwa.w_q(y[b, i])  # eq. (3)
+            y_i = sliwa.no_token if padded else y[b, i]
+            q = sliwa.w_q(y_i)  # eq. (3)
             kv = sliwa.w_kv(x[b, frames])
             k, v = kv[:, :attn], kv[:, attn:]  # eq. (4)
             if frames:
@@ -56,11 +67,13 @@ def test_sliwa_equals_equations_3_to_6_written_out_per_window():
                 torch.testing.assert_close(attention[b, i, frames], coef, atol=1e-6, rtol=1e-5)
             else:  # a window holding no valid frame contributes nothing
                 z = torch.zeros(attn)
-            expected = F.layer_norm(y[b, i] + sliwa.w_z(z), (dim,), sliwa.norm.weight, sliwa.norm.bias)  # eq. (6)
+            expected = F.layer_norm(y_i + sliwa.w_z(z), (dim,), sliwa.norm.weight, sliwa.norm.bias)  # eq. (6)
             torch.testing.assert_close(fused[b, i], expected, atol=1e-5, rtol=1e-5)
             outside = torch.ones(n, dtype=torch.bool)
             outside[frames] = False
             assert attention[b, i, outside].abs().max() == 0
+    if padded_windows == "fuse":  # the padded rows 3, 4 of row 1 were checked above, not skipped
+        assert fused[1, 3].abs().max() > 0 and fused[1, 4].abs().max() == 0
 
 
 def test_fmc_is_one_kernel_per_class_then_global_average_pooling():

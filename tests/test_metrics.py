@@ -53,8 +53,19 @@ def test_regression_by_hand():
     assert m["corr"] == pytest.approx(np.corrcoef(y_true, y_pred)[0, 1])
 
 
+def test_pearson_r_reads_column_vectors_as_one_series():
+    # np.corrcoef on (N, 1) inputs correlates N variables of one observation each: all NaN
+    y_true = np.array([1.0, 2.0, 3.0, 5.0])
+    y_pred = np.array([1.1, 1.9, 3.4, 4.2])
+    want = np.corrcoef(y_true, y_pred)[0, 1]
+    assert 0.9 < want < 1
+    assert M.pearson_r(y_true[:, None], y_pred[:, None]) == pytest.approx(want)
+    assert M.pearson_r(y_true[:, None], y_pred) == pytest.approx(want)
+    assert np.isnan(M.pearson_r(y_true[:, None], np.ones((4, 1))))  # constant side
+
+
 def test_acc7_rounds_half_to_even_like_the_reference_code():
-    # np.round(0.5) == 0 and np.round(1.5) == 2: the MulT/MMSA code uses np.round
+    # np.round(0.5) == 0 and np.round(1.5) == 2: the MMSA (and MulT) code uses np.round
     assert M.acc7([0.0, 2.0], [0.5, 1.5]) == 1.0
 
 

@@ -5,14 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swrr_core.model import (ABLATIONS, FMC, HRS, SWRR, LinearClassifier, SliWa, SWRRConfig,
+from swrr_core.model import (ABLATIONS, FMC, HRS, READINGS, SWRR, LinearClassifier, SliWa, SWRRConfig,
                              ablation_config, count_parameters, heaviside, lengths_to_mask)
 
 # 12 tokens and D = 32 keep H' >= 2 and W' >= 3 at every HRS level: with H' = 1 beta is always 0
 # (see the test below), with W' = 2 the two points of a frame always split 1/1
 TINY = dict(audio_dim=16, text_dim=12, max_frames=65, max_tokens=12, lstm_hidden=16,
             cnn_channels=(4, 8, 8), dropout=0.0)
-ALL_VARIANTS = ["swrr", *ABLATIONS]
+ALL_VARIANTS = ["swrr", *ABLATIONS, *READINGS]
 
 
 def tiny_config(name="swrr", **overrides):
@@ -72,7 +72,8 @@ def test_padding_content_does_not_change_outputs(name):
     torch.manual_seed(0)
     cfg = tiny_config(name)
     model = SWRR(cfg).eval()
-    audio, audio_len, text, text_len = random_batch(cfg, [65, 12, 3], [12, 4, 1])
+    # row 1: padded token positions 4..7 have windows over valid audio (fused unless "drop")
+    audio, audio_len, text, text_len = random_batch(cfg, [65, 40, 3], [12, 4, 1])
     noisy_audio, noisy_text = audio.clone(), text.clone()
     for b in range(3):
         noisy_audio[b, audio_len[b]:] = 100 * torch.randn_like(noisy_audio[b, audio_len[b]:])
@@ -134,6 +135,71 @@ def test_padding_windows_and_one_frame_one_token_are_finite(name):
         assert torch.allclose(att[0, 0, 0], torch.tensor(1.0))  # the only frame takes it all
 
 
+@pytest.mark.parametrize("mode", ["sliding", "full"])
+def test_every_valid_frame_is_attended_for_any_text_and_audio_length(mode):
+    """Paper sizes (N = 255, T = 50, omega_X = 10, h_X = 5): with padded_windows="fuse" every valid
+    frame has a non-zero weight in some window, for every text length 1..50 and audio length
+    1..255; padded frames have none. With "drop" only the first min(n, 5 l + 5) frames do."""
+    torch.manual_seed(0)
+    n_max, t = 255, 50
+    fuse = SliWa(dim=4, attn_dim=4, window=10, hop=5, mode=mode, padded_windows="fuse")  # the width
+    drop = SliWa(dim=4, attn_dim=4, window=10, hop=5, mode=mode, padded_windows="drop")  # plays no part
+    drop.load_state_dict(fuse.state_dict(), strict=False)
+    audio_len = torch.arange(1, n_max + 1)  # one row per audio length
+    x, y = torch.randn(n_max, n_max, 4), torch.randn(n_max, t, 4)
+    x_mask = lengths_to_mask(audio_len, n_max)
+    for tokens in range(1, t + 1):
+        y_mask = lengths_to_mask(torch.full((n_max,), tokens), t)
+        with torch.no_grad():
+            coverage = fuse(x, x_mask, y, y_mask)[1].sum(dim=1)  # (B, N): weight each frame receives
+            coverage_drop = drop(x, x_mask, y, y_mask)[1].sum(dim=1)
+        assert (coverage[x_mask] > 0).all(), f"{tokens} tokens: a valid frame gets no weight"
+        assert coverage[~x_mask].abs().max() == 0
+        reached = audio_len if mode == "full" else audio_len.clamp(max=5 * tokens + 5)
+        assert torch.equal((coverage_drop > 0).sum(dim=1), reached)
+
+
+def test_late_audio_reaches_the_fused_map_only_when_padded_windows_are_fused():
+    torch.manual_seed(0)
+    fuse = SliWa(dim=8, attn_dim=8, window=10, hop=5, padded_windows="fuse")
+    drop = SliWa(dim=8, attn_dim=8, window=10, hop=5, padded_windows="drop")
+    drop.load_state_dict(fuse.state_dict(), strict=False)
+    x, y = torch.randn(1, 255, 8), torch.randn(1, 50, 8)
+    x_mask, y_mask = lengths_to_mask(torch.tensor([255]), 255), lengths_to_mask(torch.tensor([2]), 50)
+    late = x.clone()
+    late[0, 200] += 3.0  # frame 200: window 39 (and 38), far past the 2 tokens' windows (frames 0..14)
+    assert not torch.allclose(fuse(x, x_mask, y, y_mask)[0], fuse(late, x_mask, y, y_mask)[0])
+    assert torch.equal(drop(x, x_mask, y, y_mask)[0], drop(late, x_mask, y, y_mask)[0])
+
+
+def test_return_attention_holds_every_fused_window_at_paper_sizes():
+    torch.manual_seed(0)
+    cfg = SWRRConfig()
+    audio, audio_len, text, text_len = random_batch(cfg, [255, 90, 4], [2, 12, 50])
+    with torch.no_grad():
+        _, att = SWRR(cfg).eval()(audio, audio_len, text, text_len, return_attention=True)
+    rows = att.sum(dim=2)  # 1 for every fused window, 0 for a window over padding only
+    assert torch.allclose(rows[0], torch.ones(50))  # 2 tokens, all 50 windows fused
+    assert torch.allclose(rows[1, :18], torch.ones(18)) and rows[1, 18:].abs().max() == 0  # 5*17 < 90
+    assert torch.allclose(rows[2, :1], torch.ones(1))  # 4 frames: window 0 only; tokens 1..49 see none
+    assert rows[2, 1:].abs().max() == 0
+    for b, n in enumerate((255, 90, 4)):
+        assert (att[b].sum(dim=0)[:n] > 0).all() and att[b, :, n:].abs().sum() == 0
+
+
+def test_zero_sizes_are_refused_and_hop_zero_is_the_documented_shared_window():
+    for name in ("attn_dim", "lstm_hidden", "window"):
+        with pytest.raises(ValueError, match=name):
+            SWRRConfig(**{name: 0})
+    with pytest.raises(ValueError, match="padded_windows"):
+        SWRRConfig(padded_windows="keep")
+    with pytest.raises(ValueError, match="reuse_weight"):
+        SWRRConfig(reuse_weight="half")
+    index = SliWa(dim=8, attn_dim=8, window=10, hop=0).window_index(3)
+    assert all(row.tolist() == list(range(10)) for row in index)  # hop 0: every token, frames 0..9
+    assert SWRR(tiny_config(attn_dim=5)).fusion.w_q.out_features == 5
+
+
 def hand_built_hrs(mode):
     """HRS over 2 maps with known weights; the local filter is the identity."""
     hrs = HRS(channels=2, mode=mode, screen_ratio=0.5, local_kernel=3)
@@ -180,6 +246,20 @@ def test_hrs_matches_hand_computation(mode, expected_index):
     assert torch.equal(reused[0, 0], z[0, expected_index])  # the value is exactly the chosen map
 
 
+def test_score_reuse_scales_the_chosen_map_by_exactly_p_max():
+    hrs, z = hand_built_hrs("both")
+    hrs.reuse_weight = "score"
+    _, _, q = hrs.scores(z)
+    p = torch.softmax(q, dim=1)
+    reused, index = hrs(z)
+    assert index.tolist() == [0] and 0 < p[0, 0] < 1
+    assert torch.equal(reused[0, 0], z[0, 0] * p[0, 0])
+    reused.sum().backward()  # the weight carries the gradient to both branches
+    assert hrs.w1.weight.grad.abs().sum() > 0 and hrs.local.weight.grad.abs().sum() > 0
+    cfg = tiny_config("reuse-score")
+    assert all(h.reuse_weight == "score" for h in SWRR(cfg).hrs) and len(SWRR(cfg).hrs) == 2
+
+
 def test_local_branch_is_silent_on_a_single_screened_frame():
     # the documented exception: one frame never exceeds its own mean, so beta = 0 and the
     # local filter gets no gradient from such a level
@@ -202,7 +282,8 @@ def test_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     cfg = tiny_config(name)
     model = SWRR(cfg).train()
-    audio, audio_len, text, text_len = random_batch(cfg, [65, 20, 9, 4], [12, 5, 3, 2])
+    # row 1: padded token positions over valid audio, so the "no token" vector is used
+    audio, audio_len, text, text_len = random_batch(cfg, [65, 60, 9, 4], [12, 5, 3, 2])
     loss = F.cross_entropy(model(audio, audio_len, text, text_len), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     missing = [n for n, p in model.named_parameters()
@@ -222,7 +303,7 @@ def test_fmc_has_fewer_parameters_than_linear_at_paper_sizes():
     assert n_fmc < n_linear
 
 
-@pytest.mark.parametrize("name", ALL_VARIANTS)
+@pytest.mark.parametrize("name", ["swrr", *ABLATIONS])  # the readings change no shape
 def test_ablations_run_at_paper_sizes(name):
     torch.manual_seed(0)
     cfg = ablation_config(SWRRConfig(), name)

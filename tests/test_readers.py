@@ -269,3 +269,30 @@ def test_demo_bundled_dataset(tmp_path, monkeypatch):
     train_texts = {u.transcript for u in utts if u.split == "train"}
     assert all(u.transcript in train_texts for u in utts)
     assert sum(p.stat().st_size for p in BUNDLED_ROOT.rglob("*") if p.is_file()) < 4_500_000
+
+
+def test_iemocap_files_starting_with_a_bom_lose_no_utterance(iemocap_tree):
+    """A UTF-8 BOM before the first line of a transcription or EmoEvaluation file (issue 13 P2.8)."""
+    root = iemocap_tree.root
+    for sub in ("transcriptions", "EmoEvaluation"):
+        path = root / "Session1" / "dialog" / sub / "Ses01M_script01_1.txt"
+        text = path.read_text()
+        if sub == "EmoEvaluation":  # the first line is a header in the release: make an utterance line first
+            text = "\n".join(line for line in text.splitlines() if not line.startswith("%"))
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert {u.utt_id: u.label for u in get_reader("iemocap", root).utterances()} == iemocap_tree.expected["labels"]
+
+
+@pytest.mark.parametrize("missing", ["nan", "NA", "inf", "-inf", "NaN"])
+def test_a_regression_manifest_with_a_missing_score_names_the_line(tmp_path, missing):
+    (tmp_path / "m.csv").write_text(f"path,text,label\na.wav,x,0.5\nb.wav,y,{missing}\nc.wav,z,-1\n")
+    with pytest.raises(DatasetError, match=f"label '{missing}' on line\\(s\\) 3 is not a finite score"):
+        get_reader("manifest", tmp_path / "m.csv")
+
+
+def test_a_ragged_manifest_row_is_one_line_naming_it(tmp_path):
+    (tmp_path / "m.csv").write_text("path,text,label\na.wav,x,hap\nb.wav,well, no,sad\n")
+    with pytest.raises(DatasetError) as err:
+        get_reader("manifest", tmp_path / "m.csv")
+    assert str(err.value) == (f"{tmp_path / 'm.csv'}: line 3 has 4 fields but the header has 3; "
+                              'quote fields that contain commas ("well, no")')

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def setitem(self, key, value):
         die()  # inside the second batch's HDF5 write: one row's embeddings in, the rest not, no flush
 
 def replace(src, dst):
-    if point == "rename":
+    if point == "rename" and not str(dst).endswith(".partial"):
         die()  # the file is complete and closed, the rename to the final path not done
     return real_replace(src, dst)
 
@@ -136,13 +137,16 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_file(point, clips, reference
                            capture_output=True, text=True, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr[-3000:]
 
-    # Nothing at the final path; readers refuse it and point at the partial file.
-    assert not out.exists() and partial_path(out).exists()
-    with pytest.raises(CacheError, match="interrupted extraction is at .partial"):
-        open_cache(out)
+    assert not out.exists()
+    if point == "layout":  # the layout is built in .partial.new: no .partial that could be taken for rows
+        assert not partial_path(out).exists() and Path(f"{out}.partial.new").exists()
+    else:  # readers refuse the final path and point at the partial file
+        assert partial_path(out).exists()
+        with pytest.raises(CacheError, match="interrupted extraction is at .partial"):
+            open_cache(out)
     if point == "rename":  # killed after the close: the partial file is already whole
         assert_same_cache(partial_path(out), reference)
-    else:  # even opened by its own name, the half-written file is refused
+    elif point != "layout":  # even opened by its own name, the half-written file is refused
         with pytest.raises(CacheError, match="incomplete|damaged|not an swrr feature cache|lacks the datasets"):
             open_cache(partial_path(out))
 
@@ -150,7 +154,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_file(point, clips, reference
     expected_resumed = {"layout": 0, "row-write": first_batch_rows(), "done-mask": first_batch_rows(),
                         "rename": len(CLIPS)}[point]
     assert summary.resumed_rows == expected_resumed
-    assert not partial_path(out).exists()
+    assert not partial_path(out).exists() and not Path(f"{out}.partial.new").exists()
     assert_same_cache(out, reference)
 
 
@@ -371,3 +375,250 @@ def test_a_dataset_that_changed_under_an_interrupted_run_is_refused_not_mixed(cl
     summary = run_extraction(config(data / "manifest.csv", out, overwrite=True))
     assert summary.rows == len(CLIPS) - 1 and summary.skipped == {"missing audio file": 1}
     assert list(open_cache(out).utt_id) == [c[0] for c in CLIPS if c[0] != "h"]
+
+
+# ---------------------------------------------------------------------------------- concurrent runs (issue 13)
+# A real extraction that stops before its second batch until the file `go` appears (it holds the lock).
+HOLD_CHILD = r"""
+import json, os, sys, time
+repo, values, gate = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, repo)
+from pathlib import Path
+from extract import pipeline
+
+real_encode, batches = pipeline.encode_batch, []
+
+def encode_batch(*args, **kwargs):
+    batches.append(1)
+    if len(batches) == 2:
+        Path(gate + ".ready").write_text(str(os.getpid()))
+        while not Path(gate).exists():
+            time.sleep(0.05)
+    return real_encode(*args, **kwargs)
+
+pipeline.encode_batch = encode_batch
+values["root"], values["out"] = Path(values["root"]), Path(values["out"])
+pipeline.run_extraction(pipeline.ExtractConfig(**values))
+"""
+CLI_CHILD = "import sys; sys.path.insert(0, sys.argv.pop(1)); from extract.cli import main; main()"
+
+
+def hold_extraction(clips, out, gate: Path, **kwargs) -> subprocess.Popen:
+    """Start a real extraction and return once it is parked before its second batch (lock held)."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD_CHILD, str(REPO), json.dumps(settings(clips, out, **kwargs)),
+                              str(gate)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = Path(f"{gate}.ready")
+    for _ in range(1200):
+        if ready.exists() or child.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert ready.exists(), child.communicate()[1][-3000:]
+    return child
+
+
+def cli_process(clips, out, *extra) -> subprocess.CompletedProcess:
+    args = ["--dataset", "manifest", "--root", str(clips), "--out", str(out), "--encoders", "tiny",
+            "--device", "cpu", "--workers", "0", "--batch-seconds", str(BATCH_SECONDS), *extra]
+    return subprocess.run([sys.executable, "-c", CLI_CHILD, str(REPO), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_second_extraction_to_the_same_out_is_refused_and_the_first_finishes_whole(clips, reference, tmp_path):
+    """The issue's race with two real processes: B refuses naming A; A's .partial is untouched and A's
+    finished file equals an uninterrupted run's (before: B deleted A's partial, A renamed B's half file)."""
+    out, gate = tmp_path / "race.h5", tmp_path / "go"
+    first = hold_extraction(clips, out, gate)
+    try:
+        before = partial_path(out).stat().st_ino
+        second = cli_process(clips, out, "--overwrite")  # even --overwrite: the lock comes first
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip() == (f"swrr-extract: error: another swrr-extract (pid {first.pid}) is writing "
+                                         f"{out}; wait for it to finish or stop it (the lock is {out}.lock)")
+        assert partial_path(out).stat().st_ino == before and not out.exists()
+    finally:
+        gate.write_text("go")
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-3000:]
+    assert_same_cache(out, reference)
+
+
+def _children(pid: int) -> set:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(p) for p in (task / "children").read_text().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_decoding_workers_die_with_a_sigkilled_extraction_and_the_rerun_resumes(clips, reference, tmp_path):
+    """SIGKILL of an extraction with 2 decoding workers: no worker outlives it by more than a few seconds,
+    so none keeps the .partial open, and the rerun resumes it at once."""
+    out, gate = tmp_path / "killed.h5", tmp_path / "go"
+    child = hold_extraction(clips, out, gate, num_workers=2)
+    workers = _children(child.pid)
+    assert len(workers) >= 2 and all(_alive(w) for w in workers)
+    child.kill()
+    child.communicate()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a decoding worker outlived its SIGKILLed extraction"
+    run_extraction(config(clips, out))  # not refused as "held open": no worker holds the .partial
+    assert_same_cache(out, reference)
+
+
+def test_a_partial_held_open_by_another_process_is_refused_and_kept(clips, reference, tmp_path, monkeypatch):
+    """The HDF5 lock of a leftover process: one line saying so, nothing deleted (before: deleted, restarted)."""
+    out = tmp_path / "held.h5"
+    real_write = cache_mod.CacheWriter.write
+
+    def write_once(self, *args):
+        real_write(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod.CacheWriter, "write", write_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_extraction(config(clips, out))
+    monkeypatch.undo()
+    kept = partial_path(out).read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, h5py; f = h5py.File(sys.argv[1], 'r'); "
+                               "print('open', flush=True); time.sleep(300)", str(partial_path(out))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        result = _cli(["--dataset", "manifest", "--root", str(clips), "--out", str(out), "--encoders", "tiny",
+                       "--device", "cpu", "--workers", "0", "--batch-seconds", str(BATCH_SECONDS)])
+    finally:
+        holder.kill()
+        holder.wait()
+    error = error_line(result)
+    assert "is held open by another process" in error and "nothing was deleted" in error
+    assert partial_path(out).read_bytes() == kept
+    assert run_extraction(config(clips, out)).resumed_rows == first_batch_rows()
+    assert_same_cache(out, reference)
+
+
+# ---------------------------------------------------------------------------------- misuse (issue 13)
+def test_out_naming_the_manifest_or_a_foreign_file_is_refused_even_with_overwrite(clips, tmp_path, no_encoding):
+    data = tmp_path / "data"
+    shutil.copytree(clips.parent, data)
+    manifest = data / "manifest.csv"
+    before = manifest.read_bytes()
+    for target, message in ((manifest, f"is one of the dataset's input files ({manifest})"),
+                            (data / "a.wav", "is one of the dataset's input files"),
+                            (tmp_path / "notes.txt", "is not an swrr feature cache; swrr-extract replaces only")):
+        if not target.exists():
+            target.write_text("my notes")
+        content = target.read_bytes()
+        result = _cli(["--dataset", "manifest", "--root", str(manifest), "--out", str(target), "--encoders", "tiny",
+                       "--device", "cpu", "--workers", "0", "--overwrite"])
+        assert message in error_line(result)
+        assert target.read_bytes() == content
+    assert manifest.read_bytes() == before
+
+
+def test_non_finite_audio_is_a_counted_skip(clips, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(clips.parent, data)
+    import soundfile as sf
+
+    samples = np.full(8000, 0.1, dtype=np.float32)
+    samples[4000] = np.nan
+    sf.write(data / "nan.wav", samples, 16000, subtype="FLOAT")
+    samples[4000] = np.inf
+    sf.write(data / "inf.wav", samples, 16000, subtype="FLOAT")
+    with open(data / "manifest.csv", "a") as f:
+        f.write("nan.wav,hello,calm\ninf.wav,hello,angry\n")
+    out = tmp_path / "x.h5"
+    summary = run_extraction(config(data / "manifest.csv", out))
+    assert summary.skipped == {"non-finite samples": 2} and summary.rows == len(CLIPS)
+    assert np.isfinite(open_cache(out).load()["audio"]).all()
+
+
+def test_features_that_overflow_float16_stop_the_run_naming_the_utterance(clips, tmp_path, monkeypatch):
+    """Activations beyond float16's range (the row of clip h, scaled by 1e6) become inf in the cache dtype:
+    the row is not written, the run stops naming it and suggesting float32, the other rows are kept."""
+    real_call = pipeline.AudioEncoder.__call__
+
+    def loud(self, input_values, sample_lengths):
+        features, frames = real_call(self, input_values, sample_lengths)
+        scale = torch.where(sample_lengths == int(0.35 * 16000), 1e6, 1.0).to(features)
+        return features * scale[:, None, None], frames
+
+    monkeypatch.setattr(pipeline.AudioEncoder, "__call__", loud)
+    out = tmp_path / "loud.h5"
+    result = _cli(["--dataset", "manifest", "--root", str(clips), "--out", str(out), "--encoders", "tiny",
+                   "--device", "cpu", "--workers", "0", "--batch-seconds", str(BATCH_SECONDS)])
+    error = error_line(result)
+    assert "1 utterances gave non-finite (NaN or inf) features: h;" in error and "--dtype float32" in error
+    assert not out.exists()
+    with h5py.File(partial_path(out), "r") as h5:
+        assert list(h5["done"][:]) == [u != "h" for u in h5["utt_id"].asstr()[:]]
+    summary = run_extraction(config(clips, out, dtype="float32", overwrite=True))
+    assert summary.rows == len(CLIPS) and np.isfinite(open_cache(out).load()["audio"]).all()
+
+
+def test_an_interrupted_overwrite_resumes_with_or_without_overwrite(clips, reference, tmp_path, monkeypatch):
+    """Issue 13 P2.4: extract --layer 0, rerun with --overwrite (default layer), Ctrl-C after a batch."""
+    out = tmp_path / "x.h5"
+    run_extraction(config(clips, out, layer=0))
+    real_write, writes = cache_mod.CacheWriter.write, []
+
+    def write_then_stop(self, *args):
+        if writes:
+            raise KeyboardInterrupt
+        writes.append(1)
+        return real_write(self, *args)
+
+    monkeypatch.setattr(cache_mod.CacheWriter, "write", write_then_stop)
+    result = _cli(["--dataset", "manifest", "--root", str(clips), "--out", str(out), "--encoders", "tiny",
+                   "--device", "cpu", "--workers", "0", "--batch-seconds", str(BATCH_SECONDS), "--overwrite"])
+    monkeypatch.undo()
+    assert result.exit_code == 130
+    assert ("run the same command again (with or without --overwrite) to resume; "
+            f"{out} is replaced only when the new cache is complete") in _stderr(result)
+    assert open_cache(out).meta.layer == 0  # the old cache is intact until the new one is whole
+    summary = run_extraction(config(clips, out))  # without --overwrite
+    assert summary.resumed_rows == first_batch_rows()
+    assert_same_cache(out, reference)
+
+
+def test_labels_restricts_the_classes_and_rare_classes_are_named(clips, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(clips.parent, data)
+    text = (data / "manifest.csv").read_text().replace("g.wav,see you,calm", "g.wav,see you,Calm")
+    (data / "manifest.csv").write_text(text)
+    run_extraction(config(data / "manifest.csv", tmp_path / "all.h5"))
+    err = capsys.readouterr().err
+    assert "swrr-extract: 3 classes: Calm 1, angry 4, calm 3" in err
+    assert "warning: 3 classes have fewer than 5 rows: 'Calm' (1), 'angry' (4), 'calm' (3)" in err
+    summary = run_extraction(config(data / "manifest.csv", tmp_path / "two.h5", labels=("calm", "angry")))
+    assert summary.skipped == {"label Calm": 1} and summary.rows == len(CLIPS) - 1
+    assert summary.per_class == {"angry": 4, "calm": 3}
+    assert open_cache(tmp_path / "two.h5").meta.label_names == ["angry", "calm"]
+    result = _cli(["--dataset", "manifest", "--root", str(data / "manifest.csv"), "--out", str(tmp_path / "z.h5"),
+                   "--encoders", "tiny", "--device", "cpu", "--labels", "calm,happy"])
+    assert "--labels: happy not among the dataset's classes (Calm, angry, calm)" in error_line(result)
+
+
+def test_source_is_stored_relative_to_the_dataset_root(clips, reference, tmp_path):
+    cache = open_cache(reference)
+    assert cache.meta.source_root == str(clips.parent)
+    assert list(cache.columns["source"]) == [f"{c[0]}.wav" for c in CLIPS]
+    assert all((Path(cache.meta.source_root) / s).is_file() for s in cache.columns["source"])
+
+
+def test_progress_in_a_log_is_whole_lines(clips, tmp_path):
+    result = _cli(["--dataset", "manifest", "--root", str(clips), "--out", str(tmp_path / "x.h5"), "--encoders",
+                   "tiny", "--device", "cpu", "--workers", "0"])  # stderr is captured, not a terminal
+    err = _stderr(result)
+    assert result.exit_code == 0 and "\r" not in err, err
+    assert any(line.startswith("extract manifest: 100%") for line in err.splitlines()), err

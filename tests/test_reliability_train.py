@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -170,8 +171,9 @@ def test_every_torch_load_in_the_package_passes_weights_only_true():
 
 
 # ---------------------------------------------------------------------------------- bad caches via the CLI
-ONE_FOLD = ["--protocol", "loso-speaker", "--folds", "1", "--epochs", "1", "--batch-size", "8", "--lr", "2e-3",
-            "--lstm-hidden", "8", "--model-set", "cnn_channels=[4,8]", "--threads", "1", "--no-progress"]
+TINY_RUN = ["--protocol", "loso-speaker", "--batch-size", "8", "--lr", "2e-3", "--lstm-hidden", "8",
+            "--model-set", "cnn_channels=[4,8]", "--threads", "1", "--no-progress"]
+ONE_FOLD = [*TINY_RUN, "--folds", "1", "--epochs", "1"]
 
 
 def damage(path: Path, case: str) -> None:
@@ -199,34 +201,31 @@ def damage(path: Path, case: str) -> None:
         path.write_bytes(bytes(raw))
 
 
-BAD_CACHES = [
-    ("corrupted bytes", "reading the embeddings failed .* the file is damaged: re-extract it", True),
-    ("corrupted bytes, --stream", "reading rows failed .* the file is damaged: re-extract it", True),
-    ("other schema version", f"has cache schema version {SCHEMA_VERSION + 1}.* re-extract it", False),
-    ("shapes that disagree with the attributes", "dataset 'text' has shape .* re-extract it", False),
-    ("marked incomplete", "is incomplete .* rerun swrr-extract", False),
-    ("empty text (text_len 0)", r"1 rows have text_len outside \[1, 6\] \(e.g. u005: 0\)", False),
-    ("audio_len beyond max_frames", r"1 rows have audio_len outside \[1, 35\] \(e.g. u005: 36\)", False),
-    ("NaN features in a test row", "outputs are not finite on 1 of 12 evaluated rows of fold 1 \\(e.g. u000\\)", True),
-    ("inf features in a training row", "training loss became nan in fold 1 epoch 1", True),
+BAD_CACHES = [  # every embedding is read once (nonfinite_rows) before the run folder is made
+    ("corrupted bytes", "reading the embeddings failed .* the file is damaged: re-extract it"),
+    ("corrupted bytes, --stream", "reading the embeddings failed .* the file is damaged: re-extract it"),
+    ("other schema version", f"has cache schema version {SCHEMA_VERSION + 1}.* re-extract it"),
+    ("shapes that disagree with the attributes", "dataset 'text' has shape .* re-extract it"),
+    ("marked incomplete", "is incomplete .* rerun swrr-extract"),
+    ("empty text (text_len 0)", r"1 rows have text_len outside \[1, 6\] \(e.g. u005: 0\)"),
+    ("audio_len beyond max_frames", r"1 rows have audio_len outside \[1, 35\] \(e.g. u005: 36\)"),
+    ("NaN features in a test row", r"1 of 48 rows hold non-finite \(NaN/inf\) features \(u000\); re-extract"),
+    ("inf features in a training row", r"1 of 48 rows hold non-finite \(NaN/inf\) features \(u001\); re-extract"),
 ]
 
 
-@pytest.mark.parametrize("case, message, leaves_folder", BAD_CACHES, ids=[c[0] for c in BAD_CACHES])
-def test_an_unusable_cache_is_one_line_exit_2_and_no_result(case, message, leaves_folder, cache_path, tmp_path):
+@pytest.mark.parametrize("case, message", BAD_CACHES, ids=[c[0] for c in BAD_CACHES])
+def test_an_unusable_cache_is_one_line_exit_2_and_no_run_folder(case, message, cache_path, tmp_path):
     path = tmp_path / "cache.h5"
     shutil.copy(cache_path, path)
     damage(path, case)
     runs = tmp_path / "runs"
-    stream = ["--stream", "--workers", "2"] if case.endswith("--stream") else []  # rows read in worker processes
+    stream = ["--stream", "--workers", "2"] if case.endswith("--stream") else []  # checked in chunks there too
     result = invoke(["--cache", path, "--runs-dir", runs, *ONE_FOLD, *stream])
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("swrr-train: error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert __import__("re").search(message, result.stderr), result.stderr
-    folders = list(runs.iterdir()) if runs.exists() else []
-    assert len(folders) == int(leaves_folder)
-    for folder in folders:  # a folder made before the problem showed: marked, and no result in it
-        assert (folder / INCOMPLETE).exists() and result_files(folder) == []
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_a_diverging_learning_rate_stops_with_advice(cache_path, tmp_path):
@@ -234,3 +233,132 @@ def test_a_diverging_learning_rate_stops_with_advice(cache_path, tmp_path):
                                          r"Try a lower --lr \(now 1e\+30\)"):
         run(tiny_config(cache_path, tmp_path, name="diverged", folds=[1], epochs=1, lr=1e30))
     assert (tmp_path / "diverged" / INCOMPLETE).exists() and result_files(tmp_path / "diverged") == []
+
+
+# ---------------------------------------------------------------------------------- one process per run folder
+# The child runs (or resumes) test_train's tiny run and, at its 7th optimizer step (fold 1, epoch 2),
+# writes a marker and sleeps: a live swrr-train holding its run folder.
+HOLD_CHILD = r"""
+import os, sys, time
+repo, mode, cache, runs, marker = sys.argv[1:6]
+sys.path[:0] = [repo, os.path.join(repo, "tests")]
+import torch
+from test_train import tiny_config
+from train.runner import resume, run
+
+steps, real_step = [], torch.optim.Adam.step
+
+def step(self, *args, **kwargs):
+    steps.append(1)
+    if len(steps) == 7:
+        open(marker, "w").close()
+        time.sleep(300)
+    return real_step(self, *args, **kwargs)
+
+torch.optim.Adam.step = step
+run(tiny_config(cache, runs, name="held")) if mode == "run" else resume(os.path.join(runs, "held"))
+"""
+
+
+def hold(mode: str, cache_path: Path, runs: Path) -> subprocess.Popen:
+    """A real process that holds the run `runs/held` (training, or resuming it), once it is under way."""
+    marker = runs / f"{mode}.holding"
+    child = subprocess.Popen([sys.executable, "-c", HOLD_CHILD, str(REPO), mode, str(cache_path), str(runs),
+                              str(marker)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not marker.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), child.stderr.read()[-3000:] if child.poll() is not None else "no marker"
+    return child
+
+
+def refused_while_held(child: subprocess.Popen, run_dir: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    result = invoke(["--resume", run_dir])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"swrr-train: error: another swrr-train (pid {child.pid}) is writing {run_dir}; wait "
+                             f"for it to finish or stop it (the lock is {run_dir}.lock)\n")
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # nothing touched
+    child.kill()
+    child.wait()
+
+
+def test_a_resume_of_a_run_in_progress_is_refused_and_the_run_stays_resumable(cache_path, reference, tmp_path):
+    run_dir = tmp_path / "held"
+    refused_while_held(hold("run", cache_path, tmp_path), run_dir)  # the run itself is going
+    refused_while_held(hold("resume", cache_path, tmp_path), run_dir)  # another --resume is going
+    # the lock died with its holders: the run resumes to the uninterrupted result
+    resume(run_dir)
+    assert fold_metrics(run_dir) == fold_metrics(reference) and not (run_dir / INCOMPLETE).exists()
+
+
+# ---------------------------------------------------------------------------------- fold processes die with swrr-train
+def descendants(pid: int):
+    """Live (not zombie) processes below `pid`, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if state != "Z":
+                parents[int(entry.name)] = int(ppid)
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids):
+    live = set()
+    for pid in pids:
+        try:
+            if (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                live.add(pid)
+        except OSError:
+            pass
+    return live
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_no_fold_process_outlives_a_killed_parallel_run(sig, cache_path, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "train.cli", "--cache", str(cache_path), "--runs-dir", str(tmp_path),
+                             "--name", "parallel", *TINY_RUN, "--folds", "1,2", "--epochs", "200",
+                             "--parallel-folds", "2", "--device", "cpu"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    logs = [tmp_path / "parallel" / f"fold0{k}" / "log.jsonl" for k in (1, 2)]
+    deadline = time.time() + 240
+    while not all(log.exists() for log in logs) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    children = descendants(proc.pid)
+    assert len(children) >= 2  # the two fold processes (and multiprocessing's resource tracker)
+    proc.send_signal(sig)
+    assert proc.wait() == -sig
+    deadline = time.time() + 10
+    while alive(children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert alive(children) == set(), "fold processes outlived their parent by 10 s"
+
+
+# ---------------------------------------------------------------------------------- damaged fold results on --resume
+def test_a_damaged_metrics_json_or_attention_npy_is_evaluated_again_on_resume(reference, tmp_path, capsys):
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "fold01" / "metrics.json").write_text('{"fold": 1, "metr')  # cut mid-write
+    attention = (run_dir / "fold02" / "attention.npy").read_bytes()
+    (run_dir / "fold02" / "attention.npy").write_bytes(attention[:100])
+    resume(run_dir)
+    out = capsys.readouterr().out
+    assert f"{run_dir / 'fold01'}: a result file is damaged (JSONDecodeError" in out
+    assert f"{run_dir / 'fold02'}: a result file is damaged (" in out
+    assert fold_metrics(run_dir) == fold_metrics(reference)
+    for fold in ("fold01", "fold02"):
+        assert np.array_equal(np.load(run_dir / fold / "attention.npy"), np.load(reference / fold / "attention.npy"))
+        assert (run_dir / fold / "log.jsonl").read_text() == (reference / fold / "log.jsonl").read_text()  # not retrained
+    assert pd.read_csv(run_dir / "summary.csv").equals(pd.read_csv(reference / "summary.csv"))

@@ -4,6 +4,7 @@ import json
 import shutil
 from dataclasses import replace
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from train.config import TrainConfig, TrainError, model_config, resolve
 from train.loop import RunInterrupted
 from train.protocols import default_protocol, make_folds, pick_folds
 from train.parallel import run_lanes
+from train import report
 from train.runner import INCOMPLETE, prepare, resume, run, torch_threads
 
 DIM, FRAMES, TOKENS = 16, 35, 6
@@ -161,6 +163,10 @@ def test_model_config_comes_from_the_cache_overrides_and_ablation():
     assert cfg.lstm_hidden == 8 and cfg.window == 50
     assert model_config(resolve(TrainConfig(cache="x"), _meta("mosei", "regression"), "split"),
                         _meta("mosei", "regression")).num_outputs == 1
+    assert model_config(resolve(TrainConfig(cache="x", mosei_objective="ce7"), _meta("mosei", "regression"),
+                                "split"), _meta("mosei", "regression")).num_outputs == 7
+    assert model_config(resolve(TrainConfig(cache="x", ablation="drop-padded-windows"), _meta("iemocap"),
+                                "split"), _meta("iemocap")).padded_windows == "drop"
     with pytest.raises(TrainError, match="unknown model option"):
         model_config(replace(config, model={"lstm_hiden": 8}), _meta("iemocap"))
 
@@ -331,12 +337,24 @@ def test_capture_gate_lets_a_capture_run_alone():
     assert events == ["first step done", "capture", "late step"]
 
 
-def test_nan_loss_stops_clearly_and_leaves_the_run_marked_incomplete(tmp_path):
-    cache = make_cache(tmp_path / "nan.h5", nan_rows=48)
-    with pytest.raises(TrainError, match="loss became nan.*fold 1 epoch 1"):
+def test_nonfinite_rows_finds_nan_and_inf_rows_in_any_chunking(tmp_path):
+    path = make_cache(tmp_path / "nan.h5", nan_rows=3)
+    with h5py.File(path, "r+") as h5:
+        h5["text"][10, 2, 5] = np.inf  # one value of one token
+        h5["audio"][47, 0, 0] = -np.inf  # the last row: a partial last chunk
+    with FeatureCache(path) as cache:
+        for chunk_rows in (1, 5, 7, 1000):
+            assert cache.nonfinite_rows(chunk_rows=chunk_rows).tolist() == [0, 1, 2, 10, 47]
+    with FeatureCache(make_cache(tmp_path / "clean.h5")) as clean:
+        assert clean.nonfinite_rows().tolist() == []
+
+
+def test_a_cache_with_nonfinite_features_is_refused_naming_rows_before_the_run_folder(tmp_path):
+    cache = make_cache(tmp_path / "nan.h5", nan_rows=7)
+    with pytest.raises(TrainError, match=r"nan.h5: 7 of 48 rows hold non-finite \(NaN/inf\) features "
+                                         r"\(u000, u001, u002, u003, u004, \.\.\.\); re-extract"):
         run(tiny_config(cache, tmp_path / "runs", name="nan", folds=[1]))
-    assert (tmp_path / "runs" / "nan" / INCOMPLETE).exists()
-    assert not (tmp_path / "runs" / "nan" / "summary.csv").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_regression_split_run_selects_the_best_valid_epoch(tmp_path):
@@ -350,7 +368,29 @@ def test_regression_split_run_selects_the_best_valid_epoch(tmp_path):
     assert torch.load(run_dir / "fold01" / "best.pt", weights_only=True)["epoch"] == best_epoch
     summary = pd.read_csv(run_dir / "summary.csv").set_index("key")
     assert {"acc7", "acc2_non0", "f1_non0", "acc2_has0", "mae", "corr"} <= set(summary.index)
-    assert summary.loc["acc2_non0", "paper"] == 84.8 and summary["note"].isna().all()
+    # the paper's 84.8 / 83.8 stand beside both ACC2/F1 variants, with a note that it does not say which
+    assert summary.loc["acc2_non0", "paper"] == summary.loc["acc2_has0", "paper"] == 84.8
+    assert summary.loc["f1_non0", "paper"] == summary.loc["f1_has0", "paper"] == 83.8
+    noted = summary["note"].notna()
+    assert set(summary.index[noted]) == {"acc2_non0", "f1_non0", "acc2_has0", "f1_has0"}
+    assert summary["note"][noted].str.contains("does not state").all()
+    assert result["valid_speaker"] is None  # the split protocol validates on the cache's valid rows
+
+
+def test_ce7_objective_trains_seven_outputs_and_scores_by_expected_value(tmp_path):
+    cache = make_cache(tmp_path / "mosei.h5", task="regression", dataset="mosei", speakers=())
+    run_dir = run(tiny_config(cache, tmp_path / "runs", protocol=None, folds=None, epochs=2,
+                              mosei_objective="ce7"))
+    best = torch.load(run_dir / "fold01" / "best.pt", weights_only=True)
+    assert best["objective"] == "ce7" and best["model_config"]["num_outputs"] == 7
+    predictions = pd.read_csv(run_dir / "fold01" / "predictions.csv")
+    assert predictions["prediction"].between(-3, 3).all() and predictions["prediction"].nunique() > 1
+    metrics = json.loads((run_dir / "fold01" / "metrics.json").read_text())["metrics"]
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(predictions["prediction"] - predictions["label"])))
+    assert json.loads((run_dir / "config.json").read_text())["train"]["mosei_objective"] == "ce7"
+    classification = make_cache(tmp_path / "iemocap.h5", dataset="iemocap")
+    with pytest.raises(TrainError, match="--mosei-objective applies to regression caches"):
+        run(tiny_config(classification, tmp_path / "runs", mosei_objective="ce7"))
 
 
 def test_ablation_all_runs_the_table3_grid_and_writes_the_table(tmp_path, capsys):
@@ -368,3 +408,55 @@ def test_cache_columns_reach_the_folds(cache_path):
     cache = FeatureCache(cache_path)
     config = resolve(TrainConfig(cache=str(cache_path)), cache.meta, "split")
     assert config.protocol == "split" and config.epochs == 50  # no preset for "synthetic"
+
+
+@pytest.mark.parametrize("protocol, speaker, split, advice", [
+    ("loso-speaker", ["a", "a"], ["train", "test"], "use --protocol split$"),
+    ("split", ["a", "b"], ["", ""], "use --protocol loso-speaker$"),  # no sessions: not loso-session
+    ("split", ["a", "a"], ["", ""], "no protocol fits this cache: re-extract it with a split column"),
+    ("loso-speaker", ["a", "a"], ["", ""], "no protocol fits this cache: re-extract it with a split column"),
+])
+def test_a_protocol_that_does_not_fit_suggests_only_one_that_does(protocol, speaker, split, advice):
+    with pytest.raises(TrainError, match=advice):
+        make_folds(protocol, "classification", np.array(speaker, dtype=object), np.array(["", ""], dtype=object),
+                   np.array(split, dtype=object))
+
+
+def test_a_one_class_run_warns_in_the_console_and_in_summary_csv(tmp_path, capsys):
+    path = make_cache(tmp_path / "one.h5")
+    with h5py.File(path, "r+") as h5:
+        h5["label"][:] = 2
+    run_dir = run(tiny_config(path, tmp_path / "runs", folds=[1], epochs=1))
+    out = capsys.readouterr().out
+    warning = "ONE CLASS: fold 1 (S1F) trains on class sad only; its accuracies are meaningless"
+    assert out.count(f"WARNING: {warning}") == 2  # before training and under the summary
+    assert pd.read_csv(run_dir / "summary.csv")["note"].str.contains(warning, regex=False).all()
+    with h5py.File(path, "r+") as h5:  # control: two classes, no warning
+        h5["label"][:24] = 1
+    assert prepare(tiny_config(path, tmp_path / "runs", folds=[1], epochs=1)).warnings == []
+
+
+def test_progress_in_a_log_is_one_line_per_epoch(cache_path, tmp_path, capsys):
+    run(tiny_config(cache_path, tmp_path, folds=[1], epochs=3, progress=True))
+    err = capsys.readouterr().err  # not a terminal
+    lines = [line for line in err.splitlines() if "epoch" in line]
+    assert "\r" not in err and len(lines) == 3, err
+    for k, line in enumerate(lines, start=1):
+        assert line.startswith(f"fold 1/4 (S1F) epoch {k}/3: 100%") and "loss=" in line
+
+
+def test_plots_label_what_they_show_and_fit_their_titles(reference, tmp_path):
+    one_class = report.plot_confusion(tmp_path / "c.png", np.array([[5]]), ["neu"], " (random encoders)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(one_class).get_renderer()
+    title = one_class.axes[0].title.get_window_extent(renderer)
+    assert 0 <= title.x0 and title.x1 <= one_class.bbox.x1  # not cut off
+    curves = report.plot_learning_curves(tmp_path / "l.png", [reference / "fold01", reference / "fold02"],
+                                         "classification", "")
+    loss, accuracy = curves.axes
+    assert accuracy.get_title() == "accuracy: WA (train), UA (valid, test)"
+    assert "one fold each (thin)" in [t.get_text() for t in accuracy.get_legend().get_texts()]
+    for ax in (loss, accuracy):
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)  # epochs 1..3, no 1.5

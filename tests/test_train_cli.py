@@ -82,6 +82,10 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_result(blocked_run, cache_
 def test_help_explains_every_option():
     result = invoke(["--help"])
     assert result.exit_code == 0
+    text = " ".join(result.output.split()).replace("- ", "-")  # undo click's wrapping
+    for option in ("--device", "--stream", "--workers", "--parallel-folds", "--threads", "--progress/--no-progress",
+                   "--cuda-graphs/--no-cuda-graphs", "--cache may name another path to the same cache"):
+        assert option in text.split("--resume DIRECTORY")[1].split("--protocol")[0], option  # under --resume
     for param in main.params:
         if not param.hidden and param.name != "help":
             assert param.opts[0] in result.output
@@ -126,6 +130,16 @@ def _interrupted(tmp_path):
     ("resume-nothing", "not a run folder"),
     ("resume-with-new-lr", "cannot be given with it: --lr"),
     ("bad-device", "is not a device name"),
+    ("resume-with-name", r"cannot be given with it: --name$"),
+    ("resume-with-runs-dir", r"cannot be given with it: --runs-dir$"),
+    ("beta1-2", r"--beta1 must be in \[0, 1\), got 2.0"),
+    ("beta2-negative", r"--beta2 must be in \[0, 1\), got -1.0"),
+    ("weight-decay-negative", r"--weight-decay must be a number >= 0, got -1.0"),
+    ("lr-decay-factor-negative", r"--lr-decay-factor must be in \(0, 1\], got -1.0"),
+    ("lr-decay-factor-0", r"--lr-decay-factor must be in \(0, 1\], got 0.0"),
+    ("lr-inf", r"--lr must be a number > 0, got inf"),
+    ("name-escapes", r"--name must be a plain folder name, without path separators or '..', got '../../x'"),
+    ("name-dotdot", r"--name must be a plain folder name.*got '..'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path, cache_path):
     runs = tmp_path / "runs"
@@ -144,10 +158,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path
         "resume-nothing": ["--resume", tmp_path],
         "resume-with-new-lr": ["--resume", tmp_path, "--lr", "0.1"],
         "bad-device": ["--cache", cache_path, "--device", "gpu9"],
+        "resume-with-name": ["--resume", tmp_path, "--name", "x"],
+        "resume-with-runs-dir": ["--resume", tmp_path, "--runs-dir", tmp_path / "elsewhere"],
+        "beta1-2": ["--cache", cache_path, "--beta1", "2"],
+        "beta2-negative": ["--cache", cache_path, "--beta2", "-1"],
+        "weight-decay-negative": ["--cache", cache_path, "--weight-decay", "-1"],
+        "lr-decay-factor-negative": ["--cache", cache_path, "--lr-decay-factor", "-1"],
+        "lr-decay-factor-0": ["--cache", cache_path, "--lr-decay-factor", "0"],
+        "lr-inf": ["--cache", cache_path, "--lr", "inf"],
+        "name-escapes": ["--cache", cache_path, "--name", "../../x"],
+        "name-dotdot": ["--cache", cache_path, "--name", ".."],
     }[case]
-    result = invoke([*args, "--runs-dir", runs])
+    result = invoke(args if "--resume" in args else [*args, "--runs-dir", runs])  # --resume names its folder
     stderr = result.stderr
     assert result.exit_code == 2, result.output
-    assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("swrr-train: error: ") and len(stderr.strip().splitlines()) == 1, stderr
     assert "Traceback" not in stderr and __import__("re").search(message, stderr), stderr
     assert not runs.exists() or not any(runs.iterdir())

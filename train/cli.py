@@ -10,6 +10,7 @@ import click
 from swrr_core.cache import CacheError
 from swrr_core.device import DeviceError
 from swrr_core.ranks import RankError, RankFailed, Ranks
+from swrr_core.objectives import REGRESSION_OBJECTIVES
 from train.config import ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError
 from train.loop import RunInterrupted
 
@@ -24,19 +25,27 @@ summary.csv, results.json and PNGs. Continue a killed run with --resume runs/<na
 """
 
 
+PREFIX = "swrr-train: error:"  # as swrr-extract's, so a log says which stage refused
+
+
 class OneLineErrors(click.Command):
-    """User mistakes end with one line `error: ...` on stderr and exit code 2."""
+    """User mistakes end with one line `swrr-train: error: ...` on stderr and exit code 2."""
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         try:
             return super().main(*args, **kwargs)
         except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"{PREFIX} {exc.format_message()}", err=True)
             sys.exit(2)
         except click.Abort:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+
+# the options of RESUMABLE_FIELDS as typed (stop_after_epochs is a hidden test option)
+RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cuda-graphs/--no-cuda-graphs"}
+                  .get(f, "--" + f.replace("_", "-")) for f in RESUMABLE_FIELDS if f != "stop_after_epochs"]
 
 
 def parse_folds(text: Optional[str]) -> Optional[List[int]]:
@@ -65,11 +74,15 @@ def parse_model_set(items) -> Dict[str, Any]:
                                                                     "max_content_width": 100})
 @click.option("--cache", type=click.Path(dir_okay=False), help="Feature cache made by swrr-extract, e.g. cache/iemocap.h5.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
-              help="Continue the run in this folder (e.g. runs/iemocap-loso-speaker) with its saved config; "
-                   "only execution options (--device, --workers, --stream, --parallel-folds, --threads) may change.")
+              help="Continue the run in this folder (e.g. runs/iemocap-loso-speaker) with its saved config. "
+                   f"Only these may be given with it: {', '.join(RESUME_OPTIONS)}; --cache may name another "
+                   "path to the same cache (its fingerprint is checked). CPU numbers are bit-identical to an "
+                   "uninterrupted run with the same --threads. One process per run: a second --resume of a "
+                   "run in progress is refused.")
 @click.option("--protocol", type=click.Choice(PROTOCOLS),
               help="loso-speaker: one fold per speaker; loso-session: one fold per session; "
-                   "split: the cache's train/valid/test rows. Default: by dataset (see below).")
+                   "split: the cache's train/valid/test rows; all: one model on every row (no test set, last epoch): "
+                   "the one to deploy. Default: by dataset (see below).")
 @click.option("--folds", help="Run only these folds (1-based), e.g. 1,3. Default: all.")
 @click.option("--early-stop-speaker", is_flag=True,
               help="LOSO only: hold out one training speaker per fold (the test speaker's session mate) as "
@@ -78,8 +91,9 @@ def parse_model_set(items) -> Dict[str, Any]:
               help="Which epoch's model is reported: 'valid' = best validation epoch (UA, or MAE for "
                    "regression), 'last' = final epoch, 'auto' = 'valid' when the fold has validation rows.")
 @click.option("--ablation", type=click.Choice(ABLATION_CHOICES),
-              help="Train a Table 3 variant instead of the full model (swrr); 'all' runs the full model and "
-                   "every variant and writes ablations.csv beside the paper's numbers.")
+              help="Train a Table 3 variant instead of the full model (swrr), or one of our readings of what "
+                   "the paper leaves open (drop-padded-windows, reuse-score; docs/MODEL.md); 'all' runs the full "
+                   "model and every Table 3 variant and writes ablations.csv beside the paper's numbers.")
 @click.option("--epochs", type=int, help="Training epochs. Default: 50 (classification) / 20 (regression), paper.")
 @click.option("--lr", type=float, help="Adam learning rate. Default: 5e-4 (classification) / 1e-3 (regression), paper.")
 @click.option("--batch-size", type=int, help="Utterances per forward pass. Default: 32 (not in the paper).")
@@ -94,6 +108,9 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--lr-decay-factor", type=float, default=0.1, show_default=True, help="Learning-rate decay factor (paper: /10).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; with the same seed CPU reruns are bit-identical.")
+@click.option("--mosei-objective", type=click.Choice(REGRESSION_OBJECTIVES),
+              help="Regression caches only (CMU-MOSEI sentiment): l1 = one output, L1 loss (default; not in the "
+                   "paper); ce7 = 7-class cross-entropy on the rounded sentiment, scored by the expected value.")
 @click.option("--lstm-hidden", type=int, help="Shared LSTM units per direction (paper 384). Non-paper size knob.")
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE",
               help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "
@@ -115,7 +132,7 @@ def parse_model_set(items) -> Dict[str, Any]:
                    "one resident cache (a big GPU runs them concurrently), on CPU as N processes. A fold's seed, "
                    "data order and initial weights do not depend on N.")
 @click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
 @click.option("--stop-after-epochs", type=int, hidden=True)  # tests: stop as if killed
 @click.pass_context
 def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **options):
@@ -147,10 +164,10 @@ def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **option
             run(TrainConfig(folds=parse_folds(folds), model=model, **options))
     except RankFailed as exc:  # raised on every rank of a torchrun launch: rank 0 says it once
         if Ranks.from_env().is_main:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"{PREFIX} {exc}", err=True)
         sys.exit(2)
     except (CacheError, DeviceError, TrainError, RankError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"{PREFIX} {exc}", err=True)
         sys.exit(2)
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)

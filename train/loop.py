@@ -19,13 +19,14 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from swrr_core import objectives
+from swrr_core.bundle import BUNDLE_DIRNAME, write_bundle
 from swrr_core.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
 from swrr_core.model import SWRR, SWRRConfig
+from swrr_core.progress import progress_bar
 from train import checkpoint
-from train.config import TrainConfig, TrainError
+from train.config import TrainConfig, TrainError, objective
 from train.data import epoch_batches
 from train.protocols import Fold
 from train.step import TrainStep
@@ -64,6 +65,7 @@ class FoldJob:
     label_names: List[str]
     fold_dir: str
     identity: Dict[str, Any]
+    recipe: Optional[Dict[str, Any]] = None  # the cache's CacheMeta as a dict: copied into the fold's bundle
 
 
 def fold_seed(seed: int, fold_number: int) -> int:
@@ -88,11 +90,7 @@ def make_scaler(enabled: bool):
     return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
-def loss_fn(task: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over class logits (B, C), or L1 on scores (B, 1) (MOSEI)."""
-    if task == "classification":
-        return F.cross_entropy(outputs.float(), labels)
-    return F.l1_loss(outputs.float().squeeze(-1), labels.float())
+loss_fn = objectives.loss  # loss_fn(objective, outputs, labels): "ce", "l1" or "ce7"
 
 
 @torch.no_grad()
@@ -124,8 +122,9 @@ def evaluate(job: FoldJob, model, source, rows, device, attention=False):
         raise TrainError(f"the model's outputs are not finite on {len(bad)} of {len(rows)} evaluated rows of fold "
                          f"{job.fold.number} (e.g. {', '.join(source.utt_id[np.asarray(rows)[bad[:3]]])}): "
                          "their cached features hold NaN/inf, or training diverged; stopping")
-    metrics = compute_metrics(job.task, labels, outputs, len(job.label_names))
-    metrics["loss"] = (float(loss_fn(job.task, torch.from_numpy(outputs), torch.as_tensor(labels)))
+    goal = objective(job.config, job.task)
+    metrics = compute_metrics(job.task, labels, objectives.scores(goal, outputs), len(job.label_names))
+    metrics["loss"] = (float(loss_fn(goal, torch.from_numpy(outputs), torch.as_tensor(labels)))
                        if len(rows) else float("nan"))
     return metrics, outputs, attn
 
@@ -137,11 +136,13 @@ def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, devic
     `step` runs each batch's forward and backward (kept across epochs: it holds the CUDA graphs);
     None = an eager one."""
     cfg = job.config
-    step = step or TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, use_amp(cfg, device), device)
+    step = step or TrainStep(model, loss_fn, objective(cfg, job.task), scaler, cfg.grad_accum,
+                             use_amp(cfg, device), device)
     model.train()
     batches = epoch_batches(job.fold.train, cfg.batch_size, generator)
-    bar = tqdm(total=len(batches), leave=False, disable=not cfg.progress, dynamic_ncols=True,
-               desc=f"fold {job.fold.number}/{job.num_folds} ({job.fold.name}) epoch {epoch + 1}/{cfg.epochs}")
+    # a live bar on a terminal; in a log (stderr not a terminal) one line per epoch, with its loss
+    bar = progress_bar(total=len(batches), leave=False, disable=not cfg.progress, dynamic_ncols=True, log_step=1.0,
+                       desc=f"fold {job.fold.number}/{job.num_folds} ({job.fold.name}) epoch {epoch + 1}/{cfg.epochs}")
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -157,11 +158,11 @@ def train_epoch(job: FoldJob, model, optimizer, scaler, source, generator, devic
         loss_sum += loss.detach() * n
         if job.task == "classification":
             correct += (outputs.detach().argmax(-1) == batch["label"]).sum()
-        bar.update()
         if i % SYNC_EVERY == 0 or i == len(batches):
             mean_loss = loss_sum.item() / seen
             _check_finite(mean_loss, job, epoch, step.amp)
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)  # shown by the update below
+        bar.update()
     bar.close()
     record = {"train_loss": loss_sum.item() / max(seen, 1)}
     if job.task == "classification":
@@ -261,8 +262,8 @@ def training_parts(job: FoldJob, device: torch.device, cancel: Optional[threadin
     model = new_model(job, device, lane=cancel is not None)
     optimizer = make_optimizer(model, cfg, device)
     scaler = make_scaler(amp)
-    step = TrainStep(model, loss_fn, job.task, scaler, cfg.grad_accum, amp, device, graphs=cfg.cuda_graphs,
-                     cancel=cancel)
+    step = TrainStep(model, loss_fn, objective(cfg, job.task), scaler, cfg.grad_accum, amp, device,
+                     graphs=cfg.cuda_graphs, cancel=cancel)
     return model, optimizer, scaler, step
 
 
@@ -322,10 +323,12 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
     if attention is not None:
         np.save(fold_dir / "attention.npy", attention)
     _write_predictions(fold_dir, source, fold.test, outputs, job)
+    selection = "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch"
+    _write_bundle(fold_dir, model, job, best["epoch"], selection, metrics if len(fold.test) else None)
     result = {
-        "fold": fold.number, "name": fold.name, "valid_speaker": fold.valid_name,
+        "fold": fold.number, "name": fold.name, "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
         "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
-        "selection": "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch",
+        "selection": selection,
         "selected_epoch": best["epoch"], "valid_at_selected": best["valid"],
         "metrics": metrics,
         "seconds": time.time() - started,
@@ -342,7 +345,21 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
 def _save_model(path: Path, model, job: FoldJob, epoch: int) -> None:
     checkpoint.save(path, {"epoch": epoch, "model": model.state_dict(),
                            "model_config": asdict(job.model_config), "label_names": list(job.label_names),
-                           "task": job.task}, job.identity)
+                           "task": job.task, "objective": objective(job.config, job.task)}, job.identity)
+
+
+def _write_bundle(fold_dir: Path, model, job: FoldJob, epoch: int, selection: str, metrics) -> None:
+    """The fold's reported model as a bundle in fold_dir/model (written before metrics.json, so a
+    finished fold always has one)."""
+    if job.recipe is None:  # a FoldJob built without its cache's recipe (benchmarks)
+        return
+    provenance = {"dataset": job.recipe["dataset"], "protocol": job.config.protocol, "fold": job.fold.number,
+                  "test_group": job.fold.name if len(job.fold.test) else "", "valid_group": job.fold.valid_name,
+                  "selected_epoch": epoch, "selection": selection, "ablation": job.config.ablation,
+                  "metrics": {k: v for k, v in (metrics or {}).items() if k != "confusion"},
+                  "cache_fingerprint": job.identity.get("cache"), "train": job.config.result_fields()}
+    write_bundle(fold_dir / BUNDLE_DIRNAME, model.state_dict(), job.model_config, job.task, job.label_names,
+                 job.recipe, provenance, objective=objective(job.config, job.task))
 
 
 def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:
@@ -353,6 +370,6 @@ def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> N
         table["prediction"] = outputs.argmax(-1)
         for i, name in enumerate(job.label_names):
             table[f"logit_{name}"] = outputs[:, i]
-    else:
-        table["prediction"] = outputs[:, 0]
+    else:  # the sentiment score the metrics read (for "ce7" the expected value of the 7 points)
+        table["prediction"] = objectives.scores(objective(job.config, job.task), outputs)
     table.to_csv(fold_dir / "predictions.csv", index=False)

@@ -28,9 +28,9 @@ from typing import Dict, Iterator, List
 
 import torch
 import torch.multiprocessing as mp
-from tqdm.auto import tqdm
-
 from swrr_core.cache import FeatureCache
+from swrr_core.guards import die_with_parent
+from swrr_core.progress import progress_bar
 from train.config import TrainConfig, TrainError
 from train.data import make_source
 from train.loop import EpochBudget, FoldJob, train_fold
@@ -39,6 +39,7 @@ _worker_source: Dict[str, object] = {}
 
 
 def _init_worker(threads: int) -> None:
+    die_with_parent()  # a SIGKILLed swrr-train must not leave its fold processes training on
     torch.set_num_threads(threads)
 
 
@@ -57,8 +58,8 @@ def run_lanes(jobs: List[FoldJob], config: TrainConfig, device: torch.device, ca
     last finished epoch for --resume."""
     lanes = min(config.parallel_folds, len(jobs))
     # one bar over the epochs of all folds (a lane's own per-epoch bars would overwrite each other)
-    bar = tqdm(total=len(jobs) * config.epochs, initial=sum(map(finished_epochs, jobs)), unit="epoch",
-               desc=f"{len(jobs)} folds in {lanes} lanes", disable=not config.progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(jobs) * config.epochs, initial=sum(map(finished_epochs, jobs)), unit="epoch",
+                       desc=f"{len(jobs)} folds in {lanes} lanes", disable=not config.progress, dynamic_ncols=True)
     jobs = [replace(job, config=replace(job.config, progress=False)) for job in jobs]
     shared = None if config.stream else make_source(cache, device, False, 0)  # one resident copy for all
     cuda = device.type == "cuda"

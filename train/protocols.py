@@ -3,6 +3,8 @@
 - loso-speaker: one fold per speaker (IEMOCAP: 10), that speaker is the test set.
 - loso-session: one fold per session (IEMOCAP: 5).
 - split: one fold from the cache's own train/valid/test split column (CMU-MOSEI).
+- all: one fold that trains on every row and tests nothing: the model to deploy (its bundle),
+  trained with the paper's schedule and reported at the last epoch.
 
 With `early_stop_speaker`, a LOSO fold also holds out one training speaker as validation data:
 the test speaker's session mate when there is one (for IEMOCAP the dialogue partner, so no
@@ -47,13 +49,17 @@ def default_protocol(task: str, speaker: np.ndarray, split: np.ndarray) -> str:
 def make_folds(protocol: str, task: str, speaker: np.ndarray, session: np.ndarray, split: np.ndarray,
                early_stop_speaker: bool = False, cache_name: str = "the cache") -> List[Fold]:
     """All folds of a protocol; raises TrainError when the cache does not fit it."""
+    if protocol == "all":
+        if early_stop_speaker:
+            raise TrainError("--early-stop-speaker holds out data; --protocol all trains on every row")
+        return [Fold(1, "all", np.arange(len(split), dtype=np.int64), EMPTY, EMPTY)]
     if protocol == "split":
         if early_stop_speaker:
             raise TrainError("--early-stop-speaker is for the LOSO protocols; the split protocol "
                              "validates on the cache's own 'valid' split")
-        return [_split_fold(split, cache_name)]
+        return [_split_fold(split, cache_name, _advice(task, speaker, session, split, protocol))]
     if protocol not in ("loso-speaker", "loso-session"):
-        raise TrainError(f"unknown protocol {protocol!r}; choose loso-speaker, loso-session or split")
+        raise TrainError(f"unknown protocol {protocol!r}; choose loso-speaker, loso-session, split or all")
     if task != "classification":
         raise TrainError(f"{protocol} makes no sense for {cache_name}: its task is {task} "
                          "(CMU-MOSEI style); use --protocol split")
@@ -62,7 +68,7 @@ def make_folds(protocol: str, task: str, speaker: np.ndarray, session: np.ndarra
     if len(groups) < 2:
         raise TrainError(f"{protocol} needs at least two {what}s, but {cache_name} has "
                          f"{len(groups)} (its '{what}' column is {'empty' if not groups else 'one value'}); "
-                         "use --protocol split or re-extract with that column filled")
+                         f"{_advice(task, speaker, session, split, protocol)}")
     if np.any(column == ""):
         raise TrainError(f"{protocol}: {int(np.sum(column == ''))} rows of {cache_name} have no {what}; "
                          "every row needs one for leave-one-out folds")
@@ -93,14 +99,28 @@ def _groups(column: np.ndarray) -> List[str]:
     return sorted(set(column.tolist()) - {""})
 
 
-def _split_fold(split: np.ndarray, cache_name: str) -> Fold:
+def _advice(task: str, speaker: np.ndarray, session: np.ndarray, split: np.ndarray, refused: str) -> str:
+    """What to do when `refused` does not fit: the protocols that do, or how to make the cache fit one
+    (never a protocol that the cache cannot use either)."""
+    fits = {"split": {"train", "test"} <= set(split.tolist())}
+    if task == "classification":
+        for name, column in (("loso-speaker", speaker), ("loso-session", session)):
+            fits[name] = len(_groups(column)) >= 2 and not np.any(column == "")
+    usable = [name for name, ok in fits.items() if ok and name != refused]
+    if usable:
+        return f"use --protocol {' or '.join(usable)}"
+    need = "a split column (train/valid/test rows)" + (
+        " or a speaker column with at least two speakers" if task == "classification" else "")
+    return f"no protocol fits this cache: re-extract it with {need}"
+
+
+def _split_fold(split: np.ndarray, cache_name: str, advice: str) -> Fold:
     found = set(split.tolist())
     missing = [name for name in ("train", "test") if name not in found]
     if missing:
         have = ", ".join(sorted(repr(s) for s in found)) or "none"
         raise TrainError(f"--protocol split needs 'train' and 'test' rows, but {cache_name} has no "
-                         f"{' or '.join(missing)} rows (its split values: {have}); use "
-                         "--protocol loso-speaker or loso-session for a cache without splits")
+                         f"{' or '.join(missing)} rows (its split values: {have}); {advice}")
     return Fold(1, "split", np.flatnonzero(split == "train"), np.flatnonzero(split == "valid"),
                 np.flatnonzero(split == "test"), "valid" if "valid" in found else "")
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from swrr_core import __version__
 from swrr_core.cache import FeatureCache
 from swrr_core.device import resolve_device
+from swrr_core.guards import LockHeld, OutputLock
 from swrr_core.model import ABLATIONS
 from swrr_core.ranks import Ranks
 from train import report
@@ -49,6 +50,7 @@ class Plan:
     jobs: List[FoldJob]
     cache_fingerprint: str
     device: torch.device
+    warnings: List[str] = field(default_factory=list)  # shown in the console and summary.csv
 
 
 @in_rank_group
@@ -58,7 +60,9 @@ def run(config: TrainConfig) -> Path:
     if config.ablation == "all":
         return _run_grid(config, resume_dir=None)
     plan = on_every_rank(lambda: prepare(config))
-    return execute(plan, on_rank0(lambda: _start_run_dir(plan)))
+    run_dir = on_rank0(lambda: _start_run_dir(plan))
+    with run_lock(run_dir):
+        return execute(plan, run_dir)
 
 
 def _start_run_dir(plan: Plan) -> Path:
@@ -81,14 +85,39 @@ def resume(run_dir, **runtime: Any) -> Path:
         raise TrainError(f"--resume continues {run_dir} with its saved config; these options cannot change: "
                          f"{', '.join(bad)} (start a new run instead)")
     config = replace(TrainConfig.from_dict(saved["train"]), stop_after_epochs=None, progress=True)
-    config = replace(config, **runtime, runs_dir=str(run_dir.parent), name=run_dir.name)
-    if config.ablation == "all":
-        return _run_grid(config, resume_dir=run_dir)
-    plan = on_every_rank(lambda: prepare(config))
-    if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
-        raise TrainError(f"{plan.cache.path} is not the cache {run_dir} was trained on "
-                         f"(its rows or extraction config differ); pass the original with --cache")
-    return execute(plan, run_dir)
+    config = replace(config, **runtime, runs_dir=str(run_dir.parent), name=run_dir.resolve().name)
+    with run_lock(run_dir):  # held from here: a second --resume of this run is refused, not mixed in
+        if config.ablation == "all":
+            return _run_grid(config, resume_dir=run_dir)
+        plan = on_every_rank(lambda: prepare(config))
+        if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
+            raise TrainError(f"{plan.cache.path} is not the cache {run_dir} was trained on "
+                             f"(its rows or extraction config differ); pass the original with --cache")
+        return execute(plan, run_dir)
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """One process per run folder (an OS lock on `<run_dir>.lock`, dropped when the process ends
+    however it ends): a second run or --resume of the same folder is refused with one line.
+    Under torchrun only rank 0 holds it: the other ranks work inside rank 0's run."""
+    lock = OutputLock(run_dir, "swrr-train")
+
+    def acquire():
+        if not Ranks.from_env().is_main:
+            return
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            raise TrainError(str(exc)) from None
+        except OSError as exc:
+            raise TrainError(f"cannot lock the run folder {run_dir} ({exc})") from exc
+
+    on_every_rank(acquire)  # a refusal on rank 0 stops every rank with one line
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def prepare(config: TrainConfig) -> Plan:
@@ -109,9 +138,10 @@ def prepare(config: TrainConfig) -> Plan:
         identity = json.loads(json.dumps({"config": identity_config, "model": asdict(model_cfg),
                                           "cache": cache_fp, "fold": fold.number}))
         jobs.append(FoldJob(fold, len(all_folds), config, model_cfg, meta.task, list(meta.label_names),
-                            "", identity))
+                            "", identity, recipe=asdict(meta)))
         selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
-    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device)
+    _check_finite_features(cache)  # last: the only check that reads every embedding
+    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
 
 
 def _check_lengths(cache: FeatureCache) -> None:
@@ -124,6 +154,41 @@ def _check_lengths(cache: FeatureCache) -> None:
             raise TrainError(f"{cache.path}: {len(bad)} rows have {name} outside [1, {size}] (e.g. "
                              f"{', '.join(f'{cache.utt_id[i]}: {lengths[i]}' for i in bad[:3])}); the SWRR head "
                              "needs at least one frame and one token per row: re-extract the cache with swrr-extract")
+
+
+_FINITE_CACHES = set()  # (path, size, mtime) of caches checked finite by this process
+
+
+def _check_finite_features(cache: FeatureCache) -> None:
+    """Refuse a cache holding NaN/inf features, naming the rows, before any work: else training
+    stops later with a misleading "diverged, try a lower --lr". One chunked pass over the file per
+    process (an --ablation all grid checks once), not remembered across runs: the fingerprint
+    covers ids and config, not the data, so a memo could miss a re-extracted or damaged file."""
+    stat = cache.path.stat()
+    identity = (str(cache.path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if identity in _FINITE_CACHES:
+        return
+    bad = cache.nonfinite_rows()
+    if len(bad):
+        shown = ", ".join(cache.utt_id[bad[:5]]) + (", ..." if len(bad) > 5 else "")
+        raise TrainError(f"{cache.path}: {len(bad)} of {len(cache)} rows hold non-finite (NaN/inf) features "
+                         f"({shown}); re-extract the cache with swrr-extract --overwrite")
+    _FINITE_CACHES.add(identity)
+
+
+def _one_class_warnings(cache: FeatureCache, folds: List[Fold]) -> List[str]:
+    """Folds whose training rows hold a single class: their WA/UA are meaningless (all 100 % when
+    the test rows share that class). Warned about, not refused: nothing is lost by running."""
+    if cache.meta.task != "classification":
+        return []
+    warnings = []
+    for fold in folds:
+        present = np.unique(cache.label[fold.train])
+        if len(present) < 2:
+            names = [cache.meta.label_names[int(i)] for i in present] or ["none"]
+            warnings.append(f"ONE CLASS: fold {fold.number} ({fold.name}) trains on class {', '.join(names)} "
+                            f"only; its accuracies are meaningless")
+    return warnings
 
 
 @contextmanager
@@ -165,11 +230,10 @@ def finished_folds(plan: Plan):
     results: Dict[int, Dict] = {}
     pending = []
     for job in plan.jobs:
-        done = Path(job.fold_dir) / "metrics.json"
-        if done.exists():
-            results[job.fold.number] = json.loads(done.read_text())
-            print(report.fold_line(results[job.fold.number], meta.task, plan.num_folds, meta.random_encoders)
-                  + "  (done before)")
+        result = _finished_fold(Path(job.fold_dir))
+        if result is not None:
+            results[job.fold.number] = result
+            print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders) + "  (done before)")
         else:
             pending.append(job)
     return results, pending
@@ -205,6 +269,27 @@ def finish(plan: Plan, run_dir: Path, results: Dict[int, Dict]) -> Path:
     report.write_reports(run_dir, ordered, plan)
     (run_dir / INCOMPLETE).unlink(missing_ok=True)
     return run_dir
+
+
+def _finished_fold(fold_dir: Path) -> Optional[Dict]:
+    """The result of a fold finished before (on --resume), or None to (re)do it. A damaged
+    metrics.json or attention.npy is set aside and the fold evaluated again from its checkpoints
+    (train_fold trains only the epochs last.pt lacks: none, for a finished fold)."""
+    done = fold_dir / "metrics.json"
+    if not done.exists():
+        return None
+    try:
+        result = json.loads(done.read_text())
+        if not isinstance(result, dict) or not {"fold", "metrics"} <= set(result):
+            raise ValueError("not a fold result")
+        if (fold_dir / "attention.npy").exists():
+            np.load(fold_dir / "attention.npy")  # never pickles: allow_pickle is off
+        return result
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+        print(f"{fold_dir}: a result file is damaged ({type(exc).__name__}: {exc}); evaluating the fold again")
+        for name in ("metrics.json", "attention.npy"):
+            (fold_dir / name).unlink(missing_ok=True)
+        return None
 
 
 def _cache_fingerprint(cache: FeatureCache) -> str:
@@ -273,8 +358,12 @@ def _run_grid(config: TrainConfig, resume_dir: Optional[Path]) -> Path:
         # check the request once, with the full model, before anything is written
         plan = prepare(replace(config, ablation=None))
         top = on_rank0(lambda: _start_grid_dir(plan, config, variants))
-    else:
-        top = resume_dir
+        with run_lock(top):
+            return _train_grid(config, top, variants)
+    return _train_grid(config, resume_dir, variants)  # resume() holds the lock of resume_dir
+
+
+def _train_grid(config: TrainConfig, top: Path, variants: List[str]) -> Path:
     runs = {}
     try:
         for variant in variants:

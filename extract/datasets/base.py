@@ -61,5 +61,9 @@ class DatasetReader:
     def _read(self) -> Iterator[Utterance]:
         raise NotImplementedError
 
+    def index_files(self) -> List[Path]:
+        """The files (other than audio) the reader reads: label lists, manifests. `--out` must not be one."""
+        return []
+
     def skip(self, reason: str, count: int = 1) -> None:
         self.skipped[reason] += count

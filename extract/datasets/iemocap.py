@@ -39,7 +39,7 @@ def _visible_txt(folder: Path) -> List[Path]:
 def read_evaluation(path: Path) -> List[Tuple[str, str]]:
     """(utt_id, label) pairs of one EmoEvaluation file, in file order."""
     pairs = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         match = _EVAL_LINE.match(line)
         if match:
             pairs.append((match.group(1), match.group(2)))
@@ -49,7 +49,7 @@ def read_evaluation(path: Path) -> List[Tuple[str, str]]:
 def read_transcriptions(path: Path) -> Dict[str, str]:
     """utt_id -> transcript of one transcription file."""
     texts = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         match = _TRANSCRIPT_LINE.match(line.strip())
         if match:
             texts[match.group(1)] = match.group(2).strip()
@@ -82,6 +82,9 @@ class IemocapReader(DatasetReader):
                 f"IEMOCAP root {self.root}: no label files found in "
                 f"{', '.join(str(s / 'dialog' / 'EmoEvaluation') for s in self.sessions)} (expected *.txt)"
             )
+
+    def index_files(self) -> List[Path]:
+        return list(self.evaluation_files)
 
     def _read(self) -> Iterator[Utterance]:
         for eval_file in self.evaluation_files:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -50,7 +51,7 @@ def read_csv_table(path: Path, required=()):
     try:
         table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DatasetError(f"{path}: not a readable CSV file ({err})") from None
+        raise DatasetError(f"{path}: {_parser_message(str(err))}") from None
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -61,6 +62,16 @@ def read_csv_table(path: Path, required=()):
     if len(table) == 0:
         raise DatasetError(f"{path}: the CSV has a header but no rows")
     return table
+
+
+def _parser_message(message: str) -> str:
+    """pandas' parser error as one line naming the CSV line (its message spans lines)."""
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if ragged:
+        expected, line, saw = ragged.groups()
+        return (f"line {line} has {saw} fields but the header has {expected}; "
+                "quote fields that contain commas (\"well, no\")")
+    return "not a readable CSV file (" + " ".join(message.split()) + ")"
 
 
 def _lines(rows: List[int]) -> str:
@@ -74,6 +85,14 @@ def is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+MISSING_NUMBER = {"na", "n/a", "nan", "null", "none", "inf", "-inf", "+inf", "infinity", "-infinity"}
+
+
+def is_missing_number(text: str) -> bool:
+    """NaN, NA, inf and the like: what a spreadsheet writes for a score it does not have."""
+    return text.strip().lower() in MISSING_NUMBER
 
 
 def _seconds(value: str, column: str, row: int, path: Path) -> Optional[float]:
@@ -105,13 +124,23 @@ class ManifestReader(DatasetReader):
         self._set_task(columns["label"])
         self.records = self._build(columns)
 
+    def index_files(self) -> List[Path]:
+        return [self.csv_path]
+
     def _check_not_empty(self, columns, name: str) -> None:
         empty = [i for i, v in enumerate(columns[name]) if v == ""]
         if empty:
             raise DatasetError(f"{self.csv_path}: empty {name} on line(s) {_lines(empty)}")
 
     def _set_task(self, labels: List[str]) -> None:
-        if all(is_number(v) for v in labels):
+        numbers = [is_number(v) for v in labels]
+        missing = [i for i, v in enumerate(labels) if is_missing_number(v)]
+        if missing and any(numbers) and all(n or is_missing_number(v) for n, v in zip(numbers, labels)):
+            # scores with a few NaN/inf would silently become classes "0.5", "nan", ...
+            raise DatasetError(f"{self.csv_path}: label {labels[missing[0]]!r} on line(s) {_lines(missing)} is "
+                               "not a finite score, in a regression manifest (every other label is a number); "
+                               "fix or remove those rows")
+        if all(numbers):
             self.task, self.label_names = "regression", ()
         else:
             self.task, self.label_names = "classification", tuple(sorted(set(labels)))

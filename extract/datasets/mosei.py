@@ -109,7 +109,7 @@ def read_label_sequence(path: Path) -> Dict[str, Tuple[List[Tuple[float, float]]
 def read_segments(path: Path) -> List[Tuple[str, float, float, str]]:
     """(segment, start, end, text) of one Segmented/Combined transcript file."""
     segments = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         parts = line.strip().split("___", 4)
         if len(parts) == 5:
             try:

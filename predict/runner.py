@@ -1,0 +1,220 @@
+"""`swrr-predict` end to end: check the request, load the bundle, collect the inputs, cut long
+files into segments, transcribe what has no text, score everything, write the table.
+
+    summary = run_predict(PredictConfig(model="runs/demo-all", inputs=["clip.wav"], texts=["hello"]))
+
+The output (CSV, or JSON lines) has one row per utterance or segment: id, file, start, end, the
+label and one prob_<class> column per class (or score), the transcript and its source, notes,
+error, and the extra columns of a manifest. It is written to `<out>.partial` and renamed, so a
+file at `--out` is always complete. A bad input is an error row, not a crash.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+from extract.batching import AUTO, parse_batch_seconds
+from extract.pipeline import default_workers
+from predict.engine import Predictor
+from predict.inputs import ASR, Item, PredictError, collect_inputs
+from swrr_core.bundle import load_bundle
+from swrr_core.progress import progress_bar
+
+FORMATS = ("csv", "jsonl")
+SEGMENT_MODES = ("vad", "window", "none")
+AGGREGATES = ("mean",)
+WHOLE_FILE_TEXT = "whole-file transcript"
+
+
+@dataclass
+class PredictConfig:
+    """Everything `swrr-predict` can be told."""
+
+    model: str  # a bundle folder, a run folder (+ fold), or a hub id
+    inputs: List[str]
+    texts: List[str] = field(default_factory=list)
+    out: Path = Path("predictions.csv")
+    fold: Optional[int] = None
+    format: Optional[str] = None  # None: from the --out suffix (.jsonl -> jsonl), else csv
+    device: str = "auto"
+    batch_seconds: Union[float, str] = AUTO
+    segment: str = "vad"  # long files: vad | window | none (cut to the first span, as extraction does)
+    hop: Optional[float] = None  # seconds between window starts; None = half the span
+    aggregate: Optional[str] = None  # "mean": also one row per file
+    plot: bool = False  # a PNG timeline per segmented file
+    asr: Optional[str] = None  # ASR model (hub id or folder) for items without text
+    asr_all: bool = False  # transcribe every item, ignoring given text
+    audio_encoder: Optional[str] = None  # local copy of the recipe's audio encoder
+    text_encoder: Optional[str] = None
+    workers: int = field(default_factory=default_workers)  # audio decoding processes, as swrr-extract
+    progress: bool = True
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.format = self.format or ("jsonl" if self.out.suffix.lower() in (".jsonl", ".json") else "csv")
+        problems = []
+        if self.format not in FORMATS:
+            problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.segment not in SEGMENT_MODES:
+            problems.append(f"--segment must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
+        if self.aggregate not in (None, *AGGREGATES):
+            problems.append(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+        if self.hop is not None and not self.hop > 0:
+            problems.append(f"--hop must be > 0 seconds, got {self.hop}")
+        if self.asr_all and not self.asr:
+            problems.append("--asr-all needs --asr MODEL")
+        try:
+            self.batch_seconds = parse_batch_seconds(self.batch_seconds)
+        except ValueError as exc:
+            problems.append(f"--batch-seconds: {exc}")
+        if problems:
+            raise PredictError("; ".join(problems))
+
+
+@dataclass
+class Summary:
+    out: Path
+    items: int
+    predicted: int
+    errors: Dict[str, int]
+    audio_seconds: float
+    seconds: float
+    random_encoders: bool
+    warnings: List[str]
+
+    def lines(self) -> List[str]:
+        rate = self.predicted / self.seconds if self.seconds > 0 else 0.0
+        errors = sum(self.errors.values())
+        out = [f"wrote {self.out}: {self.predicted} of {self.items} rows predicted in {self.seconds:.1f} s "
+               f"({rate:.1f} rows/s, {self.audio_seconds / max(self.seconds, 1e-9):.1f} s of audio per s), "
+               f"{errors} errors" + (" (" + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + ")" if errors else "")]
+        out += [f"  WARNING: {w}" for w in self.warnings]
+        if self.random_encoders:
+            out.append("  WARNING: the model's encoders were RANDOM (--encoders tiny): its predictions mean nothing")
+        return out
+
+
+def check_output(out: Path) -> None:
+    """Refuse an --out that cannot be written, before any work."""
+    if out.is_dir():
+        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise PredictError(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PredictError(f"--out {out}: the folder {folder} is not writable")
+
+
+def run_predict(config: PredictConfig) -> Summary:
+    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes."""
+    started = time.perf_counter()
+    check_output(config.out)
+    items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
+    bundle = load_bundle(config.model, fold=config.fold)
+    predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
+                          config.batch_seconds, config.workers)
+    warnings = _revision_warnings(predictor)
+    if config.segment != "none":
+        from predict.segment import segment_long_items
+
+        items = segment_long_items(items, predictor, config.segment, config.hop, with_asr=bool(config.asr))
+    if config.asr:
+        from predict.asr import transcribe_items
+
+        transcribe_items(items, config.asr, predictor, config.asr_all)
+    for item in items:
+        if item.start is not None and item.file_id != item.item_id and item.text_source not in ("", ASR):
+            item.notes.append(WHOLE_FILE_TEXT)
+    # None rather than disable=True: swrr_core.progress's plain-lines bar fails to close when disabled
+    bar = progress_bar(total=len(items), unit="utt", desc="predict") if config.progress else None
+    try:
+        outputs = predictor.predict(items, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    table = _table(items, predictor.scores(outputs), predictor)
+    if config.aggregate == "mean":
+        table = _with_file_means(table, predictor)
+    _write(table, config.out, config.format)
+    if config.plot:
+        from predict.plot import plot_timelines
+
+        plot_timelines(table, config.out, predictor)
+    errors = table.loc[table["error"] != "", "error"].str.split(" \\(").str[0].value_counts().to_dict()
+    done = table[(table["error"] == "") & (table["kind"] != "file-mean")]
+    return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
+                   float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
+                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings)
+
+
+def _revision_warnings(predictor: Predictor) -> List[str]:
+    recipe, out = predictor.recipe, []
+    for encoder, wanted in ((predictor.audio, recipe.audio_encoder_revision),
+                            (predictor.text, recipe.text_encoder_revision)):
+        if wanted and encoder.revision != wanted and not encoder.random_init:
+            out.append(f"{encoder.name} is revision {encoder.revision}, the model was trained on features of "
+                       f"revision {wanted}: predictions may differ")
+    return out
+
+
+def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predictor):
+    import pandas as pd
+
+    durations = {}
+    rows = []
+    for i, item in enumerate(items):
+        start = item.start or 0.0
+        end = item.end
+        if end is None and not item.error:  # to the end of the file
+            end = durations.setdefault(item.path, _duration(item.path))
+        row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
+               "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
+        row.update({k: v[i] for k, v in scores.items()})
+        row.update({"transcript": item.text if item.text is not None else "", "text_source": item.text_source,
+                    "notes": "; ".join(item.notes), "error": item.error})
+        row.update({k if k not in row else f"input_{k}": v for k, v in item.extra.items()})  # e.g. input_label
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _duration(path: Path) -> float:
+    from extract.audio import probe_audio
+
+    return probe_audio(path).duration
+
+
+def _with_file_means(table, predictor: Predictor):
+    """One more row per input file: the mean of its segments' probabilities (or scores)."""
+    import pandas as pd
+
+    value_columns = [c for c in table.columns if c.startswith("prob_")] or ["score"]
+    means = []
+    for source, group in table.groupby("source_id", sort=False):
+        ok = group[group["error"] == ""]
+        row = {"id": source, "file": group["file"].iloc[0], "start": group["start"].min(), "end": group["end"].max(),
+               "kind": "file-mean", "source_id": source, "transcript": "", "text_source": "",
+               "notes": f"mean of {len(ok)} of {len(group)} rows", "error": "" if len(ok) else "no row predicted"}
+        row.update({c: ok[c].mean() if len(ok) else np.nan for c in value_columns})
+        if "label" in table.columns:
+            probs = np.array([row[c] for c in value_columns])
+            row["label"] = predictor.bundle.label_names[int(np.argmax(probs))] if len(ok) else ""
+        means.append(row)
+    return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
+
+
+def _write(table, out: Path, fmt: str) -> None:
+    partial = out.with_name(out.name + ".partial")
+    try:
+        if fmt == "csv":
+            table.to_csv(partial, index=False)
+        else:
+            table.to_json(partial, orient="records", lines=True, force_ascii=False)
+        os.replace(partial, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise PredictError(f"--out {out}: cannot write the predictions ({exc})") from exc

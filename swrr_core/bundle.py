@@ -1,0 +1,294 @@
+"""Model bundles: a trained SWRR head as a self-contained folder, the train -> predict contract.
+
+`swrr-train` writes one per fold (`runs/<name>/fold*/model/`), `swrr-predict` and `swrr-export`
+read them. This module is the only code that knows the layout (FORMAT_VERSION 1):
+
+    model.safetensors   the head's state dict (safetensors: no pickle anywhere in a bundle)
+    config.json         {"format": "swrr-model-bundle", "format_version": 1,
+                         "task", "label_names" (class order; [] for regression), "objective",
+                         "model": SWRRConfig fields,
+                         "recipe": the cache's CacheMeta, copied (encoders + revisions, layer,
+                                   max frames/tokens, sample rate, dtype, random encoders, ...),
+                         "provenance": dataset, protocol, fold, test group, selected epoch,
+                                   selection rule, metrics, swrr version, cache fingerprint}
+    README.md           a short model card
+
+A bundle is written to `<dir>.partial` and renamed into place, so a folder named like a bundle
+is never half written. `load_bundle` validates everything before building the model.
+
+    bundle = load_bundle("runs/demo-split/fold01/model")   # or a hub id, with internet
+    logits = bundle.model(audio, audio_len, text, text_len)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from swrr_core import __version__, objectives
+from swrr_core.cache import CacheError, CacheMeta
+from swrr_core.model import SWRR, SWRRConfig
+
+FORMAT_TAG = "swrr-model-bundle"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+CARD = "README.md"
+BUNDLE_DIRNAME = "model"  # the bundle inside a fold folder of a run
+
+
+class BundleError(Exception):
+    """A bundle (or run folder) that cannot be used; the message names the path and what to do."""
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: `model` is an SWRR in eval mode on the CPU with the trained weights."""
+
+    path: Path
+    model: SWRR
+    task: str  # "classification" | "regression"
+    label_names: List[str]
+    objective: str  # "ce" for classification, "l1" | "ce7" for regression
+    recipe: CacheMeta  # how the training features were made
+    provenance: Dict[str, Any]
+
+    @property
+    def model_config(self) -> SWRRConfig:
+        return self.model.config
+
+    @property
+    def needs_text(self) -> bool:
+        """False for a model trained with --ablation audio-only: it never reads the text."""
+        return self.model_config.modalities != "audio"
+
+
+# ---------------------------------------------------------------------------------- writing
+def write_bundle(folder, state_dict: Dict[str, torch.Tensor], model_config: SWRRConfig, task: str,
+                 label_names: List[str], recipe: Union[CacheMeta, Dict[str, Any]], provenance: Dict[str, Any],
+                 objective: Optional[str] = None) -> Path:
+    """Write a bundle to `folder` (replacing one there) through `<folder>.partial`; -> folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    recipe = recipe if isinstance(recipe, CacheMeta) else CacheMeta(**recipe)
+    objective = objective or ("ce" if task == "classification" else "l1")
+    config = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "task": task,
+              "label_names": list(label_names) if task == "classification" else [], "objective": objective,
+              "model": asdict(model_config), "recipe": asdict(recipe),
+              "provenance": {"swrr_version": __version__, **provenance}}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    partial = folder.with_name(folder.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    save_file(tensors, str(partial / WEIGHTS), metadata={"format": FORMAT_TAG})
+    (partial / CONFIG).write_text(json.dumps(config, indent=2, default=_plain))
+    (partial / CARD).write_text(model_card(config))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+    return folder
+
+
+def _plain(value):
+    """numpy scalars and arrays in metrics -> JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def model_card(config: Dict[str, Any]) -> str:
+    """The bundle's README.md: what it was trained on, what it scores, how to call it."""
+    recipe, prov = config["recipe"], config["provenance"]
+    scores = (f"classes {', '.join(config['label_names'])} (probabilities, in this order)"
+              if config["task"] == "classification" else f"a regression score (objective {config['objective']})")
+    metrics = prov.get("metrics") or {}
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+    random = ("\n**The encoders were randomly initialised (`--encoders tiny`): this model is for tests and "
+              "demos only.**\n" if recipe.get("random_encoders") else "")
+    needs = "audio only" if config["model"].get("modalities") == "audio" else "audio and its transcript"
+    return f"""# SWRR emotion model ({recipe['dataset']}, {prov.get('protocol', '?')} fold {prov.get('fold', '?')})
+{random}
+- Scores: {scores}.
+- Input: {needs}. Audio is cut to its first {recipe['max_frames']} frames, text to {recipe['max_tokens']} tokens.
+- Features: {recipe['audio_encoder']} (revision {recipe['audio_encoder_revision'] or '?'}) and
+  {recipe['text_encoder']} (revision {recipe['text_encoder_revision'] or '?'}), layer {recipe['layer']},
+  {recipe['sample_rate']} Hz, rounded to {recipe['dtype']}.
+- Trained on: {recipe['dataset']}, protocol {prov.get('protocol', '?')}, held out: {prov.get('test_group') or 'nothing'};
+  reported epoch {prov.get('selected_epoch', '?')} ({prov.get('selection', '?')}).
+- Test metrics of this fold: {shown or 'none (no test rows)'}.
+- swrr {prov.get('swrr_version', '?')}, cache fingerprint {prov.get('cache_fingerprint', '?')}.
+
+Use it:
+
+    swrr-predict --model THIS_FOLDER clip.wav --text "what was said" --out predictions.csv
+
+    from swrr_core.bundle import load_bundle
+    bundle = load_bundle("THIS_FOLDER")
+"""
+
+
+# ---------------------------------------------------------------------------------- reading
+def load_bundle(path_or_hub_id, device: Union[str, torch.device] = "cpu", fold: Optional[int] = None) -> Bundle:
+    """A validated bundle from a bundle folder, a run folder (`fold` when it has several), or
+    the Hugging Face hub when no such folder exists.
+
+    Raises BundleError for a missing or incomplete folder, a newer format version, a config the
+    model cannot be built from, or weights whose names or shapes disagree with config.json."""
+    folder = _local_folder(find_bundle(path_or_hub_id, fold))
+    config = read_config(folder)
+    model = SWRR(_model_config(folder, config["model"]))
+    model.load_state_dict(_read_weights(folder, model), strict=True)
+    model.to(device).eval()
+    try:
+        recipe = CacheMeta(**{f.name: config["recipe"][f.name] for f in fields(CacheMeta) if f.name in config["recipe"]})
+    except (CacheError, TypeError) as exc:
+        raise BundleError(f"{folder / CONFIG}: the extraction recipe is invalid ({exc})") from exc
+    return Bundle(folder, model, config["task"], list(config["label_names"]), config["objective"], recipe,
+                  dict(config.get("provenance", {})))
+
+
+def _local_folder(path_or_hub_id) -> Path:
+    folder = Path(path_or_hub_id).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise BundleError(f"{folder} is a file; a model bundle is a folder holding {WEIGHTS} and {CONFIG}")
+        return folder
+    text = str(path_or_hub_id)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise BundleError(f"{folder}: no such model bundle folder (and not a hub id like owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text))
+    except Exception as exc:  # offline, unknown repo, no permission: all mean "cannot get it"
+        raise BundleError(f"{text}: no such folder here, and downloading it from the Hugging Face hub failed "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def read_config(folder: Path) -> Dict[str, Any]:
+    """config.json of a bundle folder, checked for completeness and format version."""
+    missing = [name for name in (WEIGHTS, CONFIG) if not (folder / name).is_file()]
+    if missing:
+        raise BundleError(f"{folder}: not a complete model bundle (missing {', '.join(missing)}); "
+                          "bundles are written by swrr-train into runs/<name>/fold*/model/")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{folder / CONFIG}: not valid JSON ({exc}); the bundle is damaged") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT_TAG:
+        raise BundleError(f"{folder / CONFIG}: not an swrr model bundle (no format {FORMAT_TAG!r})")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(f"{folder}: bundle format version {version!r} is newer than this swrr reads "
+                          f"({FORMAT_VERSION}); upgrade swrr (pip install -U swrr)")
+    lacking = [k for k in ("task", "label_names", "objective", "model", "recipe") if k not in config]
+    if lacking:
+        raise BundleError(f"{folder / CONFIG}: lacks the keys {lacking}; the bundle is damaged")
+    if config["task"] == "classification" and len(config["label_names"]) != config["model"].get("num_outputs"):
+        raise BundleError(f"{folder / CONFIG}: {len(config['label_names'])} label names for a model with "
+                          f"{config['model'].get('num_outputs')} outputs")
+    try:
+        expected = objectives.objective_for(config["task"], config["objective"] if config["task"] != "classification"
+                                            else None)
+    except ValueError as exc:
+        raise BundleError(f"{folder / CONFIG}: {exc}") from exc
+    width = objectives.num_outputs(expected, len(config["label_names"]))
+    if config["objective"] != expected or config["model"].get("num_outputs") != width:
+        raise BundleError(f"{folder / CONFIG}: objective {config['objective']!r} does not fit a {config['task']} "
+                          f"model with {config['model'].get('num_outputs')} outputs; the bundle is damaged")
+    return config
+
+
+def _model_config(folder: Path, data: Dict[str, Any]) -> SWRRConfig:
+    known = {f.name for f in fields(SWRRConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BundleError(f"{folder / CONFIG}: unknown model keys {unknown}; it was written by a newer swrr")
+    try:
+        return SWRRConfig(**data)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{folder / CONFIG}: invalid model config ({exc})") from exc
+
+
+def _read_weights(folder: Path, model: SWRR) -> Dict[str, torch.Tensor]:
+    """The safetensors weights, checked name by name and shape by shape against `model`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(folder / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{folder / WEIGHTS}: not readable safetensors ({exc}); the bundle is damaged") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = ([f"missing {missing[:3]}"] if missing else []) + ([f"unexpected {unexpected[:3]}"] if unexpected else []) \
+            + ([f"shapes differ: {', '.join(wrong[:3])}"] if wrong else [])
+        raise BundleError(f"{folder / WEIGHTS}: the weights do not match {CONFIG} ({'; '.join(parts)}); "
+                          "the bundle is damaged or mixed from two models")
+    return weights
+
+
+# ---------------------------------------------------------------------------------- runs
+def fold_bundles(run_dir: Path) -> List[Path]:
+    """The bundles of a run folder's folds, in fold order."""
+    return sorted(p.parent for p in Path(run_dir).glob(f"fold*/{BUNDLE_DIRNAME}/{CONFIG}"))
+
+
+def find_bundle(path, fold: Optional[int] = None):
+    """A bundle folder from a bundle folder or a run folder (+ `fold`, 1-based, when it has several).
+
+    A run folder with several fold bundles and no `fold` is refused, listing the folds and their
+    test metrics, so the user chooses."""
+    if not Path(path).expanduser().exists():
+        if fold is not None:
+            raise BundleError(f"{path}: no such run folder")
+        return path  # maybe a hub id: load_bundle decides
+    path = Path(path).expanduser()
+    if any((path / name).is_file() for name in (CONFIG, WEIGHTS)) and not list(path.glob("fold*")):
+        # (a run folder has a config.json too, and fold folders)
+        if fold is not None:
+            raise BundleError(f"{path} is a model bundle, not a run folder; --fold applies to run folders")
+        return path
+    bundles = fold_bundles(path) if path.is_dir() else []
+    if not bundles:
+        raise BundleError(f"{path}: neither a model bundle nor a run folder with fold*/{BUNDLE_DIRNAME}/ bundles "
+                          "(runs made before bundles existed have none: retrain, or pass a bundle folder)")
+    by_fold = {_fold_number(b): b for b in bundles}
+    if fold is not None:
+        if fold not in by_fold:
+            raise BundleError(f"{path}: no fold {fold}; its folds with bundles are {sorted(by_fold)}")
+        return by_fold[fold]
+    if len(bundles) == 1:
+        return bundles[0]
+    listing = "; ".join(f"{n}: {_fold_summary(b)}" for n, b in sorted(by_fold.items()))
+    raise BundleError(f"{path} holds {len(bundles)} fold models; choose one with --fold K ({listing}). "
+                      "To deploy, train on every row with --protocol all and quote the cross-validation numbers")
+
+
+def _fold_number(bundle: Path) -> int:
+    digits = "".join(ch for ch in bundle.parent.name[len("fold"):].split("-")[0] if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def _fold_summary(bundle: Path) -> str:
+    try:
+        prov = json.loads((bundle / CONFIG).read_text()).get("provenance", {})
+    except ValueError:
+        return "unreadable config.json"
+    metrics = prov.get("metrics") or {}
+    shown = " ".join(f"{k} {metrics[k]:.3g}" for k in ("wa", "ua", "acc7", "mae") if isinstance(metrics.get(k), (int, float)))
+    return f"{prov.get('test_group', '?')} {shown or 'no test metrics'}".strip()
