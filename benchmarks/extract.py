@@ -4,6 +4,8 @@
     python benchmarks/extract.py --profile          # + torch.profiler over a few steady-state batches
     python benchmarks/extract.py --quick            # tiny encoders, 48 clips, CPU, < 1 minute
     python benchmarks/extract.py --device cpu --n 200
+    python benchmarks/extract.py --scale 1,4,16 --ranks 2   # peak RSS per rank at 1x, 4x, 16x clips
+    python benchmarks/extract.py --ranks 1,2 --n 400        # wall time, balance and assembly cost
 
 Measures:
   forward      pure encoder forward (WavLM + BERT) on pre-loaded, pre-padded tensors already on the
@@ -21,6 +23,10 @@ Measures:
   ratios       batched / batch 1 (forward and end-to-end), end-to-end / forward (overlap).
   padding      fraction of the encoded audio that is padding, for the length-sorted plan.
   memory       peak GPU memory of the forward at each --budgets value (CUDA only).
+  ranks        (--ranks and/or --scale) the real `swrr-extract` CLI under torchrun with 1, 2, ... ranks
+               (gloo on the CPU, cuda:LOCAL_RANK on GPUs) on --n short synthetic clips (x each --scale
+               factor): wall time, speed-up over 1 rank, padded audio and encoding wall per rank,
+               assembly as a fraction of the run, and every rank's peak RSS (host memory).
 
 Models are the real architectures with random weights (WavLMConfig() and BertConfig() defaults are
 wavlm-base-plus / bert-base-uncased sized), so it runs offline; the tokenizer is the tiny offline
@@ -32,6 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -154,6 +163,99 @@ def end_to_end(manifest: Path, out: Path, encoders, device: torch.device, batch_
     return run_extraction(config, encoders=encoders)
 
 
+# A rank: the real CLI from this checkout, printing its own peak RSS when it exits (atexit runs on
+# the CLI's sys.exit too). RUSAGE_SELF: the rank's own process, DataLoader workers not included.
+RANK_ENTRY = ("import atexit, os, resource, sys; sys.argv[0] = 'swrr-extract'; "
+              "atexit.register(lambda: print('peak RSS rank', os.environ.get('RANK', '0'), "
+              "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)); "
+              "from extract.cli import main; main()")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def short_clips(n: int, seed: int = 0):
+    """n clips of 0.4-1.2 s (the memory question is about rows, not seconds) -> (waves, durations, texts)."""
+    rng = np.random.default_rng(seed)
+    durations = rng.uniform(0.4, 1.2, n)
+    waves = [(0.1 * rng.standard_normal(int(d * SAMPLE_RATE))).astype(np.float32) for d in durations]
+    texts = [" ".join(rng.choice(WORDS, size=1 + rng.poisson(11))) for _ in range(n)]
+    return waves, durations, texts
+
+
+def launch_ranks(manifest: Path, out: Path, ranks: int, args) -> dict:
+    """`swrr-extract` under torchrun with `ranks` processes (1: a plain process); -> figures."""
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+                 "--no-python", sys.executable] if ranks > 1 else [sys.executable])
+    command = launcher + ["-c", RANK_ENTRY, "--dataset", "manifest", "--root", str(manifest), "--out", str(out),
+                          "--encoders", args.encoders_cli, "--device", args.device, "--dtype", args.dtype,
+                          "--batch-seconds", str(args.batch_seconds), "--workers", str(args.workers or 0)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env.pop("WORLD_SIZE", None)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)  # cwd first on sys.path
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"swrr-extract with {ranks} ranks failed:\n{done.stderr[-3000:]}")
+    rss = {int(r): float(mb) for r, mb in re.findall(r"peak RSS rank (\d+) ([\d.]+)", done.stdout)}
+    figures = {"ranks": ranks, "wall_s": wall, "peak_rss_mb": [round(rss[r], 1) for r in sorted(rss)]}
+    seconds = re.search(r" in ([\d.]+) s \(", done.stdout)
+    figures["extract_s"] = float(seconds.group(1))
+    balance = re.search(r"padded audio per rank ([\d., ]+) s \(max/mean ([\d.]+)\); encoding wall per rank "
+                        r"([\d., ]+) s \(max/mean ([\d.]+)\)", done.stdout)
+    if balance:
+        figures.update(padded_s_per_rank=balance.group(1), padded_max_over_mean=float(balance.group(2)),
+                       encode_wall_s_per_rank=balance.group(3), encode_wall_max_over_mean=float(balance.group(4)))
+    assembly = re.search(r"assembly \(rank 0 copies the shards into one file\): ([\d.]+) s, ([\d.]+)%", done.stdout)
+    if assembly:
+        figures.update(assembly_s=float(assembly.group(1)), assembly_share=float(assembly.group(2)) / 100)
+    return figures
+
+
+def rank_runs(args) -> dict:
+    """--ranks / --scale: the CLI under torchrun; wall, balance, assembly and peak RSS per rank."""
+    result = {"clips_1x": args.n, "encoders": args.encoders_cli, "device": args.device, "dtype": args.dtype,
+              "batch_seconds": args.batch_seconds, "torch": torch.__version__, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for factor in args.scale:
+            folder = Path(tmp) / f"x{factor}"
+            folder.mkdir()
+            waves, durations, texts = short_clips(args.n * factor)
+            manifest = write_dataset(folder, waves, durations, texts)
+            for ranks in args.ranks:
+                out = folder / f"ranks{ranks}.h5"
+                figures = {"scale": factor, "clips": len(waves), **launch_ranks(manifest, out, ranks, args)}
+                out.unlink()
+                result["runs"].append(figures)
+                print(f"x{factor:<3d} {len(waves):6d} clips, {ranks} rank(s): wall {figures['wall_s']:.1f} s "
+                      f"(extraction {figures['extract_s']:.1f} s), peak RSS per rank "
+                      f"{', '.join(f'{mb:.0f}' for mb in figures['peak_rss_mb'])} MB"
+                      + (f", padded audio per rank {figures['padded_s_per_rank']} s (max/mean "
+                         f"{figures['padded_max_over_mean']:.3f}), encoding wall max/mean "
+                         f"{figures['encode_wall_max_over_mean']:.3f}, assembly {100 * figures['assembly_share']:.1f}%"
+                         if "padded_s_per_rank" in figures else ""), flush=True)
+    report_ranks(result)
+    print(json.dumps(result))
+    return result
+
+
+def report_ranks(result: dict) -> None:
+    runs = result["runs"]
+    for factor in sorted({r["scale"] for r in runs}):
+        one = [r for r in runs if r["scale"] == factor and r["ranks"] == 1]
+        for r in runs:
+            if r["scale"] == factor and r["ranks"] > 1 and one:
+                print(f"speed-up    x{factor}: {r['ranks']} ranks / 1 rank = {one[0]['wall_s'] / r['wall_s']:.2f} "
+                      f"(whole command), {one[0]['extract_s'] / r['extract_s']:.2f} (extraction as the summary "
+                      "times it)")
+    factors = sorted({r["scale"] for r in runs})
+    if len(factors) > 1:
+        for ranks in sorted({r["ranks"] for r in runs}):
+            peak = {r["scale"]: max(r["peak_rss_mb"]) for r in runs if r["ranks"] == ranks}
+            top, low = factors[-1], factors[-2]
+            print(f"memory      {ranks} rank(s): highest peak RSS of a rank "
+                  + ", ".join(f"x{f} {peak[f]:.0f} MB" for f in factors)
+                  + f"; x{top} / x{low} = {peak[top] / peak[low]:.3f}")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -168,7 +270,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", action="store_true", help="torch.profiler over steady-state forward batches")
     parser.add_argument("--profile-batches", type=int, default=6, help="batches spread over the plan to profile")
     parser.add_argument("--quick", action="store_true", help="tiny encoders, 48 clips, CPU: < 1 minute")
+    parser.add_argument("--ranks", type=_ints, default=None,
+                        help="e.g. 1,2: run the real CLI under torchrun with these numbers of ranks on --n "
+                             "short clips (instead of the throughput measurements above)")
+    parser.add_argument("--scale", type=_ints, default=None,
+                        help="e.g. 1,4,16: --ranks runs at these multiples of --n clips (peak RSS per rank)")
     args = parser.parse_args(argv)
+    if args.ranks or args.scale:
+        args.ranks, args.scale = args.ranks or [2], args.scale or [1]
+        args.n = args.n if args.n != IEMOCAP_CLIPS else 200
+        args.device = "cpu" if args.device == "auto" and not torch.cuda.is_available() else args.device
+        args.device = "cuda" if args.device == "auto" else args.device
+        args.encoders_cli = "tiny"  # the CLI's offline encoders (base architectures exist only in this script)
+        if args.batch_seconds == AUTO:
+            args.batch_seconds = AUTO if args.device == "cuda" else 20.0
+        return rank_runs(args)
     if args.quick:
         args.device, args.encoders, args.n, args.per_utt_n = "cpu", "tiny", 48, 8
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -231,6 +347,10 @@ def main(argv=None) -> dict:
     result["forward_batched_over_batch1"] = result["forward_batched_utt_s"] / result["forward_batch1_utt_s"]
     report(result)
     return result
+
+
+def _ints(text: str):
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def report(r: dict) -> None:

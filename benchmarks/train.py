@@ -12,10 +12,13 @@ Measures, on a synthetic cache of IEMOCAP shape (5,531 rows x 255 x 768 + 50 x 7
 - aggregate steps/s with N folds at once (--parallel), as `--parallel-folds N` runs them (CUDA:
   N streams of one process sharing the resident cache; CPU: N processes);
 - with --profile: where a step's time goes (GPU kernel time vs wall time, top kernels, host syncs);
-- the estimated wall time of a full IEMOCAP 10-fold x 50-epoch run from those rates.
+- the estimated wall time of a full IEMOCAP 10-fold x 50-epoch run from those rates;
+- with --ranks 1,2,...: the real `swrr-train` CLI under torchrun with that many ranks (10 LOSO
+  folds = 10 units dealt to the ranks): units (fold trainings) per second and the speed-up.
 
     python benchmarks/train.py --device cuda            # full size (a GPU)
     python benchmarks/train.py --quick                  # < 1 minute on a CPU: a smoke test, small head
+    python benchmarks/train.py --ranks 1,2 --quick      # swrr-train under torchrun: units/s by ranks
 
 Prints readable lines, then one JSON line.
 """
@@ -216,6 +219,33 @@ def estimate_full_run(step_s: float, eval_s_per_fold: float, batch_size: int, st
     return train_steps / total_steps_per_s + IEMOCAP_FOLDS * IEMOCAP_EPOCHS * eval_s_per_fold / speedup
 
 
+def rank_runs(args, cache_path: Path, runs: Path) -> dict:
+    """`swrr-train` under torchrun with 1, 2, ... ranks on the same cache: -> units/s by ranks."""
+    import subprocess
+
+    entry = "import sys; sys.argv[0] = 'swrr-train'; from train.cli import main; main()"
+    out = {}
+    for ranks in args.ranks:
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+                     "--no-python", sys.executable] if ranks > 1 else [sys.executable])
+        command = launcher + ["-c", entry, "--cache", str(cache_path), "--protocol", "loso-speaker", "--epochs",
+                              str(args.epochs), "--batch-size", str(args.batch_size), "--lstm-hidden",
+                              str(args.lstm_hidden), "--device", args.device, "--threads", "1", "--no-progress",
+                              "--runs-dir", str(runs), "--name", f"ranks{ranks}"]
+        env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
+        tick = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)  # cwd first on sys.path
+        wall = time.perf_counter() - tick
+        if done.returncode != 0:
+            raise SystemExit(f"swrr-train with {ranks} ranks failed:\n{done.stderr[-3000:]}")
+        units = len(list((runs / f"ranks{ranks}").glob("fold*/metrics.json")))
+        out[ranks] = {"units": units, "wall_s": wall, "units_per_s": units / wall}
+        print(f"  {ranks} rank(s): {units} units in {wall:.1f} s = {units / wall:.3f} units/s"
+              + (f", {out[ranks]['units_per_s'] / out[args.ranks[0]]['units_per_s']:.2f}x {args.ranks[0]} rank(s)"
+                 if ranks != args.ranks[0] else ""), flush=True)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CPU smoke test: 384 rows, small head, few steps")
@@ -238,6 +268,10 @@ def main():
     parser.add_argument("--no-cuda-graphs", action="store_true", help="parallel runs and profile with eager steps")
     parser.add_argument("--profile", action="store_true", help="profile the in-memory steps (eager and graphs)")
     parser.add_argument("--cache", type=Path, help="reuse this synthetic cache (made if missing)")
+    parser.add_argument("--ranks", type=lambda t: [int(x) for x in t.split(",") if x.strip()], default=None,
+                        help="e.g. 1,2: run swrr-train under torchrun with these numbers of ranks (10 LOSO folds) "
+                             "and report units/s, instead of the step measurements")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fold for --ranks (default 2)")
     args = parser.parse_args()
     quick = args.quick
     args.rows = args.rows or (384 if quick else IEMOCAP_ROWS)
@@ -262,6 +296,13 @@ def main():
         if not Path(cache_path).exists():
             make_cache(Path(cache_path), args.rows, args.dim)
         make_s = time.perf_counter() - tick
+        if args.ranks:
+            args.device = device.type
+            print(f"swrr-train by ranks: {args.rows} rows, 10 LOSO folds, {args.epochs} epochs, lstm_hidden "
+                  f"{args.lstm_hidden}, batch {args.batch_size}, {device}, 1 thread per rank")
+            print(json.dumps({"ranks": rank_runs(args, Path(cache_path), Path(tmp) / "runs"), "rows": args.rows,
+                              "epochs": args.epochs, "device": str(device)}))
+            return
         cache = FeatureCache(cache_path)
         gb = Path(cache_path).stat().st_size / 1e9
         print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "

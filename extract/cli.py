@@ -13,8 +13,9 @@ from extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESET
 from extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
 from swrr_core.cache import CacheError, partial_path
 from swrr_core.device import DeviceError
+from swrr_core.ranks import RankError, RankFailed, Ranks
 
-USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
+USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError, RankError)
 
 
 def _label_list(text):
@@ -98,6 +99,10 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
                            labels=_label_list(labels))
     try:
         summary = run_extraction(config)
+    except RankFailed as exc:  # raised on every rank: rank 0 says it once
+        if Ranks.from_env().is_main:
+            click.echo(f"swrr-extract: error: {exc}", err=True)
+        sys.exit(2)
     except USER_ERRORS as exc:
         click.echo(f"swrr-extract: error: {exc}", err=True)
         sys.exit(2)
@@ -109,7 +114,8 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
         click.echo(f"\nswrr-extract: interrupted; {kept}run the same command again (with or without --overwrite) "
                    f"to resume{replaced}", err=True)
         sys.exit(130)
-    click.echo("\n".join(summary.lines()))
+    if summary is not None:  # None on ranks other than 0 of a distributed run
+        click.echo("\n".join(summary.lines()))
 
 
 if __name__ == "__main__":

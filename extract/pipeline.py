@@ -99,6 +99,7 @@ class Summary:
     batches: int
     padding_waste: float
     write_seconds: float  # spent in HDF5 writes by the writer thread, overlapped with encoding
+    notes: List[str] = field(default_factory=list)  # extra lines, e.g. a distributed run's balance
 
     def lines(self) -> List[str]:
         rate = (self.rows - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
@@ -112,6 +113,7 @@ class Summary:
                f"  batch budget: {self.batch_budget}: {self.batches} batches, audio padding "
                f"{100 * self.padding_waste:.1f}% of the encoded samples",
                f"  cache writes: {self.write_seconds:.1f} s in the writer thread (overlapped with encoding)"]
+        out += ["  " + note for note in self.notes]
         if self.random_encoders:
             out.append("  WARNING: random encoders (--encoders tiny): use this cache for tests and demos only")
         return out
@@ -416,20 +418,19 @@ def encode_ahead(batches: Iterable[LoadedBatch], audio: AudioEncoder, text: Text
         yield in_flight.get()
 
 
-def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
-    """Extract (or finish extracting) the cache described by `config`; see the module docstring.
-
-    `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
-    Raises DatasetError, AudioError, EncoderError, DeviceError or CacheError for problems the user can fix.
-    On any interruption the rows already written stay in `<out>.partial` for the next run.
-    """
-    started = time.perf_counter()
-    device = resolve_device(config.device)
+def read_rows(config: ExtractConfig):
+    """-> (reader, Rows) of the dataset; DatasetError when no utterance is usable."""
     reader = get_reader(config.dataset, config.root)
     rows = collect_rows(reader, config.sample_rate, config.labels)
     if not rows.utterances:
         raise DatasetError(f"{reader.root}: no usable utterances (skipped: {_counts(rows.skipped) or 'none'})")
     refuse_input_as_output(config.out_path, reader, rows.utterances)
+    return reader, rows
+
+
+def ready_encoders(config: ExtractConfig, device: torch.device,
+                   encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None):
+    """-> (audio, text, fp16): both encoders loaded (or given), checked and on `device`."""
     audio, text = encoders or load_encoders(config.encoders, config.audio_encoder, config.text_encoder,
                                             config.layer, config.max_tokens)
     if audio.sample_rate != config.sample_rate:
@@ -437,6 +438,24 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     fp16 = config.dtype == "float16" and device.type == "cuda"
     audio.to(device, fp16)
     text.to(device, fp16)
+    return audio, text, fp16
+
+
+def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
+    """Extract (or finish extracting) the cache described by `config`; see the module docstring.
+
+    `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
+    Raises DatasetError, AudioError, EncoderError, DeviceError or CacheError for problems the user can fix.
+    On any interruption the rows already written stay in `<out>.partial` for the next run.
+    """
+    from extract import distributed  # under torchrun (or with shards of one on disk) the ranks take over
+
+    if distributed.takes_over(config):
+        return distributed.run_extraction(config, encoders)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    reader, rows = read_rows(config)
+    audio, text, fp16 = ready_encoders(config, device, encoders)
     max_samples = audio.samples_for(config.max_frames)
     batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
     plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
@@ -487,6 +506,7 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
             if keep.any():
                 background.put(list(np.asarray(encoded.rows)[keep]), encoded.audio[keep], encoded.audio_len[keep],
                                encoded.text[keep], encoded.text_len[keep])
+            trim_heap()
             bar.update(len(encoded.rows))
     finally:
         bar.close()
@@ -516,6 +536,30 @@ def refuse_input_as_output(out: Path, reader, utterances: Sequence[Utterance]) -
     for path in reader.index_files() + [Path(u.audio_path) for u in utterances]:
         if os.path.samefile(out, path):
             raise CacheError(f"--out {out} is one of the dataset's input files ({path}); choose another --out")
+
+
+def trim_heap() -> None:
+    """Give the heap's free memory back to the OS (glibc; elsewhere nothing). Every batch shape
+    leaves differently sized freed buffers (oneDNN primitives and their scratch on the CPU),
+    which glibc keeps: measured on the CPU, the process grew ~3.5 MB per batch (430 -> 870 MB
+    over 140 batches of distinct lengths); trimmed after each batch it stays flat (~470 MB).
+    Costs well under a millisecond per batch."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _decoded(batch: Union[LoadedBatch, LoadFailure]) -> LoadedBatch:

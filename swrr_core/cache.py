@@ -211,6 +211,31 @@ class CacheWriter:
             raise CacheError(f"{self.partial_path}: writing rows failed ({exc}); the rows written before are "
                              "kept: fix the cause (e.g. free some space) and rerun the same command to resume") from exc
 
+    def copy_rows(self, source: Path, rows: np.ndarray) -> None:
+        """Copy `rows` (increasing indices, done in `source`) from `source`, a partial cache of the
+        same layout and row list (a distributed extraction's shard), into this cache.
+
+        Embedding chunks are copied as stored bytes (compressed data and Fletcher-32 checksum
+        as they are, no decoding), lengths as values; the done mask is set after a flush, as in
+        `write`, so a kill during the copy only copies those rows again."""
+        rows = np.asarray(rows, dtype=np.int64)
+        h5 = self._h5
+        try:
+            with h5py.File(source, "r") as src:
+                for name in ("audio", "text"):
+                    src_id, dst_id = src[name].id, h5[name].id
+                    for row in rows:
+                        mask, chunk = src_id.read_direct_chunk((int(row), 0, 0))
+                        dst_id.write_direct_chunk((int(row), 0, 0), chunk, mask)
+                for name in ("audio_len", "text_len"):
+                    h5[name][rows] = src[name][rows]
+            h5.flush()
+            h5["done"][rows] = True
+            h5.flush()
+        except OSError as exc:
+            raise CacheError(f"{self.partial_path}: copying rows from {source} failed ({exc}); the rows copied "
+                             "before are kept: fix the cause and rerun the same command to resume") from exc
+
     def finalize(self) -> Path:
         """Mark the cache complete and move it to its final path. Returns that path.
 
@@ -310,6 +335,50 @@ def _check_replaceable(path: Path) -> None:
     if not is_swrr_cache(path):
         raise CacheError(f"{path} exists and is not an swrr feature cache; swrr-extract replaces only its own "
                          "caches, even with --overwrite: choose another --out (or move that file away yourself)")
+
+
+def shard_path(path, rank: int, world: int) -> Path:
+    """The name a distributed extraction's rank writes its shard under: `<path>.rank-R-of-W`.
+    Its CacheWriter works at `<path>.rank-R-of-W.partial` and is never finalized: the shard
+    holds the whole row list and this rank's rows, and is deleted once the cache is assembled."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.rank-{rank}-of-{world}")
+
+
+def shard_partials(path) -> List[Path]:
+    """The shard files of distributed extractions of `path` on disk, of any world size."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{glob_escape(path.name)}.rank-*-of-*{PARTIAL_SUFFIX}"))
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def refuse_finished(path, meta: CacheMeta) -> None:
+    """CacheError when a finished cache is at `path` (the caller checks --overwrite)."""
+    if Path(path).exists():
+        raise CacheError(_existing_message(Path(path), meta))
+
+
+def partial_done(part, meta: CacheMeta, rows: Sequence[RowInfo]) -> Optional[np.ndarray]:
+    """The done mask of the partial cache `part` when it was made with this config and row list;
+    None when it is missing or unreadable; CacheError when it was made differently."""
+    if not Path(part).exists():
+        return None
+    try:
+        with h5py.File(part, "r") as h5:
+            _validate_layout(h5, part)
+            keys = differing_config_keys(CacheMeta.from_attrs(h5.attrs).config, meta.config)
+            same_rows = list(h5["utt_id"].asstr()[:]) == [r.utt_id for r in rows]
+            done = h5["done"][:]
+    except (OSError, KeyError, ValueError, TypeError, CacheError):
+        return None
+    if keys or not same_rows:
+        what = f"config differs in: {', '.join(keys)}" if keys else "the dataset's utterance list changed"
+        raise CacheError(f"{part} is an interrupted extraction made differently ({what}); "
+                         "pass --overwrite to start again")
+    return done
 
 
 def _existing_message(path: Path, meta: CacheMeta) -> str:

@@ -9,6 +9,7 @@ import click
 
 from swrr_core.cache import CacheError
 from swrr_core.device import DeviceError
+from swrr_core.ranks import RankError, RankFailed, Ranks
 from swrr_core.objectives import REGRESSION_OBJECTIVES
 from train.config import ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError
 from train.loop import RunInterrupted
@@ -161,7 +162,11 @@ def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **option
             if not options["cache"]:
                 raise TrainError("give --cache PATH (a cache made by swrr-extract) or --resume RUN_FOLDER")
             run(TrainConfig(folds=parse_folds(folds), model=model, **options))
-    except (CacheError, DeviceError, TrainError) as exc:
+    except RankFailed as exc:  # raised on every rank of a torchrun launch: rank 0 says it once
+        if Ranks.from_env().is_main:
+            click.echo(f"{PREFIX} {exc}", err=True)
+        sys.exit(2)
+    except (CacheError, DeviceError, TrainError, RankError) as exc:
         click.echo(f"{PREFIX} {exc}", err=True)
         sys.exit(2)
     except RunInterrupted as exc:

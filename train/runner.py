@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -27,7 +27,9 @@ from swrr_core.cache import FeatureCache
 from swrr_core.device import resolve_device
 from swrr_core.guards import LockHeld, OutputLock
 from swrr_core.model import ABLATIONS
+from swrr_core.ranks import Ranks
 from train import report
+from train.distributed import in_rank_group, on_every_rank, on_rank0
 from train.config import (FULL_MODEL, RESUMABLE_FIELDS, RUNTIME_FIELDS, TrainConfig, TrainError, check,
                           fingerprint, model_config, resolve)
 from train.data import make_source
@@ -51,21 +53,28 @@ class Plan:
     warnings: List[str] = field(default_factory=list)  # shown in the console and summary.csv
 
 
+@in_rank_group
 def run(config: TrainConfig) -> Path:
     """Start a new run; returns its folder. Raises TrainError / CacheError on bad input."""
     check(config)
     if config.ablation == "all":
         return _run_grid(config, resume_dir=None)
-    plan = prepare(config)
-    run_dir = _new_run_dir(plan.config, plan.cache.meta.dataset)
+    plan = on_every_rank(lambda: prepare(config))
+    run_dir = on_rank0(lambda: _start_run_dir(plan))
     with run_lock(run_dir):
-        try:
-            _write_config(run_dir, plan)
-        except OSError as exc:
-            raise TrainError(f"cannot write the run folder {run_dir} ({exc})") from exc
         return execute(plan, run_dir)
 
 
+def _start_run_dir(plan: Plan) -> Path:
+    run_dir = _new_run_dir(plan.config, plan.cache.meta.dataset)
+    try:
+        _write_config(run_dir, plan)
+    except OSError as exc:
+        raise TrainError(f"cannot write the run folder {run_dir} ({exc})") from exc
+    return run_dir
+
+
+@in_rank_group
 def resume(run_dir, **runtime: Any) -> Path:
     """Continue the run in `run_dir` with its saved config; `runtime` may change only how it runs
     (device, workers, stream, parallel_folds, progress, stop_after_epochs) and the cache path."""
@@ -80,7 +89,7 @@ def resume(run_dir, **runtime: Any) -> Path:
     with run_lock(run_dir):  # held from here: a second --resume of this run is refused, not mixed in
         if config.ablation == "all":
             return _run_grid(config, resume_dir=run_dir)
-        plan = prepare(config)
+        plan = on_every_rank(lambda: prepare(config))
         if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
             raise TrainError(f"{plan.cache.path} is not the cache {run_dir} was trained on "
                              f"(its rows or extraction config differ); pass the original with --cache")
@@ -90,14 +99,21 @@ def resume(run_dir, **runtime: Any) -> Path:
 @contextmanager
 def run_lock(run_dir: Path):
     """One process per run folder (an OS lock on `<run_dir>.lock`, dropped when the process ends
-    however it ends): a second run or --resume of the same folder is refused with one line."""
+    however it ends): a second run or --resume of the same folder is refused with one line.
+    Under torchrun only rank 0 holds it: the other ranks work inside rank 0's run."""
     lock = OutputLock(run_dir, "swrr-train")
-    try:
-        lock.acquire()
-    except LockHeld as exc:
-        raise TrainError(str(exc)) from None
-    except OSError as exc:
-        raise TrainError(f"cannot lock the run folder {run_dir} ({exc})") from exc
+
+    def acquire():
+        if not Ranks.from_env().is_main:
+            return
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            raise TrainError(str(exc)) from None
+        except OSError as exc:
+            raise TrainError(f"cannot lock the run folder {run_dir} ({exc})") from exc
+
+    on_every_rank(acquire)  # a refusal on rank 0 stops every rank with one line
     try:
         yield
     finally:
@@ -190,10 +206,27 @@ def torch_threads(count: Optional[int]):
 
 def execute(plan: Plan, run_dir: Path) -> Path:
     """Train the folds not finished yet in `run_dir`, then write the reports."""
-    config, meta, device = plan.config, plan.cache.meta, plan.device
     for job in plan.jobs:
         job.fold_dir = str(run_dir / f"fold{job.fold.number:02d}")
-    report.banner(plan, run_dir, device)
+    if Ranks.from_env().distributed:  # under torchrun: the units are dealt to the ranks
+        from train.distributed import execute_on_ranks
+
+        return execute_on_ranks(plan, run_dir)
+    report.banner(plan, run_dir, plan.device)
+    results, pending = finished_folds(plan)
+    with torch_threads(plan.config.threads):  # the caller's thread count comes back afterwards
+        try:
+            for result in train_folds(plan, pending, plan.device):
+                results[result["fold"]] = result
+        except (RunInterrupted, KeyboardInterrupt, TrainError):
+            print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
+            raise
+    return finish(plan, run_dir, results)
+
+
+def finished_folds(plan: Plan):
+    """-> (results of the folds finished before, by fold number; the jobs still to train)."""
+    meta = plan.cache.meta
     results: Dict[int, Dict] = {}
     pending = []
     for job in plan.jobs:
@@ -203,29 +236,35 @@ def execute(plan: Plan, run_dir: Path) -> Path:
             print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders) + "  (done before)")
         else:
             pending.append(job)
-    with torch_threads(config.threads):  # the caller's thread count comes back afterwards
-        try:
-            if config.parallel_folds > 1 and len(pending) > 1:
-                from train.parallel import run_lanes, run_parallel
+    return results, pending
 
-                results_of = (run_lanes(pending, config, device, plan.cache) if device.type == "cuda"
-                              else run_parallel(pending, config, device))
-                for result in results_of:
-                    results[result["fold"]] = result
-                    tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders))  # above the bar
-            elif pending:
-                source = make_source(plan.cache, device, config.stream, config.workers)
-                budget = EpochBudget(config.stop_after_epochs)
-                try:
-                    for job in pending:
-                        result = train_fold(job, source, device, budget)
-                        results[result["fold"]] = result
-                        print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
-                finally:
-                    source.close()
-        except (RunInterrupted, KeyboardInterrupt, TrainError):
-            print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
-            raise
+
+def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterator[Dict]:
+    """Train `jobs` one after another or `parallel_folds` at a time; yields each fold's result
+    (and prints its line) as it finishes. The next fold starts only when the caller asks for it."""
+    config, meta = plan.config, plan.cache.meta
+    if config.parallel_folds > 1 and len(jobs) > 1:
+        from train.parallel import run_lanes, run_parallel
+
+        results_of = (run_lanes(jobs, config, device, plan.cache) if device.type == "cuda"
+                      else run_parallel(jobs, config, device))
+        for result in results_of:
+            tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders))  # above the bar
+            yield result
+    elif jobs:
+        source = make_source(plan.cache, device, config.stream, config.workers)
+        budget = EpochBudget(config.stop_after_epochs)
+        try:
+            for job in jobs:
+                result = train_fold(job, source, device, budget)
+                print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
+                yield result
+        finally:
+            source.close()
+
+
+def finish(plan: Plan, run_dir: Path, results: Dict[int, Dict]) -> Path:
+    """Write the run's reports from every fold's result and mark the run complete."""
     ordered = [results[job.fold.number] for job in plan.jobs]
     report.write_reports(run_dir, ordered, plan)
     (run_dir / INCOMPLETE).unlink(missing_ok=True)
@@ -306,16 +345,20 @@ def _read_config(run_dir: Path) -> Dict[str, Any]:
         raise TrainError(f"{path} is not valid JSON ({exc}); the run folder is damaged") from exc
 
 
+def _start_grid_dir(plan: Plan, config: TrainConfig, variants: List[str]) -> Path:
+    top = _new_run_dir(replace(plan.config, ablation="ablations"), plan.cache.meta.dataset)
+    write_json(top / "config.json", {"train": config.to_dict(), "grid": variants, "swrr_version": __version__})
+    return top
+
+
 def _run_grid(config: TrainConfig, resume_dir: Optional[Path]) -> Path:
     """--ablation all: the full model and every Table 3 row, each a run folder inside one folder."""
     variants = [FULL_MODEL, *ABLATIONS]
     if resume_dir is None:
         # check the request once, with the full model, before anything is written
         plan = prepare(replace(config, ablation=None))
-        top = _new_run_dir(replace(plan.config, ablation="ablations"), plan.cache.meta.dataset)
+        top = on_rank0(lambda: _start_grid_dir(plan, config, variants))
         with run_lock(top):
-            write_json(top / "config.json", {"train": config.to_dict(), "grid": variants,
-                                             "swrr_version": __version__})
             return _train_grid(config, top, variants)
     return _train_grid(config, resume_dir, variants)  # resume() holds the lock of resume_dir
 
@@ -325,7 +368,7 @@ def _train_grid(config: TrainConfig, top: Path, variants: List[str]) -> Path:
     try:
         for variant in variants:
             sub = top / variant
-            if (sub / "config.json").exists():
+            if on_rank0(lambda: (sub / "config.json").exists()):  # all ranks take the same branch
                 runs[variant] = resume(sub, **{k: getattr(config, k) for k in RUNTIME_FIELDS
                                               if k not in ("runs_dir", "name")})
             else:
@@ -333,6 +376,7 @@ def _train_grid(config: TrainConfig, top: Path, variants: List[str]) -> Path:
     except (RunInterrupted, KeyboardInterrupt, TrainError):
         print(f"the ablation grid {top} is incomplete. Continue it with: swrr-train --resume {top}")
         raise
-    report.write_ablation_table(top, runs)
-    (top / INCOMPLETE).unlink(missing_ok=True)
+    if Ranks.from_env().is_main:
+        report.write_ablation_table(top, runs)
+        (top / INCOMPLETE).unlink(missing_ok=True)
     return top

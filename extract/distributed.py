@@ -1,0 +1,235 @@
+"""Extraction on many GPUs or nodes: `torchrun --nproc-per-node G --no-python swrr-extract ...`.
+
+`pipeline.run_extraction` hands over to `run_extraction` here when WORLD_SIZE > 1, or when shards
+of an earlier distributed run of the same output are on disk (then even a single process finishes
+them instead of starting over). The steps:
+
+1. Setup. Every rank loads its encoders onto cuda:LOCAL_RANK (or the CPU). Rank 0 alone reads the
+   dataset and checks the audio headers, computes the length-sorted batch plan, reads which rows
+   are already done (in any shard on disk, of any world size, and in `<out>.partial`), and deals
+   the remaining batches to the ranks by padded audio samples (`ranks.deal`: longest first, each
+   to the least loaded rank), then broadcasts all that. Ranks never plan for themselves, so they cannot
+   disagree (e.g. on GPUs of different memory under `--batch-seconds auto`).
+2. Encoding. Rank R writes its batches through a normal `CacheWriter` into its own shard
+   `<out>.rank-R-of-W.partial`: the cache layout with the whole row list, this rank's rows
+   written and marked done. No two processes ever write one HDF5 file; each shard has its own lock.
+3. Agreement. Every rank reports success or its failure; a failing rank also raises a flag file
+   (`<out>.failed`) that the other ranks check before each batch write, so they stop within a
+   batch. Every rank then raises `RankFailed` naming the first failing rank and its cause; the
+   written batches stay in the shards.
+4. Assembly. Rank 0 copies every row from the shard that has it into `<out>.partial` in the
+   cache's row order (stored chunk bytes, no decoding), finalizes it (complete marker, rename),
+   and deletes the shards. A physical copy, not a virtual dataset: the cache stays one
+   self-contained file that can be moved or copied, the shards need not live beside it for good,
+   and readers see exactly the single-process layout.
+
+Relaunching with another world size is handled: rows done in the old shards are kept, only the
+remaining batches are dealt to the new ranks, and the assembly takes each row from whichever
+shard has it. A batch is encoded whole, always with the same rows, so every row's features equal
+those of an uninterrupted single-process run.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from extract.batching import BatchPlan, plan_batches
+from extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending, _not_finite_error,
+                              _split_counts, cache_meta, class_report, read_rows, ready_encoders,
+                              resolve_batch_seconds)
+from extract.encoders import describe
+from swrr_core.cache import (CacheError, CacheMeta, CacheWriter, is_swrr_cache, partial_done, partial_path,
+                             refuse_finished, shard_partials, shard_path)
+from swrr_core.device import resolve_device
+from swrr_core.ranks import FailureFlag, Ranks, deal
+
+COPY_BLOCK = 1024  # rows per assembly step: memory stays flat however large the cache
+
+
+def takes_over(config: ExtractConfig) -> bool:
+    """True under a distributed launch, or when shards of `config.out_path` are on disk."""
+    return Ranks.from_env().distributed or bool(shard_partials(config.out_path))
+
+
+def deal_batches(batches: Sequence[np.ndarray], lengths: np.ndarray, world: int) -> Tuple[List[List[int]], List[float]]:
+    """Batches -> (batch indices of each rank, padded samples of each rank): dealt by padded size
+    (rows x longest row), so the ranks end within about one batch of each other."""
+    return deal([float(len(b) * lengths[b].max()) for b in batches], world)
+
+
+@dataclass
+class Job:
+    """What rank 0 decides in the setup and broadcasts to every rank."""
+
+    rows: Rows
+    meta: CacheMeta
+    plan: BatchPlan
+    batch_budget: str
+    pending: List[np.ndarray]  # batches with rows not done anywhere yet
+    shares: List[List[int]]  # indices into `pending`, by rank
+    loads: List[float]  # padded samples dealt to each rank
+    done_before: int  # rows already done when this launch started
+    task: str
+    label_names: List[str]
+
+
+@dataclass
+class RankWork:
+    rank: int
+    rows: int
+    padded_seconds: float
+    seconds: float
+    write_seconds: float
+
+
+def _user_errors():
+    from extract.cli import USER_ERRORS  # the CLI's list of what is the user's to fix
+
+    return USER_ERRORS + (torch.cuda.OutOfMemoryError, MemoryError)
+
+
+def failure_flag(out: Path) -> FailureFlag:
+    return FailureFlag(out.with_name(out.name + ".failed"))
+
+
+def run_extraction(config: ExtractConfig, encoders=None) -> Optional[Summary]:
+    """Extract `config` on all ranks of the launch (or finish earlier shards in one process).
+    -> the Summary on rank 0, None on the other ranks. RankFailed on every rank when one fails."""
+    started = time.perf_counter()
+    ranks, out = Ranks.from_env(), config.out_path
+    flag, errors = failure_flag(out), _user_errors()
+    advice = (f"the batches written so far are kept in the shards beside {out}; fix the cause and relaunch "
+              "the same command to resume")
+    with ranks.group():
+        def setup():
+            device = ranks.device(resolve_device(config.device))
+            audio, text, fp16 = ready_encoders(config, device, encoders)
+            job = _plan(config, ranks, flag, device, audio, text, fp16) if ranks.is_main else None
+            return audio, text, job
+
+        audio, text, job = ranks.step(setup, errors, flag)  # nothing written yet: no advice on shards
+        job = ranks.broadcast(job)
+        work = ranks.step(lambda: _encode_share(config, ranks, job, audio, text, flag), errors, flag, advice)
+        works = ranks.gather(work)
+    if not ranks.is_main:
+        return None
+    assembly_started = time.perf_counter()
+    path = assemble(out, job.meta, job.rows)
+    assembly = time.perf_counter() - assembly_started
+    seconds = time.perf_counter() - started
+    return Summary(
+        out=path, dataset=config.dataset, task=job.task, rows=len(job.rows.info), resumed_rows=job.done_before,
+        per_class=_class_counts(job.rows.info, job.label_names), per_split=_split_counts(job.rows.info),
+        skipped=dict(sorted(job.rows.skipped.items())), seconds=seconds, file_bytes=path.stat().st_size,
+        random_encoders=job.meta.random_encoders, encoders=describe([audio, text]), batch_budget=job.batch_budget,
+        batches=len(job.plan), padding_waste=job.plan.padding_waste,
+        write_seconds=sum(w.write_seconds for w in works), notes=balance_lines(works, assembly, seconds))
+
+
+def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.device, audio, text,
+          fp16: bool) -> Job:
+    """Rank 0's setup: rows, plan, what is done already, and the deal of the rest."""
+    flag.clear()  # a flag of an earlier launch; the other ranks look at it only after the broadcast
+    reader, rows = read_rows(config)
+    meta = cache_meta(config, reader, audio, text, fp16)
+    out = config.out_path
+    if config.overwrite:
+        if out.exists() and not is_swrr_cache(out):
+            raise CacheError(f"{out} exists and is not an swrr feature cache; swrr-extract replaces only its own "
+                             "caches, even with --overwrite: choose another --out (or move that file away yourself)")
+        for old in (out, partial_path(out), *shard_partials(out)):
+            old.unlink(missing_ok=True)
+    refuse_finished(out, meta)
+    batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
+    max_samples = audio.samples_for(config.max_frames)
+    plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
+    done = np.zeros(len(rows.info), dtype=bool)
+    for source in (partial_path(out), *shard_partials(out)):
+        source_done = partial_done(source, meta, rows.info)
+        if source_done is not None:
+            done |= source_done
+    pending = plan.pending(done)
+    shares, loads = deal_batches(pending, plan.lengths, ranks.world)
+    for line in class_report(rows, reader.task):  # as a single process says it, before encoding
+        print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
+    return Job(rows, meta, plan, batch_budget, pending, shares, loads, int(done.sum()), reader.task,
+               list(rows.label_names))
+
+
+class FlaggedWriter:
+    """A CacheWriter that stops (RankStopped) before each write once another rank has failed."""
+
+    def __init__(self, writer: CacheWriter, flag: FailureFlag, mine: int):
+        self.writer, self.flag = writer, flag
+        # the progress bar counts to the total row count: rows not this rank's count as there already
+        self.resumed_rows = len(writer.done_mask()) - mine
+
+    def done_mask(self) -> np.ndarray:
+        return self.writer.done_mask()
+
+    def write(self, *args) -> None:
+        self.flag.check()
+        self.writer.write(*args)
+
+
+def _encode_share(config: ExtractConfig, ranks: Ranks, job: Job, audio, text, flag: FailureFlag) -> RankWork:
+    """Encode this rank's batches into its shard."""
+    started = time.perf_counter()
+    mine = [job.pending[i] for i in job.shares[ranks.rank]]
+    padded = float(job.loads[ranks.rank]) / config.sample_rate
+    if not mine:
+        return RankWork(ranks.rank, 0, padded, 0.0, 0.0)
+    writer = CacheWriter.open(shard_path(config.out_path, ranks.rank, ranks.world), job.meta, job.rows.info)
+    try:
+        quiet = replace(config, progress=config.progress and ranks.is_main)  # one bar: rank 0's share
+        write_seconds, not_finite = _encode_pending(BatchPlan(mine, job.plan.lengths, job.plan.sample_rate),
+                                                    FlaggedWriter(writer, flag, sum(map(len, mine))), job.rows, audio,
+                                                    text, quiet, audio.samples_for(config.max_frames))
+        if not_finite:
+            raise _not_finite_error(not_finite, job.rows, config, writer.partial_path)
+    finally:
+        writer.close()
+    return RankWork(ranks.rank, sum(map(len, mine)), padded, time.perf_counter() - started, write_seconds)
+
+
+def assemble(out: Path, meta: CacheMeta, rows: Rows) -> Path:
+    """Copy every row from a shard that has it into `<out>.partial`, finalize it, delete the shards.
+
+    Resumable like any cache write: rows already in `<out>.partial` are not copied again."""
+    writer = CacheWriter.open(out, meta, rows.info)
+    shards = shard_partials(out)
+    try:
+        missing = ~writer.done_mask()
+        for shard in shards:
+            done = partial_done(shard, meta, rows.info)
+            if done is None:
+                continue
+            take = np.flatnonzero(done & missing)
+            for start in range(0, len(take), COPY_BLOCK):
+                writer.copy_rows(shard, take[start: start + COPY_BLOCK])
+            missing[take] = False
+        path = writer.finalize()
+    finally:
+        writer.close()
+    for shard in shards:
+        shard.unlink(missing_ok=True)
+    return path
+
+
+def balance_lines(works: Sequence[RankWork], assembly: float, seconds: float) -> List[str]:
+    """The summary's lines on how the work was shared and what the assembly cost."""
+    padded = np.array([w.padded_seconds for w in works])
+    walls = np.array([w.seconds for w in works])
+    balance = padded.max() / padded.mean() if padded.mean() > 0 else 1.0
+    wall_balance = walls.max() / walls.mean() if walls.mean() > 0 else 1.0
+    return [f"ranks: {len(works)}; padded audio per rank " + ", ".join(f"{p:.0f}" for p in padded)
+            + f" s (max/mean {balance:.3f}); encoding wall per rank " + ", ".join(f"{w:.1f}" for w in walls)
+            + f" s (max/mean {wall_balance:.3f})",
+            f"assembly (rank 0 copies the shards into one file): {assembly:.2f} s, "
+            f"{100 * assembly / seconds:.1f}% of the run"]
