@@ -12,10 +12,10 @@ from extract.datasets import READERS, DatasetError
 from extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
 from extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
 from swrr_core.cache import CacheError, partial_path
+from swrr_core.cli import CONTEXT, OneLineErrors
 from swrr_core.device import DeviceError
-from swrr_core.ranks import RankError, RankFailed, Ranks
 
-USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError, RankError)
+USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
 
 
 def _label_list(text):
@@ -35,7 +35,7 @@ def _batch_seconds(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command("swrr-extract", cls=OneLineErrors, user_errors=USER_ERRORS, context_settings=CONTEXT)
 @click.option("--dataset", required=True, type=click.Choice(list(READERS)),
               help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release or "
                    "label.csv layout), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
@@ -99,13 +99,6 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
                            labels=_label_list(labels))
     try:
         summary = run_extraction(config)
-    except RankFailed as exc:  # raised on every rank: rank 0 says it once
-        if Ranks.from_env().is_main:
-            click.echo(f"swrr-extract: error: {exc}", err=True)
-        sys.exit(2)
-    except USER_ERRORS as exc:
-        click.echo(f"swrr-extract: error: {exc}", err=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         part = partial_path(config.out_path)
         kept = f"finished batches are kept in {part}: " if part.exists() else ""

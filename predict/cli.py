@@ -11,12 +11,13 @@ from extract.pipeline import default_workers
 from predict.inputs import PredictError
 from predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
 from swrr_core.bundle import BundleError
+from swrr_core.cli import CONTEXT, OneLineErrors
 from swrr_core.device import DeviceError
 
 USER_ERRORS = (PredictError, BundleError, DeviceError)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command("swrr-predict", cls=OneLineErrors, user_errors=USER_ERRORS, context_settings=CONTEXT)
 @click.option("--model", required=True,
               help="A model bundle folder (runs/<name>/fold*/model, or one copied by swrr-export), a run folder "
                    "(with --fold when it has several folds), or a Hugging Face hub id of a bundle.")
@@ -67,9 +68,6 @@ def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, h
                                workers=default_workers() if workers is None else workers,
                                progress=progress)
         summary = run_predict(config)
-    except USER_ERRORS as exc:
-        click.echo(f"swrr-predict: error: {exc}", err=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("\nswrr-predict: interrupted; nothing was written", err=True)
         sys.exit(130)

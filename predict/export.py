@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import Optional
 
 import click
 
 from swrr_core.bundle import BundleError, load_bundle
+from swrr_core.cli import CONTEXT, OneLineErrors
 
 
 def export_bundle(run_or_bundle, out, fold: Optional[int] = None) -> Path:
@@ -32,17 +32,13 @@ def export_bundle(run_or_bundle, out, fold: Optional[int] = None) -> Path:
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command("swrr-export", cls=OneLineErrors, user_errors=(BundleError,), context_settings=CONTEXT)
 @click.argument("run_folder", type=click.Path(path_type=Path))
 @click.option("--fold", type=click.IntRange(min=1), help="Which fold (1-based); needed when the run has several.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The new bundle folder.")
 def main(run_folder, fold, out):
     """Copy one fold's model bundle (weights, config, recipe, model card) out of a run folder."""
-    try:
-        path = export_bundle(run_folder, out, fold)
-    except BundleError as exc:
-        click.echo(f"swrr-export: error: {exc}", err=True)
-        sys.exit(2)
+    path = export_bundle(run_folder, out, fold)
     click.echo(f"exported {path} (load it with swrr-predict --model {path})")
 
 
