@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from train.config import TrainConfig, TrainError
 from train.data import epoch_batches
 from train.protocols import Fold
 from train.step import TrainStep
+from train.tensorboard_log import EpochScalars
 
 SYNC_EVERY = 25  # steps between host syncs for the progress bar and the NaN check
 
@@ -64,6 +65,15 @@ class FoldJob:
     label_names: List[str]
     fold_dir: str
     identity: Dict[str, Any]
+
+    def unit_name(self) -> str:
+        """The unit's folder name: fold03, or fold03-seed2 in a run with --seeds."""
+        name = f"fold{self.fold.number:02d}"
+        return name if self.config.seeds is None else f"{name}-seed{self.config.seed}"
+
+    def unit_key(self) -> Tuple[int, int]:
+        """(fold number, seed): what identifies a unit within a run and across runs (swrr-compare)."""
+        return self.fold.number, self.config.seed
 
 
 def fold_seed(seed: int, fold_number: int) -> int:
@@ -290,6 +300,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         _set_rng_state(state["rng"], generator, lane)
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
 
+    scalars = EpochScalars(fold_dir) if cfg.tensorboard else None
     decay_epoch = round(cfg.epochs * cfg.lr_decay_at)
     train_seconds, train_steps = 0.0, 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -311,7 +322,11 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
                                     "rng": _rng_state(generator), "history": history, "best": best},
                         job.identity)
         write_log(fold_dir, history)
+        if scalars:
+            scalars.add(history[-1])
         budget.spend()
+    if scalars:
+        scalars.close()
 
     if not on_valid:  # the reported model is the last epoch's
         best = {"epoch": cfg.epochs, "valid": None}
@@ -323,7 +338,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         np.save(fold_dir / "attention.npy", attention)
     _write_predictions(fold_dir, source, fold.test, outputs, job)
     result = {
-        "fold": fold.number, "name": fold.name, "valid_speaker": fold.valid_name,
+        "fold": fold.number, "seed": cfg.seed, "name": fold.name, "valid_speaker": fold.valid_name,
         "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
         "selection": "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch",
         "selected_epoch": best["epoch"], "valid_at_selected": best["valid"],

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,10 +28,11 @@ from swrr_core.device import resolve_device
 from swrr_core.model import ABLATIONS
 from train import report
 from train.config import (FULL_MODEL, RESUMABLE_FIELDS, RUNTIME_FIELDS, TrainConfig, TrainError, check,
-                          fingerprint, model_config, resolve)
+                          fingerprint, model_config, resolve, unit_seeds)
 from train.data import make_source
 from train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
 from train.protocols import Fold, default_protocol, make_folds, pick_folds
+from train.tensorboard_log import require_tensorboard
 
 INCOMPLETE = "INCOMPLETE"
 
@@ -49,15 +50,18 @@ class Plan:
     device: torch.device
 
 
-def run(config: TrainConfig) -> Path:
-    """Start a new run; returns its folder. Raises TrainError / CacheError on bad input."""
+def run(config: TrainConfig, rerun: Optional[Dict[str, Any]] = None) -> Path:
+    """Start a new run; returns its folder. Raises TrainError / CacheError on bad input.
+
+    `rerun` (from `swrr-train --config FILE`): {"config_file": FILE, "overrides": {option: value}},
+    recorded in the run's config.json."""
     check(config)
     if config.ablation == "all":
-        return _run_grid(config, resume_dir=None)
+        return _run_grid(config, resume_dir=None, rerun=rerun)
     plan = prepare(config)
     run_dir = _new_run_dir(plan.config, plan.cache.meta.dataset)
     try:
-        _write_config(run_dir, plan)
+        _write_config(run_dir, plan, rerun)
     except OSError as exc:
         raise TrainError(f"cannot write the run folder {run_dir} ({exc})") from exc
     return execute(plan, run_dir)
@@ -86,6 +90,8 @@ def resume(run_dir, **runtime: Any) -> Path:
 def prepare(config: TrainConfig) -> Plan:
     """Open the cache, resolve the config, build folds, jobs and the model config; writes nothing."""
     device = resolve_device(config.device)  # a bad --device is refused before any folder exists
+    if config.tensorboard:
+        require_tensorboard()
     cache = FeatureCache(config.cache)
     meta = cache.meta
     _check_lengths(cache)
@@ -95,14 +101,17 @@ def prepare(config: TrainConfig) -> Plan:
     folds = pick_folds(all_folds, config.folds)
     model_cfg = model_config(config, meta)
     cache_fp = _cache_fingerprint(cache)
-    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds")}
+    # a unit (fold x seed) is identified by its own seed, not by the run's list of seeds
+    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")}
     jobs = []
-    for fold in folds:
-        identity = json.loads(json.dumps({"config": identity_config, "model": asdict(model_cfg),
-                                          "cache": cache_fp, "fold": fold.number}))
-        jobs.append(FoldJob(fold, len(all_folds), config, model_cfg, meta.task, list(meta.label_names),
-                            "", identity))
-        selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
+    for seed in unit_seeds(config):
+        unit_config = replace(config, seed=seed)
+        for fold in folds:
+            identity = json.loads(json.dumps({"config": {**identity_config, "seed": seed}, "model": asdict(model_cfg),
+                                              "cache": cache_fp, "fold": fold.number}))
+            jobs.append(FoldJob(fold, len(all_folds), unit_config, model_cfg, meta.task, list(meta.label_names),
+                                "", identity))
+            selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device)
 
 
@@ -134,16 +143,18 @@ def torch_threads(count: Optional[int]):
 def execute(plan: Plan, run_dir: Path) -> Path:
     """Train the folds not finished yet in `run_dir`, then write the reports."""
     config, meta, device = plan.config, plan.cache.meta, plan.device
+    seeded = config.seeds is not None  # unit lines and folders name the seed
     for job in plan.jobs:
-        job.fold_dir = str(run_dir / f"fold{job.fold.number:02d}")
+        job.fold_dir = str(run_dir / job.unit_name())
     report.banner(plan, run_dir, device)
-    results: Dict[int, Dict] = {}
+    results: Dict[Tuple[int, int], Dict] = {}
     pending = []
     for job in plan.jobs:
         done = Path(job.fold_dir) / "metrics.json"
         if done.exists():
-            results[job.fold.number] = json.loads(done.read_text())
-            print(report.fold_line(results[job.fold.number], meta.task, plan.num_folds, meta.random_encoders)
+            result = {"seed": job.config.seed, **json.loads(done.read_text())}  # runs before seeds lack "seed"
+            results[job.unit_key()] = result
+            print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, seeded)
                   + "  (done before)")
         else:
             pending.append(job)
@@ -155,22 +166,24 @@ def execute(plan: Plan, run_dir: Path) -> Path:
                 results_of = (run_lanes(pending, config, device, plan.cache) if device.type == "cuda"
                               else run_parallel(pending, config, device))
                 for result in results_of:
-                    results[result["fold"]] = result
-                    tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders))  # above the bar
+                    results[result["fold"], result["seed"]] = result
+                    tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders,
+                                                seeded))  # above the bar
             elif pending:
                 source = make_source(plan.cache, device, config.stream, config.workers)
                 budget = EpochBudget(config.stop_after_epochs)
                 try:
                     for job in pending:
                         result = train_fold(job, source, device, budget)
-                        results[result["fold"]] = result
-                        print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
+                        results[job.unit_key()] = result
+                        print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, seeded),
+                              flush=True)
                 finally:
                     source.close()
         except (RunInterrupted, KeyboardInterrupt, TrainError):
             print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
             raise
-    ordered = [results[job.fold.number] for job in plan.jobs]
+    ordered = [results[job.unit_key()] for job in plan.jobs]
     report.write_reports(run_dir, ordered, plan)
     (run_dir / INCOMPLETE).unlink(missing_ok=True)
     return run_dir
@@ -203,9 +216,10 @@ def _new_run_dir(config: TrainConfig, dataset: str) -> Path:
     return run_dir
 
 
-def _write_config(run_dir: Path, plan: Plan) -> None:
+def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = None) -> None:
     meta = plan.cache.meta
     write_json(run_dir / "config.json", {
+        **({"rerun": rerun} if rerun else {}),
         "train": plan.config.to_dict(),
         "model": asdict(plan.jobs[0].model_config),
         "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint, "rows": len(plan.cache),
@@ -229,15 +243,15 @@ def _read_config(run_dir: Path) -> Dict[str, Any]:
         raise TrainError(f"{path} is not valid JSON ({exc}); the run folder is damaged") from exc
 
 
-def _run_grid(config: TrainConfig, resume_dir: Optional[Path]) -> Path:
+def _run_grid(config: TrainConfig, resume_dir: Optional[Path], rerun: Optional[Dict[str, Any]] = None) -> Path:
     """--ablation all: the full model and every Table 3 row, each a run folder inside one folder."""
     variants = [FULL_MODEL, *ABLATIONS]
     if resume_dir is None:
         # check the request once, with the full model, before anything is written
         plan = prepare(replace(config, ablation=None))
         top = _new_run_dir(replace(plan.config, ablation="ablations"), plan.cache.meta.dataset)
-        write_json(top / "config.json", {"train": config.to_dict(), "grid": variants,
-                                         "swrr_version": __version__})
+        write_json(top / "config.json", {**({"rerun": rerun} if rerun else {}), "train": config.to_dict(),
+                                         "grid": variants, "swrr_version": __version__})
     else:
         top = resume_dir
     runs = {}
