@@ -1,0 +1,62 @@
+"""`swrr-compare`: parse options -> train.compare.run_compare. Nothing else here."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from train.compare import BOOTSTRAP_SEED, RESAMPLES, CompareError, run_compare
+
+
+class OneLineErrors(click.Command):
+    """User mistakes end with one line `swrr-compare: error: ...` on stderr and exit code 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"swrr-compare: error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.command(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--metric", "metrics", multiple=True,
+              help="Compare on this metric (as shown: WA, UA, F1w, ACC7, ACC2, F1, MAE, r, ... or its key); "
+                   "repeatable. Default: every metric the runs report.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for compare.csv, compare.md and compare.png. Default: <folder>/compare for an "
+                   "ablation folder, else compare-<A>-vs-<B>... beside the first run.")
+@click.option("--resamples", type=int, default=RESAMPLES, show_default=True,
+              help="Paired-bootstrap resamples for the confidence intervals.")
+@click.option("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED, show_default=True,
+              help="Seed of the bootstrap (the same seed gives the same intervals).")
+def main(runs, metrics, out, resamples, bootstrap_seed):
+    """Compare finished swrr-train runs unit by unit (fold x seed) with paired tests.
+
+    \b
+    RUN_A is the reference; every other run is compared with it:
+      swrr-compare runs/base runs/variant --metric UA
+      swrr-compare runs/base runs/variant-1 runs/variant-2      # p-values Holm-corrected
+      swrr-compare runs/iemocap-loso-speaker-ablations          # each ablation vs the full model
+    \b
+    Per metric: each run's mean ± std, the paired difference with a 95% bootstrap CI, paired
+    t-test and Wilcoxon p-values, the number of paired units and a verdict in words. Runs must
+    share the cache (fingerprint), the protocol and their folds' definitions.
+    """
+    try:
+        rows, folder = run_compare(runs, metrics, out, resamples, bootstrap_seed)
+    except CompareError as exc:
+        click.echo(f"swrr-compare: error: {exc}", err=True)
+        sys.exit(2)
+    for row in rows:
+        click.echo(row["verdict"])
+    click.echo(f"compare.csv, compare.md and compare.png in {folder}")
+
+
+if __name__ == "__main__":
+    main()
