@@ -260,7 +260,7 @@ def load_config_file(path) -> Dict[str, Any]:
         data = {k: v for k, v in data["train"].items() if k not in _RUN_LOCATION_KEYS}
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     try:
-        TrainConfig.from_dict({"cache": "", **data})
+        check(TrainConfig.from_dict({"cache": "", **data}))
     except TrainError as exc:
         raise TrainError(f"{path}: {exc}") from None
     return data
