@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from scipy import stats
 
 from train.compare import (CompareError, bootstrap_mean_ci, compare_runs, holm, load_runs, paired_t_test,
@@ -147,12 +146,23 @@ def test_units_are_paired_by_fold_and_seed_and_unshared_ones_left_out(tmp_path):
     assert row["reference_mean"] == pytest.approx(72.5) and row["run_mean"] == pytest.approx(75.5)
 
 
-def test_the_cli_writes_csv_markdown_and_png(tmp_path):
+def swrr_compare(args, capsys):
+    """-> (exit code, stdout, stderr) of the console script."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_writes_csv_markdown_and_png(tmp_path, capsys):
     a, b = planted(tmp_path, n_folds=5, n_seeds=2)
-    result = CliRunner().invoke(main, [str(a), str(b), "--metric", "UA", "--metric", "wa", "--out",
-                                       str(tmp_path / "cmp"), "--resamples", "2000"])
-    assert result.exit_code == 0, result.output
-    assert "B > A on UA" in result.output
+    code, out, err = swrr_compare([a, b, "--metric", "UA", "--metric", "wa", "--out", tmp_path / "cmp",
+                                   "--resamples", "2000"], capsys)
+    assert code == 0, err
+    assert "B > A on UA" in out
     table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
     assert table["metric"].tolist() == ["UA", "WA"] and (table["bootstrap_resamples"] == 2000).all()
     md = (tmp_path / "cmp" / "compare.md").read_text()
@@ -185,8 +195,9 @@ def test_an_ablation_folder_compares_each_variant_with_the_full_model(tmp_path):
     ("other protocol", "protocol loso-session"),
     ("other folds", "fold 1 differs"),
     ("not a run", "not a run folder"),
+    ("bad option", "No such option '--metrics'"),
 ])
-def test_refusals_are_one_line_with_exit_code_2(tmp_path, case, message):
+def test_refusals_are_one_line_with_exit_code_2(tmp_path, capsys, case, message):
     values = [70.0] * 10
     a = write_run(tmp_path / "A", values)
     b = tmp_path / "B"
@@ -200,6 +211,7 @@ def test_refusals_are_one_line_with_exit_code_2(tmp_path, case, message):
         "other protocol": lambda: [write_run(b, values, protocol="loso-session")],
         "other folds": lambda: [write_run(b, values, folds=(1, 2, 3, 4, 5))],
         "not a run": lambda: [tmp_path],
+        "bad option": lambda: [write_run(b, values), "--metrics", "UA"],
     }
     others = make_other[case]()
     if case == "other folds":  # fold 1 of B holds out another speaker
@@ -207,9 +219,9 @@ def test_refusals_are_one_line_with_exit_code_2(tmp_path, case, message):
         config["folds"][0]["name"] = "S9"
         (b / "config.json").write_text(json.dumps(config))
     args = [str(a), *map(str, others)] + (["--metric", "ACC9"] if case == "unknown metric" else [])
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("swrr-compare: error: "), result.output
+    code, out, err = swrr_compare(args, capsys)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("swrr-compare: error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert not any(p.name.startswith("compare") for p in tmp_path.iterdir())  # nothing written

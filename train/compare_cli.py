@@ -8,22 +8,7 @@ import click
 from train.compare import BOOTSTRAP_SEED, RESAMPLES, CompareError, run_compare
 
 
-class OneLineErrors(click.Command):
-    """User mistakes end with one line `swrr-compare: error: ...` on stderr and exit code 2."""
-
-    def main(self, *args, **kwargs):
-        kwargs["standalone_mode"] = False
-        try:
-            return super().main(*args, **kwargs)
-        except click.ClickException as exc:
-            click.echo(f"swrr-compare: error: {exc.format_message()}", err=True)
-            sys.exit(2)
-        except click.Abort:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-
-@click.command(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--metric", "metrics", multiple=True,
               help="Compare on this metric (as shown: WA, UA, F1w, ACC7, ACC2, F1, MAE, r, ... or its key); "
@@ -35,7 +20,7 @@ class OneLineErrors(click.Command):
               help="Paired-bootstrap resamples for the confidence intervals.")
 @click.option("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED, show_default=True,
               help="Seed of the bootstrap (the same seed gives the same intervals).")
-def main(runs, metrics, out, resamples, bootstrap_seed):
+def command(runs, metrics, out, resamples, bootstrap_seed):
     """Compare finished swrr-train runs unit by unit (fold x seed) with paired tests.
 
     \b
@@ -48,14 +33,23 @@ def main(runs, metrics, out, resamples, bootstrap_seed):
     t-test and Wilcoxon p-values, the number of paired units and a verdict in words. Runs must
     share the cache (fingerprint), the protocol and their folds' definitions.
     """
-    try:
-        rows, folder = run_compare(runs, metrics, out, resamples, bootstrap_seed)
-    except CompareError as exc:
-        click.echo(f"swrr-compare: error: {exc}", err=True)
-        sys.exit(2)
+    rows, folder = run_compare(runs, metrics, out, resamples, bootstrap_seed)
     for row in rows:
         click.echo(row["verdict"])
     click.echo(f"compare.csv, compare.md and compare.png in {folder}")
+
+
+def main(args=None) -> None:
+    """The console script. Refusals (bad options, runs that cannot be compared) are one line
+    `swrr-compare: error: ...` on stderr and exit code 2."""
+    try:
+        command.main(args=args, prog_name="swrr-compare", standalone_mode=False)
+    except (click.ClickException, CompareError) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(f"swrr-compare: error: {message}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(130)
 
 
 if __name__ == "__main__":
