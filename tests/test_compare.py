@@ -186,7 +186,7 @@ def test_an_ablation_folder_compares_each_variant_with_the_full_model(tmp_path):
 
 
 @pytest.mark.parametrize("case,message", [
-    ("one run", "needs two or more runs"),
+    ("one run", "is a single run: give two or more runs"),
     ("missing", "no such run folder"),
     ("incomplete", "has not finished.*INCOMPLETE.*--resume"),
     ("unknown metric", "unknown metric ACC9; these runs report WA, UA, F1w"),

@@ -143,8 +143,8 @@ def load_runs(paths: Sequence) -> List[RunResults]:
     configs = [_read_config(p) for p in paths]
     if len(paths) == 1:
         if "grid" not in configs[0]:
-            raise CompareError(f"swrr-compare needs two or more runs, or one --ablation all folder; {paths[0]} "
-                               "is a single run")
+            raise CompareError(f"{paths[0]} is a single run: give two or more runs (the first is the reference), "
+                               "or one --ablation all folder")
         top = paths[0]
         runs = [load_run(top / variant, variant) for variant in configs[0]["grid"]]
     else:

@@ -9,7 +9,7 @@ from train.compare import BOOTSTRAP_SEED, RESAMPLES, CompareError, run_compare
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.argument("runs", nargs=-1, required=True, type=click.Path(), metavar="RUN_A RUN_B [RUN ...]")
 @click.option("--metric", "metrics", multiple=True,
               help="Compare on this metric (as shown: WA, UA, F1w, ACC7, ACC2, F1, MAE, r, ... or its key); "
                    "repeatable. Default: every metric the runs report.")

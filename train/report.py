@@ -201,7 +201,7 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
         {"protocol": protocol_statement(plan, results), "folds": results, "summary": rows,
          "random_encoders": meta.random_encoders, "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
     pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
-    units = f"{len(results)} units ({rows[0]['folds']} folds x {rows[0]['seeds']} seeds)" if cfg.seeds else \
+    units = f"{len(results)} units ({rows[0]['folds']} fold(s) x {rows[0]['seeds']} seed(s))" if cfg.seeds else \
         f"{len(results)} fold(s)"
     print(f"summary over {units}, {cfg.ablation or FULL_MODEL}{suffix}:")
     for row in rows:
