@@ -267,15 +267,19 @@ def find_bundle(path, fold: Optional[int] = None):
     if not bundles:
         raise BundleError(f"{path}: neither a model bundle nor a run folder with fold*/{BUNDLE_DIRNAME}/ bundles "
                           "(runs made before bundles existed have none: retrain, or pass a bundle folder)")
-    by_fold = {_fold_number(b): b for b in bundles}
+    by_fold: Dict[int, List[Path]] = {}
+    for bundle in bundles:  # several per fold in a run with --seeds (fold03-seed0, fold03-seed1, ...)
+        by_fold.setdefault(_fold_number(bundle), []).append(bundle)
     if fold is not None:
         if fold not in by_fold:
             raise BundleError(f"{path}: no fold {fold}; its folds with bundles are {sorted(by_fold)}")
-        return by_fold[fold]
+        bundles = by_fold[fold]
     if len(bundles) == 1:
         return bundles[0]
-    listing = "; ".join(f"{n}: {_fold_summary(b)}" for n, b in sorted(by_fold.items()))
-    raise BundleError(f"{path} holds {len(bundles)} fold models; choose one with --fold K ({listing}). "
+    listing = "; ".join(f"{b.parent.name}: {_fold_summary(b)}" for b in bundles)
+    choose = ("pass one unit's bundle folder as --model, e.g. " + str(bundles[0])) if fold is not None or \
+        len(by_fold) == 1 else "choose one with --fold K"
+    raise BundleError(f"{path} holds {len(bundles)} models; {choose} ({listing}). "
                       "To deploy, train on every row with --protocol all and quote the cross-validation numbers")
 
 

@@ -92,7 +92,7 @@ def test_a_run_folder_with_several_folds_needs_a_fold(tmp_path):
     make_bundle(run / "fold02" / "model", fold=2, wa=0.72, seed=1)
     with pytest.raises(BundleError, match="choose one with --fold") as info:
         find_bundle(run)
-    assert "1: spk1 wa 0.61" in str(info.value) and "2: spk2 wa 0.72" in str(info.value)
+    assert "fold01: spk1 wa 0.61" in str(info.value) and "fold02: spk2 wa 0.72" in str(info.value)
     assert find_bundle(run, 2) == run / "fold02" / "model"
     with pytest.raises(BundleError, match="no fold 3"):
         find_bundle(run, 3)
@@ -106,3 +106,14 @@ def test_a_run_folder_with_several_folds_needs_a_fold(tmp_path):
     with pytest.raises(BundleError, match="not readable safetensors"):
         export_bundle(run, tmp_path / "broken", fold=1)
     assert not (tmp_path / "broken").exists()
+
+
+def test_a_fold_with_several_seeds_names_its_units(tmp_path):
+    run = tmp_path / "run"  # a run with --seeds 0,1: unit folders fold01-seed0, fold01-seed1
+    make_bundle(run / "fold01-seed0" / "model", fold=1, wa=0.61)
+    make_bundle(run / "fold01-seed1" / "model", fold=1, wa=0.64, seed=1)
+    for fold in (None, 1):
+        with pytest.raises(BundleError, match="pass one unit's bundle folder as --model") as info:
+            find_bundle(run, fold)
+        assert "fold01-seed0: spk1 wa 0.61" in str(info.value) and "fold01-seed1: spk1 wa 0.64" in str(info.value)
+    assert find_bundle(run / "fold01-seed1" / "model") == run / "fold01-seed1" / "model"

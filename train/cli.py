@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import click
 
 from swrr_core.cache import CacheError
+from swrr_core.cli import CONTEXT, OneLineErrors
 from swrr_core.device import DeviceError
-from swrr_core.ranks import RankError, RankFailed, Ranks
 from swrr_core.objectives import REGRESSION_OBJECTIVES
-from train.config import ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError
+from train.config import (ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError,
+                          load_config_file, seed_problems)
 from train.loop import RunInterrupted
+
+USER_ERRORS = (CacheError, DeviceError, TrainError)
 
 EPILOG = """\b
 Defaults come from the cache's dataset (see docs/TRAINING.md):
@@ -23,24 +26,6 @@ Defaults come from the cache's dataset (see docs/TRAINING.md):
 Every run writes runs/<name>/: config.json, fold*/ (log, metrics, checkpoints),
 summary.csv, results.json and PNGs. Continue a killed run with --resume runs/<name>.
 """
-
-
-PREFIX = "swrr-train: error:"  # as swrr-extract's, so a log says which stage refused
-
-
-class OneLineErrors(click.Command):
-    """User mistakes end with one line `swrr-train: error: ...` on stderr and exit code 2."""
-
-    def main(self, *args, **kwargs):
-        kwargs["standalone_mode"] = False
-        try:
-            return super().main(*args, **kwargs)
-        except click.ClickException as exc:
-            click.echo(f"{PREFIX} {exc.format_message()}", err=True)
-            sys.exit(2)
-        except click.Abort:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
 
 
 # the options of RESUMABLE_FIELDS as typed (stop_after_epochs is a hidden test option)
@@ -57,6 +42,43 @@ def parse_folds(text: Optional[str]) -> Optional[List[int]]:
         raise click.BadParameter(f"expected fold numbers like 1,3 — got {text!r}", param_hint="--folds")
 
 
+def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
+    """--seeds: a list "1,2,3" (a single seed: "3,") or a count "5" meaning seeds 0..4."""
+    if text is None:
+        return None
+    try:
+        if "," not in text:
+            count = int(text) if text.strip() else 0
+            if count < 1:
+                raise click.BadParameter(f"a count of seeds must be >= 1, got {text!r} (seeds are listed "
+                                         "like 0,1,2; a single seed like 3,)", param_hint="--seeds")
+            return list(range(count))
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected seeds like 1,2,3 or a count like 5 — got {text!r}",
+                                 param_hint="--seeds") from None
+    problems = seed_problems(seeds)
+    if problems:
+        raise click.BadParameter("; ".join(problems).replace("--seeds ", ""), param_hint="--seeds")
+    return seeds
+
+
+def config_from_options(options: Dict[str, Any], given: Set[str], config_file: Optional[str]):
+    """-> (TrainConfig, rerun record or None). With a config file, its values are the base and only the
+    options given on the command line override them; the record names those overrides."""
+    if not config_file:
+        if not options["cache"]:
+            raise TrainError("give --cache PATH (a cache made by swrr-extract), --config FILE or --resume RUN_FOLDER")
+        return TrainConfig(**options), None
+    data = load_config_file(config_file)
+    overrides = {name: options[name] for name in given if name in options}
+    if given & {"lstm_hidden", "model_set"}:
+        overrides["model"] = {**data.get("model", {}), **options["model"]}
+    if "cache" not in {**data, **overrides}:
+        raise TrainError(f"{config_file} names no cache; add cache: PATH to it or give --cache")
+    return TrainConfig.from_dict({**data, **overrides}), {"config_file": str(config_file), "overrides": overrides}
+
+
 def parse_model_set(items) -> Dict[str, Any]:
     out = {}
     for item in items:
@@ -70,9 +92,12 @@ def parse_model_set(items) -> Dict[str, Any]:
     return out
 
 
-@click.command(cls=OneLineErrors, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
-                                                                    "max_content_width": 100})
+@click.command("swrr-train", cls=OneLineErrors, user_errors=USER_ERRORS, epilog=EPILOG, context_settings=CONTEXT)
 @click.option("--cache", type=click.Path(dir_okay=False), help="Feature cache made by swrr-extract, e.g. cache/iemocap.h5.")
+@click.option("--config", type=click.Path(dir_okay=False),
+              help="Rerun from a run's config.json (e.g. runs/X/config.json: what X ran, in a new folder) or a "
+                   "hand-written JSON/YAML file of TrainConfig options (see docs/TRAINING.md). Options given here "
+                   "override the file; the new run's config.json records which did.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue the run in this folder (e.g. runs/iemocap-loso-speaker) with its saved config. "
                    f"Only these may be given with it: {', '.join(RESUME_OPTIONS)}; --cache may name another "
@@ -111,6 +136,10 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--mosei-objective", type=click.Choice(REGRESSION_OBJECTIVES),
               help="Regression caches only (CMU-MOSEI sentiment): l1 = one output, L1 loss (default; not in the "
                    "paper); ce7 = 7-class cross-entropy on the rounded sentiment, scored by the expected value.")
+@click.option("--seeds", "seeds_text", metavar="LIST|N",
+              help="Train every fold once per seed: a list (1,2,3; one seed: 3,) or a count N (seeds 0..N-1). "
+                   "Each (fold, seed) is a unit with its own folder (fold03-seed2) and spreads like a fold with "
+                   "--parallel-folds; summary.csv adds the std of the per-seed means. Replaces --seed.")
 @click.option("--lstm-hidden", type=int, help="Shared LSTM units per direction (paper 384). Non-paper size knob.")
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE",
               help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "
@@ -133,24 +162,33 @@ def parse_model_set(items) -> Dict[str, Any]:
                    "data order and initial weights do not depend on N.")
 @click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
+@click.option("--tensorboard", is_flag=True,
+              help="Also write each unit's per-epoch scalars (loss, lr, valid/test metrics) to runs/<name>/tb/ "
+                   "for TensorBoard (needs pip install 'swrr[tb]'); the CSV logs stay the record.")
 @click.option("--stop-after-epochs", type=int, hidden=True)  # tests: stop as if killed
 @click.pass_context
-def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **options):
+def main(ctx: click.Context, resume_dir, config, folds, seeds_text, lstm_hidden, model_set, **options):
     """Train the SWRR head on a feature cache and report the paper's metrics.
 
     \b
     Example:
       swrr-train --cache cache/iemocap.h5
       swrr-train --cache cache/iemocap.h5 --ablation all --parallel-folds 5
+      swrr-train --cache cache/iemocap.h5 --seeds 5 --name five-seeds
+      swrr-train --config runs/five-seeds/config.json --name again
       swrr-train --resume runs/iemocap-loso-speaker
     """
     from train.runner import resume, run
 
     given = {name for name in ctx.params
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    given = {"seeds" if name == "seeds_text" else name for name in given}
+    if {"seed", "seeds"} <= given:
+        raise click.UsageError("--seed and --seeds exclude each other (--seeds 3, runs seed 3 alone)")
     model = parse_model_set(model_set)
     if lstm_hidden is not None:
         model["lstm_hidden"] = lstm_hidden
+    options.update(folds=parse_folds(folds), seeds=parse_seeds(seeds_text), model=model)
     try:
         if resume_dir:
             fixed = sorted(given - {*RESUMABLE_FIELDS, "resume_dir"})
@@ -159,16 +197,7 @@ def main(ctx: click.Context, resume_dir, folds, lstm_hidden, model_set, **option
                                  f"{', '.join('--' + f.replace('_', '-') for f in fixed)}")
             resume(resume_dir, **{k: options[k] for k in given - {"resume_dir"}})
         else:
-            if not options["cache"]:
-                raise TrainError("give --cache PATH (a cache made by swrr-extract) or --resume RUN_FOLDER")
-            run(TrainConfig(folds=parse_folds(folds), model=model, **options))
-    except RankFailed as exc:  # raised on every rank of a torchrun launch: rank 0 says it once
-        if Ranks.from_env().is_main:
-            click.echo(f"{PREFIX} {exc}", err=True)
-        sys.exit(2)
-    except (CacheError, DeviceError, TrainError, RankError) as exc:
-        click.echo(f"{PREFIX} {exc}", err=True)
-        sys.exit(2)
+            run(*config_from_options(options, given, config))
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(3)

@@ -10,7 +10,8 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
 from swrr_core.cache import CacheMeta
 from swrr_core import objectives
@@ -48,7 +49,8 @@ DATASET_PRESETS: Dict[str, Dict[str, Any]] = {
 
 # Fields that change how a run executes but not what it computes; they may differ on --resume.
 RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_folds", "threads",
-                  "progress", "stop_after_epochs", "cuda_graphs")  # graphs replay what eager steps compute
+                  "progress", "stop_after_epochs", "cuda_graphs",  # graphs replay what eager steps compute
+                  "tensorboard")
 # What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
 # Not the folder: --resume names it, so --runs-dir and --name cannot be given with it.
 RESUMABLE_FIELDS = (*(f for f in RUNTIME_FIELDS if f not in ("runs_dir", "name")), "cache")
@@ -77,6 +79,7 @@ class TrainConfig:
     grad_accum: int = 1  # optimizer step every grad_accum batches (effective batch = batch_size * this)
     seed: int = 0
     mosei_objective: Optional[str] = None  # regression caches: l1 | ce7 (swrr_core.objectives); None = l1
+    seeds: Optional[List[int]] = None  # run every fold once per seed (units fold03-seed2 ...); None = `seed` only
     model: Dict[str, Any] = field(default_factory=dict)  # SWRRConfig overrides (non-paper sizes)
     # execution
     runs_dir: str = "runs"
@@ -90,6 +93,7 @@ class TrainConfig:
     threads: Optional[int] = None  # CPU threads per process; None = torch's default
     progress: bool = True  # tqdm bar per epoch
     stop_after_epochs: Optional[int] = None  # debug/tests: stop as if killed after this many epochs
+    tensorboard: bool = False  # also write per-epoch scalars to <run>/tb/<unit>/ (the CSV logs stay the record)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -100,6 +104,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise TrainError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        check_types(data)
         return cls(**data)
 
     def result_fields(self) -> Dict[str, Any]:
@@ -160,6 +165,8 @@ def check(config: TrainConfig) -> None:
                         f"{config.name!r}; --runs-dir chooses where run folders go")
     if config.folds is not None and (not config.folds or min(config.folds) < 1):
         problems.append(f"--folds takes 1-based fold numbers, got {config.folds}")
+    if config.seeds is not None:
+        problems += seed_problems(config.seeds)
     if problems:
         raise TrainError("; ".join(problems))
 
@@ -194,3 +201,98 @@ def objective(config: TrainConfig, task: str) -> str:
 def fingerprint(data: Dict[str, Any]) -> str:
     """A short stable hash of plain data (JSON with sorted keys)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def unit_seeds(config: TrainConfig) -> List[int]:
+    """The seeds a run trains every fold with: `seeds`, or just `seed`."""
+    return list(config.seeds) if config.seeds is not None else [config.seed]
+
+
+def seed_problems(seeds: List[int]) -> List[str]:
+    """What is wrong with a --seeds list (empty, negative, repeated), as messages."""
+    if not seeds:
+        return ["--seeds needs at least one seed"]
+    problems = []
+    if min(seeds) < 0:
+        problems.append(f"--seeds must be >= 0, got {', '.join(str(s) for s in seeds if s < 0)}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        problems.append(f"--seeds lists {', '.join(map(str, repeated))} more than once")
+    return problems
+
+
+def check_types(data: Dict[str, Any]) -> None:
+    """Each value of a TrainConfig mapping (a config file) has its field's type; raises TrainError
+    naming the keys that do not. An int is accepted where a float is expected, a bool never counts as a number."""
+    hints = get_type_hints(TrainConfig)
+    wrong = [f"{key}: expected {_type_name(hints[key])}, got {value!r}" for key, value in data.items()
+             if key in hints and not _has_type(value, hints[key])]
+    if wrong:
+        raise TrainError(f"wrong type in config: {'; '.join(wrong)}")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return any(_has_type(value, arg) for arg in args)
+    if origin in (list, List):
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value)
+    if origin in (dict, Dict):
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return " or ".join(_type_name(arg) for arg in args)
+    if origin in (list, List):
+        return f"a list of {_type_name(args[0])}"
+    if origin in (dict, Dict):
+        return "a mapping"
+    return "null" if hint is type(None) else hint.__name__
+
+
+# Keys of a run's config.json that say where that run lived, not what it computed: a rerun from
+# the file gets a new folder (the default name, or --name / --runs-dir), and is never stopped early.
+_RUN_LOCATION_KEYS = ("name", "runs_dir", "stop_after_epochs")
+
+
+def load_config_file(path) -> Dict[str, Any]:
+    """TrainConfig values from a file: a run's config.json (its "train" part) or a hand-written
+    JSON/YAML mapping (keys as TrainConfig fields; dashes as in the options are accepted).
+
+    Raises TrainError naming the file for unreadable files, unknown keys and wrong types."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TrainError(f"cannot read the config file {path} ({exc.strerror or exc})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise TrainError(f"{path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise TrainError(f"{path} is not valid JSON ({exc}); YAML files need a .yaml or .yml suffix") from None
+    if not isinstance(data, dict):
+        raise TrainError(f"{path} must hold a mapping of training options, not {type(data).__name__}")
+    if isinstance(data.get("train"), dict):  # a run folder's config.json
+        data = {k: v for k, v in data["train"].items() if k not in _RUN_LOCATION_KEYS}
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    try:
+        check(TrainConfig.from_dict({"cache": "", **data}))
+    except TrainError as exc:
+        raise TrainError(f"{path}: {exc}") from None
+    return data

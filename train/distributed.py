@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, TypeVar
+from typing import Callable, Dict, Tuple, TypeVar
 
 import torch
 
@@ -61,7 +61,7 @@ def on_every_rank(work: Callable[[], T]) -> T:
 def execute_on_ranks(plan, run_dir: Path) -> Path:
     """`runner.execute` under torchrun: deal the pending units, train this rank's, gather, report."""
     from train import report
-    from train.runner import finished_folds, finish, torch_threads, train_folds
+    from train.runner import finished_folds, finish, torch_threads, train_folds, unit_key
 
     ranks = Ranks.from_env()
     device = ranks.step(lambda: ranks.device(plan.device), USER_ERRORS)
@@ -73,22 +73,22 @@ def execute_on_ranks(plan, run_dir: Path) -> Path:
         report.banner(plan, run_dir, device)
         print(f"{ranks.world} ranks: units dealt by training rows; rank 0 writes the reports", flush=True)
         results, pending = finished_folds(plan)
-        return results, [job.fold.number for job in pending]
+        return results, [job.unit_key() for job in pending]
 
-    results, pending_numbers = ranks.decide(survey, USER_ERRORS)
-    pending = [job for job in plan.jobs if job.fold.number in pending_numbers]
+    results, pending_units = ranks.decide(survey, USER_ERRORS)
+    pending = [job for job in plan.jobs if job.unit_key() in pending_units]
     shares, _ = deal([float(len(job.fold.train)) for job in pending], ranks.world)
     mine = [pending[i] for i in shares[ranks.rank]]
-    print(f"rank {ranks.rank} of {ranks.world}: folds " + (", ".join(str(job.fold.number) for job in mine) or "none"),
+    print(f"rank {ranks.rank} of {ranks.world}: units " + (", ".join(job.unit_name() for job in mine) or "none"),
           flush=True)
     if not ranks.is_main:  # one set of progress bars: rank 0's
         mine = [replace(job, config=replace(job.config, progress=False)) for job in mine]
 
-    def train_mine() -> Dict[int, Dict]:
-        done: Dict[int, Dict] = {}
+    def train_mine() -> Dict[Tuple[int, int], Dict]:
+        done: Dict[Tuple[int, int], Dict] = {}
         with torch_threads(plan.config.threads):
             for result in train_folds(plan, mine, device):
-                done[result["fold"]] = result
+                done[unit_key(result)] = result
                 flag.check()  # another rank failed: do not start the next unit
         return done
 

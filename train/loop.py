@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from train.config import TrainConfig, TrainError, objective
 from train.data import epoch_batches
 from train.protocols import Fold
 from train.step import TrainStep
+from train.tensorboard_log import EpochScalars
 
 SYNC_EVERY = 25  # steps between host syncs for the progress bar and the NaN check
 
@@ -66,6 +67,15 @@ class FoldJob:
     fold_dir: str
     identity: Dict[str, Any]
     recipe: Optional[Dict[str, Any]] = None  # the cache's CacheMeta as a dict: copied into the fold's bundle
+
+    def unit_name(self) -> str:
+        """The unit's folder name: fold03, or fold03-seed2 in a run with --seeds."""
+        name = f"fold{self.fold.number:02d}"
+        return name if self.config.seeds is None else f"{name}-seed{self.config.seed}"
+
+    def unit_key(self) -> Tuple[int, int]:
+        """(fold number, seed): what identifies a unit within a run and across runs (swrr-compare)."""
+        return self.fold.number, self.config.seed
 
 
 def fold_seed(seed: int, fold_number: int) -> int:
@@ -291,6 +301,7 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         _set_rng_state(state["rng"], generator, lane)
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
 
+    scalars = EpochScalars(fold_dir) if cfg.tensorboard else None
     decay_epoch = round(cfg.epochs * cfg.lr_decay_at)
     train_seconds, train_steps = 0.0, 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -312,7 +323,11 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
                                     "rng": _rng_state(generator), "history": history, "best": best},
                         job.identity)
         write_log(fold_dir, history)
+        if scalars:
+            scalars.add(history[-1])
         budget.spend()
+    if scalars:
+        scalars.close()
 
     if not on_valid:  # the reported model is the last epoch's
         best = {"epoch": cfg.epochs, "valid": None}
@@ -326,7 +341,8 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
     selection = "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch"
     _write_bundle(fold_dir, model, job, best["epoch"], selection, metrics if len(fold.test) else None)
     result = {
-        "fold": fold.number, "name": fold.name, "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
+        "fold": fold.number, "seed": cfg.seed, "name": fold.name,
+        "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
         "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
         "selection": selection,
         "selected_epoch": best["epoch"], "valid_at_selected": best["valid"],

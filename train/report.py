@@ -71,11 +71,13 @@ def banner(plan, run_dir: Path, device) -> None:
         print(f"WARNING: {warning}")
 
 
-def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False) -> str:
+def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False, seeded: bool = False) -> str:
+    """One unit's console line; `seeded` (a run with --seeds) names the unit's seed."""
     m = result["metrics"]
     scores = " ".join(f"{NAMES[k]} {shown(k, m[k]):.1f}" if k in PERCENT else f"{NAMES[k]} {m[k]:.3f}"
                       for k in headline(task)[:3 if task == "classification" else 5])
-    line = (f"fold {result['fold']}/{num_folds} {result['name']}: {scores} "
+    seed = f" seed {result['seed']}" if seeded else ""
+    line = (f"fold {result['fold']}/{num_folds}{seed} {result['name']}: {scores} "
             f"({result['selection']}: epoch {result['selected_epoch']}) {result['seconds']:.0f} s")
     if result.get("train_steps_per_s"):
         line += f", {result['train_steps_per_s']:.1f} steps/s"
@@ -85,15 +87,24 @@ def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = F
 
 
 def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_encoders: bool) -> List[Dict]:
-    """Rows of summary.csv: one per metric, mean and std (ddof=1) over folds, the paper's value."""
+    """Rows of summary.csv: one per metric over all units (fold x seed), the paper's value beside.
+
+    mean, std: over all units (sample std, ddof=1); seed_std: std of the per-seed means (the
+    run-to-run spread; nan with one seed); fold_std: the std over folds within a seed, averaged
+    over seeds (what a one-seed run reports as its std; nan with one fold). per_fold: every
+    unit's value in unit order (seed by seed, folds in order within a seed)."""
     rows = []
     note = RANDOM_NOTE if random_encoders else ""
+    seeds = np.array([r["seed"] for r in results])
+    counts = {"folds": len({r["fold"] for r in results}), "seeds": len(set(seeds.tolist())), "units": len(results)}
     for metric in headline(task):
         values = np.array([shown(metric, r["metrics"][metric]) for r in results], dtype=np.float64)
-        rows.append({"metric": NAMES[metric], "key": metric, "mean": float(np.mean(values)),
-                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
-                     "folds": len(values), "per_fold": " ".join(f"{v:.2f}" for v in values),
-                     "paper": paper.get(metric),
+        by_seed = [values[seeds == seed] for seed in dict.fromkeys(seeds.tolist())]
+        fold_stds = [sample_std(v) for v in by_seed if len(v) > 1]
+        rows.append({"metric": NAMES[metric], "key": metric, "mean": float(np.mean(values)), "std": sample_std(values),
+                     "seed_std": sample_std(np.array([v.mean() for v in by_seed])),
+                     "fold_std": float(np.mean(fold_stds)) if fold_stds else float("nan"), **counts,
+                     "per_fold": " ".join(f"{v:.2f}" for v in values), "paper": paper.get(metric),
                      "note": "; ".join(filter(None, [note, PAPER_NOTES.get(metric) if metric in paper else ""]))})
     if task == "classification":  # also over all test utterances pooled (some papers report this)
         pooled = pooled_confusion(results)
@@ -103,9 +114,76 @@ def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_en
         pooled_metrics = classification_metrics(y_true, y_pred, n)
         for metric in ("wa", "ua"):
             rows.append({"metric": f"{NAMES[metric]} pooled", "key": f"{metric}_pooled",
-                         "mean": shown(metric, pooled_metrics[metric]), "std": float("nan"),
-                         "folds": len(results), "per_fold": "", "paper": None, "note": note})
+                         "mean": shown(metric, pooled_metrics[metric]), "std": float("nan"), "seed_std": float("nan"),
+                         "fold_std": float("nan"), **counts, "per_fold": "", "paper": None, "note": note})
     return rows
+
+
+def sample_std(values: np.ndarray) -> float:
+    """The sample standard deviation (ddof=1); nan for fewer than two values."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+# results.json states how its numbers were made, so that a reader never has to guess.
+PROTOCOL_WORDS = {
+    "loso-speaker": "leave one speaker out: fold k tests on the k-th speaker (names sorted) and trains on every "
+                    "other speaker's rows (minus the validation speaker with --early-stop-speaker)",
+    "loso-session": "leave one session out: fold k tests on the k-th session (names sorted) and trains on every "
+                    "other session's rows (minus the validation speaker with --early-stop-speaker)",
+    "split": "one fold from the cache's split column: trains on 'train' rows, validates on 'valid' rows, tests on "
+             "'test' rows; rows with an empty split are not used",
+}
+METRIC_WORDS = {
+    "wa": "WA (weighted accuracy): correctly classified test utterances / all test utterances of the unit",
+    "ua": "UA (unweighted accuracy) = balanced accuracy: the mean over the classes present in the unit's test rows "
+          "of each class's recall",
+    "f1": "F1w: per-class F1 averaged with weights = each class's number of true test utterances (support)",
+    "acc7": "ACC7: true and predicted scores clipped to [-3, 3] and rounded to integers (numpy round, halves to even), "
+            "then the accuracy over these 7 classes",
+    "acc2_non0": "ACC2 (the paper's, non-zero): segments with true score 0 left out; negative (< 0) vs positive (> 0)",
+    "f1_non0": "F1 (the paper's, non-zero): support-weighted F1 of the non-zero negative vs positive split",
+    "acc2_has0": "ACC2 has-zero: all segments; negative (< 0) vs non-negative (>= 0)",
+    "f1_has0": "F1 has-zero: support-weighted F1 of the has-zero negative vs non-negative split",
+    "mae": "MAE: mean absolute difference of predicted and true scores",
+    "corr": "r: Pearson correlation of predicted and true scores",
+}
+AVERAGING_WORDS = ("each unit (fold x seed) is scored on its own test rows; summary.csv gives the mean and the "
+                   "sample std (ddof=1) over units, the std of the per-seed means (seed_std) and the mean over "
+                   "seeds of the std over folds (fold_std); rows named 'pooled' score all units' test utterances "
+                   "together. Accuracies and F1 are percent in summary.csv, fractions in the JSON files.")
+
+
+def protocol_statement(plan, results: List[Dict]) -> Dict:
+    """What results.json says about how its numbers were made: the protocol, every fold's test and
+    validation speakers/sessions and class counts, the seeds, the model selection actually
+    applied, and the metric definitions in words."""
+    cfg, cache, task = plan.config, plan.cache, plan.cache.meta.task
+    folds = []
+    for fold in plan.folds:
+        part = {"train": fold.train, "valid": fold.valid, "test": fold.test}
+        folds.append({"number": fold.number, "name": fold.name,
+                      **{f"{name}_{column}s": sorted(set(values[part[name]].tolist()) - {""})
+                         for name in ("test", "valid") for column, values in
+                         (("speaker", cache.speaker), ("session", cache.session))},
+                      "class_counts": {name: _class_counts(cache.label[rows], task, cache.meta.label_names)
+                                       for name, rows in part.items()}})
+    return {"protocol": cfg.protocol, "description": PROTOCOL_WORDS.get(cfg.protocol, ""),
+            "folds_run": [f.number for f in plan.folds], "folds_in_protocol": plan.num_folds, "folds": folds,
+            "seeds": sorted({r["seed"] for r in results}),
+            "model_selection": {"select": cfg.select, "early_stop_speaker": cfg.early_stop_speaker,
+                                "applied": sorted({r["selection"] for r in results}),
+                                "selected_epochs": {f"fold {r['fold']} seed {r['seed']}": r["selected_epoch"]
+                                                    for r in results},
+                                "note": "test rows never select anything; 'last epoch' = the final epoch's model"},
+            "metrics": {key: METRIC_WORDS.get(key, "see swrr_core/metrics.py") for key in headline(task)},
+            "averaging": AVERAGING_WORDS}
+
+
+def _class_counts(labels: np.ndarray, task: str, label_names: List[str]) -> Dict[str, int]:
+    """Rows per class; for regression per sentiment sign (ACC2's classes)."""
+    if task == "classification":
+        return {name: int(np.sum(labels == i)) for i, name in enumerate(label_names)}
+    return {"negative": int(np.sum(labels < 0)), "zero": int(np.sum(labels == 0)), "positive": int(np.sum(labels > 0))}
 
 
 def pooled_confusion(results: List[Dict]) -> np.ndarray:
@@ -130,10 +208,12 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
                    plan.jobs[0].model_config, suffix)
     # last: a kill while plotting must not leave results beside the INCOMPLETE marker
     (run_dir / "results.json").write_text(json.dumps(
-        {"folds": results, "summary": rows, "random_encoders": meta.random_encoders,
-         "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
+        {"protocol": protocol_statement(plan, results), "folds": results, "summary": rows,
+         "random_encoders": meta.random_encoders, "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
     pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
-    print(f"summary over {len(results)} fold(s), {cfg.ablation or FULL_MODEL}{suffix}:")
+    units = f"{len(results)} units ({rows[0]['folds']} fold(s) x {rows[0]['seeds']} seed(s))" if cfg.seeds else \
+        f"{len(results)} fold(s)"
+    print(f"summary over {units}, {cfg.ablation or FULL_MODEL}{suffix}:")
     for row in rows:
         paper_text = f"   paper {row['paper']:.1f}" if row["paper"] is not None else ""
         std = f" ± {row['std']:.2f}" if np.isfinite(row["std"]) else ""
@@ -240,7 +320,8 @@ def plot_attention(path: Path, fold_dirs: List[Path], test_sizes: List[int], mod
 
 
 def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
-    """ablations.csv: one row per variant, mean ± std of the headline metrics and the paper's."""
+    """ablations.csv: one row per variant: per headline metric the mean, the std over all units and
+    the std of the per-seed means (summary.csv's std and seed_std), the paper's value; the unit count."""
     import pandas as pd
 
     rows = []
@@ -249,12 +330,15 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
         summary = pd.read_csv(run_dir / "summary.csv")
         paper = paper_numbers(config["cache"]["dataset"], config["train"]["protocol"], variant)
         row = {"variant": variant}
-        for key, mean, std in zip(summary["key"], summary["mean"], summary["std"]):
+        seed_std = summary["seed_std"] if "seed_std" in summary else [float("nan")] * len(summary)  # runs before seeds
+        for key, mean, std, spread in zip(summary["key"], summary["mean"], summary["std"], seed_std):
             if key.endswith("_pooled"):
                 continue
             row[f"{NAMES[key]} mean"], row[f"{NAMES[key]} std"] = mean, std
+            row[f"{NAMES[key]} seed std"] = spread
             if key in paper:
                 row[f"{NAMES[key]} paper"] = paper[key]
+        row["units"] = int(summary["units"].iloc[0]) if "units" in summary else int(summary["folds"].iloc[0])
         row["note"] = RANDOM_NOTE if config["cache"]["random_encoders"] else ""
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,10 +31,11 @@ from swrr_core.ranks import Ranks
 from train import report
 from train.distributed import in_rank_group, on_every_rank, on_rank0
 from train.config import (FULL_MODEL, RESUMABLE_FIELDS, RUNTIME_FIELDS, TrainConfig, TrainError, check,
-                          fingerprint, model_config, resolve)
+                          fingerprint, model_config, resolve, unit_seeds)
 from train.data import make_source
 from train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
 from train.protocols import Fold, default_protocol, make_folds, pick_folds
+from train.tensorboard_log import require_tensorboard
 
 INCOMPLETE = "INCOMPLETE"
 
@@ -54,21 +55,24 @@ class Plan:
 
 
 @in_rank_group
-def run(config: TrainConfig) -> Path:
-    """Start a new run; returns its folder. Raises TrainError / CacheError on bad input."""
+def run(config: TrainConfig, rerun: Optional[Dict[str, Any]] = None) -> Path:
+    """Start a new run; returns its folder. Raises TrainError / CacheError on bad input.
+
+    `rerun` (from `swrr-train --config FILE`): {"config_file": FILE, "overrides": {option: value}},
+    recorded in the run's config.json."""
     check(config)
     if config.ablation == "all":
-        return _run_grid(config, resume_dir=None)
+        return _run_grid(config, resume_dir=None, rerun=rerun)
     plan = on_every_rank(lambda: prepare(config))
-    run_dir = on_rank0(lambda: _start_run_dir(plan))
+    run_dir = on_rank0(lambda: _start_run_dir(plan, rerun))
     with run_lock(run_dir):
         return execute(plan, run_dir)
 
 
-def _start_run_dir(plan: Plan) -> Path:
+def _start_run_dir(plan: Plan, rerun: Optional[Dict[str, Any]]) -> Path:
     run_dir = _new_run_dir(plan.config, plan.cache.meta.dataset)
     try:
-        _write_config(run_dir, plan)
+        _write_config(run_dir, plan, rerun)
     except OSError as exc:
         raise TrainError(f"cannot write the run folder {run_dir} ({exc})") from exc
     return run_dir
@@ -123,6 +127,8 @@ def run_lock(run_dir: Path):
 def prepare(config: TrainConfig) -> Plan:
     """Open the cache, resolve the config, build folds, jobs and the model config; writes nothing."""
     device = resolve_device(config.device)  # a bad --device is refused before any folder exists
+    if config.tensorboard:
+        require_tensorboard()
     cache = FeatureCache(config.cache)
     meta = cache.meta
     _check_lengths(cache)
@@ -132,14 +138,17 @@ def prepare(config: TrainConfig) -> Plan:
     folds = pick_folds(all_folds, config.folds)
     model_cfg = model_config(config, meta)
     cache_fp = _cache_fingerprint(cache)
-    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds")}
+    # a unit (fold x seed) is identified by its own seed, not by the run's list of seeds
+    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")}
     jobs = []
-    for fold in folds:
-        identity = json.loads(json.dumps({"config": identity_config, "model": asdict(model_cfg),
-                                          "cache": cache_fp, "fold": fold.number}))
-        jobs.append(FoldJob(fold, len(all_folds), config, model_cfg, meta.task, list(meta.label_names),
-                            "", identity, recipe=asdict(meta)))
-        selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
+    for seed in unit_seeds(config):
+        unit_config = replace(config, seed=seed)
+        for fold in folds:
+            identity = json.loads(json.dumps({"config": {**identity_config, "seed": seed}, "model": asdict(model_cfg),
+                                              "cache": cache_fp, "fold": fold.number}))
+            jobs.append(FoldJob(fold, len(all_folds), unit_config, model_cfg, meta.task, list(meta.label_names),
+                                "", identity, recipe=asdict(meta)))
+            selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
     _check_finite_features(cache)  # last: the only check that reads every embedding
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
 
@@ -207,7 +216,7 @@ def torch_threads(count: Optional[int]):
 def execute(plan: Plan, run_dir: Path) -> Path:
     """Train the folds not finished yet in `run_dir`, then write the reports."""
     for job in plan.jobs:
-        job.fold_dir = str(run_dir / f"fold{job.fold.number:02d}")
+        job.fold_dir = str(run_dir / job.unit_name())
     if Ranks.from_env().distributed:  # under torchrun: the units are dealt to the ranks
         from train.distributed import execute_on_ranks
 
@@ -217,39 +226,48 @@ def execute(plan: Plan, run_dir: Path) -> Path:
     with torch_threads(plan.config.threads):  # the caller's thread count comes back afterwards
         try:
             for result in train_folds(plan, pending, plan.device):
-                results[result["fold"]] = result
+                results[unit_key(result)] = result
         except (RunInterrupted, KeyboardInterrupt, TrainError):
             print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
             raise
     return finish(plan, run_dir, results)
 
 
+def unit_key(result: Dict) -> Tuple[int, int]:
+    """(fold, seed) of a unit's result: FoldJob.unit_key of the job that made it."""
+    return result["fold"], result["seed"]
+
+
 def finished_folds(plan: Plan):
-    """-> (results of the folds finished before, by fold number; the jobs still to train)."""
-    meta = plan.cache.meta
-    results: Dict[int, Dict] = {}
+    """-> (results of the units finished before, by (fold, seed); the jobs still to train)."""
+    meta, seeded = plan.cache.meta, plan.config.seeds is not None
+    results: Dict[Tuple[int, int], Dict] = {}
     pending = []
     for job in plan.jobs:
         result = _finished_fold(Path(job.fold_dir))
         if result is not None:
-            results[job.fold.number] = result
-            print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders) + "  (done before)")
+            result = {"seed": job.config.seed, **result}  # runs before seeds lack "seed"
+            results[job.unit_key()] = result
+            print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, seeded)
+                  + "  (done before)")
         else:
             pending.append(job)
     return results, pending
 
 
 def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterator[Dict]:
-    """Train `jobs` one after another or `parallel_folds` at a time; yields each fold's result
-    (and prints its line) as it finishes. The next fold starts only when the caller asks for it."""
+    """Train `jobs` one after another or `parallel_folds` at a time; yields each unit's result
+    (and prints its line) as it finishes. The next unit starts only when the caller asks for it."""
     config, meta = plan.config, plan.cache.meta
+    seeded = config.seeds is not None  # unit lines name the seed
     if config.parallel_folds > 1 and len(jobs) > 1:
         from train.parallel import run_lanes, run_parallel
 
         results_of = (run_lanes(jobs, config, device, plan.cache) if device.type == "cuda"
                       else run_parallel(jobs, config, device))
         for result in results_of:
-            tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders))  # above the bar
+            tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders,
+                                        seeded))  # above the bar
             yield result
     elif jobs:
         source = make_source(plan.cache, device, config.stream, config.workers)
@@ -257,15 +275,15 @@ def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterat
         try:
             for job in jobs:
                 result = train_fold(job, source, device, budget)
-                print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders), flush=True)
+                print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, seeded), flush=True)
                 yield result
         finally:
             source.close()
 
 
-def finish(plan: Plan, run_dir: Path, results: Dict[int, Dict]) -> Path:
-    """Write the run's reports from every fold's result and mark the run complete."""
-    ordered = [results[job.fold.number] for job in plan.jobs]
+def finish(plan: Plan, run_dir: Path, results: Dict[Tuple[int, int], Dict]) -> Path:
+    """Write the run's reports from every unit's result and mark the run complete."""
+    ordered = [results[job.unit_key()] for job in plan.jobs]
     report.write_reports(run_dir, ordered, plan)
     (run_dir / INCOMPLETE).unlink(missing_ok=True)
     return run_dir
@@ -319,9 +337,10 @@ def _new_run_dir(config: TrainConfig, dataset: str) -> Path:
     return run_dir
 
 
-def _write_config(run_dir: Path, plan: Plan) -> None:
+def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = None) -> None:
     meta = plan.cache.meta
     write_json(run_dir / "config.json", {
+        **({"rerun": rerun} if rerun else {}),
         "train": plan.config.to_dict(),
         "model": asdict(plan.jobs[0].model_config),
         "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint, "rows": len(plan.cache),
@@ -345,19 +364,20 @@ def _read_config(run_dir: Path) -> Dict[str, Any]:
         raise TrainError(f"{path} is not valid JSON ({exc}); the run folder is damaged") from exc
 
 
-def _start_grid_dir(plan: Plan, config: TrainConfig, variants: List[str]) -> Path:
+def _start_grid_dir(plan: Plan, config: TrainConfig, variants: List[str], rerun: Optional[Dict[str, Any]]) -> Path:
     top = _new_run_dir(replace(plan.config, ablation="ablations"), plan.cache.meta.dataset)
-    write_json(top / "config.json", {"train": config.to_dict(), "grid": variants, "swrr_version": __version__})
+    write_json(top / "config.json", {**({"rerun": rerun} if rerun else {}), "train": config.to_dict(),
+                                     "grid": variants, "swrr_version": __version__})
     return top
 
 
-def _run_grid(config: TrainConfig, resume_dir: Optional[Path]) -> Path:
+def _run_grid(config: TrainConfig, resume_dir: Optional[Path], rerun: Optional[Dict[str, Any]] = None) -> Path:
     """--ablation all: the full model and every Table 3 row, each a run folder inside one folder."""
     variants = [FULL_MODEL, *ABLATIONS]
     if resume_dir is None:
         # check the request once, with the full model, before anything is written
         plan = prepare(replace(config, ablation=None))
-        top = on_rank0(lambda: _start_grid_dir(plan, config, variants))
+        top = on_rank0(lambda: _start_grid_dir(plan, config, variants, rerun))
         with run_lock(top):
             return _train_grid(config, top, variants)
     return _train_grid(config, resume_dir, variants)  # resume() holds the lock of resume_dir
