@@ -46,7 +46,7 @@ def test_two_ranks_share_the_folds_and_equal_a_sequential_run_bit_for_bit(settin
     plan = prepare(tiny_config(cache, runs, folds=None, epochs=2))
     shares, _ = deal([float(len(job.fold.train)) for job in plan.jobs], 2)
     for rank, share in enumerate(shares):  # each rank trained its dealt folds
-        assert share and f"rank {rank} of 2: folds {', '.join(str(i + 1) for i in share)}" in result.stdout
+        assert share and f"rank {rank} of 2: units {', '.join(f'fold{i + 1:02d}' for i in share)}" in result.stdout
     assert (run_dir / "summary.csv").exists() and not (run_dir / "INCOMPLETE").exists()
     assert (run_dir / "summary.csv").read_text().splitlines()[1:] == \
         (reference / "summary.csv").read_text().splitlines()[1:]
