@@ -80,3 +80,22 @@ def test_a_failing_unit_stops_both_ranks_with_one_line_naming_the_rank(setting):
     run_dir = runs / "failing"
     assert (run_dir / "INCOMPLETE").exists() and not (run_dir / "summary.csv").exists()
     assert not (run_dir / f"fold{fold:02d}" / "metrics.json").exists()
+
+
+def test_two_ranks_deal_fold_by_seed_units_and_equal_a_sequential_seeded_run(setting):
+    cache, entry, runs, _ = setting
+    sequential = run(tiny_config(cache, runs, name="seeds-sequential", folds=[1, 2], seeds=[0, 1], epochs=2))
+    args = train_args(cache, runs, "seeds-two-ranks")
+    at = args.index("--seed")
+    args[at:at + 2] = ["--seeds", "0,1", "--folds", "1,2"]
+    result = launch(entry, args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    units = [f"fold{fold:02d}-seed{seed}" for seed in (0, 1) for fold in (1, 2)]
+    for unit in units:  # every (fold, seed) unit in its own folder, equal to the sequential run's
+        ours = json.loads((runs / "seeds-two-ranks" / unit / "metrics.json").read_text())
+        theirs = json.loads((sequential / unit / "metrics.json").read_text())
+        assert (ours["fold"], ours["seed"]) == (theirs["fold"], theirs["seed"])
+        assert ours["metrics"] == theirs["metrics"]
+    assert sum(f"rank {rank} of 2: units " in result.stdout for rank in (0, 1)) == 2
+    assert (runs / "seeds-two-ranks" / "summary.csv").read_text().splitlines()[1:] == \
+        (sequential / "summary.csv").read_text().splitlines()[1:]
