@@ -1,5 +1,6 @@
-"""A training run end to end: check everything, make the run folder, train the folds
-(one after another or `parallel_folds` at a time), write the reports.
+"""A training run end to end: check everything, make the run folder, train its units (one per
+fold and seed: one after another, `parallel_folds` at a time, or dealt to torchrun ranks by
+train/distributed.py), write the reports.
 
     run(TrainConfig(cache="cache/iemocap.h5"))     # what `swrr-train` calls
     resume("runs/iemocap-loso-speaker")            # what `swrr-train --resume` calls
