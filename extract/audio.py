@@ -151,12 +151,11 @@ def _read_frames(path: Path, first: int, stop: int) -> np.ndarray:
     return samples
 
 
-def check_samples(info: AudioInfo, start=None, end=None, sample_rate: int = SAMPLE_RATE,
-                  max_samples: Optional[int] = MAX_SAMPLES) -> None:
-    """For float files only (integer PCM cannot hold NaN/inf): read the frames loading will read
-    and raise AudioError(NON_FINITE) if any is not finite."""
+def check_samples(info: AudioInfo, start=None, end=None) -> None:
+    """For float files only (integer PCM cannot hold NaN/inf): read the whole segment and raise
+    AudioError(NON_FINITE) if any sample is not finite."""
     if info.subtype in FLOAT_SUBTYPES:
-        _read_frames(info.path, *frames_to_read(info, start, end, sample_rate, max_samples))
+        _read_frames(info.path, *segment_frames(info, start, end))
 
 
 class CheckedUtterances(NamedTuple):
@@ -167,13 +166,12 @@ class CheckedUtterances(NamedTuple):
     skipped: Counter  # reason -> count of utterances left out
 
 
-def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE,
-                     max_samples: Optional[int] = MAX_SAMPLES) -> CheckedUtterances:
+def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedUtterances:
     """Probe every file's header once: the usable utterances with their lengths, and the skips by reason.
 
     Run it before the cache is opened, so bad files become counted skips in the summary instead
     of a crash mid-run. Headers of files shared by several segments are read once. Float files
-    are also read (the part under the `max_samples` cap) for NaN/inf samples.
+    are also read whole for NaN/inf samples.
     """
     good, samples, skipped = [], [], Counter()
     infos = {}  # path -> AudioInfo, or the AudioError its probe raised
@@ -188,7 +186,7 @@ def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE,
             if isinstance(infos[path], AudioError):
                 raise infos[path]
             n = check_audio(infos[path], utt.start, utt.end, sample_rate)
-            check_samples(infos[path], utt.start, utt.end, sample_rate, max_samples)
+            check_samples(infos[path], utt.start, utt.end)
         except AudioError as err:
             skipped[err.reason] += 1
         else:

@@ -40,12 +40,12 @@ import numpy as np
 import torch
 
 from extract.batching import BatchPlan, plan_batches
-from extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending, _not_finite_error,
+from extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending,
                               _split_counts, cache_meta, class_report, read_rows, ready_encoders,
                               resolve_batch_seconds)
 from extract.encoders import describe
-from swrr_core.cache import (CacheError, CacheMeta, CacheWriter, is_swrr_cache, partial_done, partial_path,
-                             refuse_finished, shard_partials, shard_path)
+from swrr_core.cache import (CacheMeta, CacheWriter, check_replaceable, partial_done, partial_path, refuse_finished,
+                             shard_partials, shard_path)
 from swrr_core.device import resolve_device
 from swrr_core.ranks import FailureFlag, Ranks, deal
 
@@ -75,8 +75,6 @@ class Job:
     shares: List[List[int]]  # indices into `pending`, by rank
     loads: List[float]  # padded samples dealt to each rank
     done_before: int  # rows already done when this launch started
-    task: str
-    label_names: List[str]
 
 
 @dataclass
@@ -124,8 +122,8 @@ def run_extraction(config: ExtractConfig, encoders=None) -> Optional[Summary]:
     assembly = time.perf_counter() - assembly_started
     seconds = time.perf_counter() - started
     return Summary(
-        out=path, dataset=config.dataset, task=job.task, rows=len(job.rows.info), resumed_rows=job.done_before,
-        per_class=_class_counts(job.rows.info, job.label_names), per_split=_split_counts(job.rows.info),
+        out=path, dataset=config.dataset, task=job.meta.task, rows=len(job.rows.info), resumed_rows=job.done_before,
+        per_class=_class_counts(job.rows.info, job.rows.label_names), per_split=_split_counts(job.rows.info),
         skipped=dict(sorted(job.rows.skipped.items())), seconds=seconds, file_bytes=path.stat().st_size,
         random_encoders=job.meta.random_encoders, encoders=describe([audio, text]), batch_budget=job.batch_budget,
         batches=len(job.plan), padding_waste=job.plan.padding_waste,
@@ -140,9 +138,8 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
     meta = cache_meta(config, reader, audio, text, fp16)
     out = config.out_path
     if config.overwrite:
-        if out.exists() and not is_swrr_cache(out):
-            raise CacheError(f"{out} exists and is not an swrr feature cache; swrr-extract replaces only its own "
-                             "caches, even with --overwrite: choose another --out (or move that file away yourself)")
+        if out.exists():
+            check_replaceable(out)
         for old in (out, partial_path(out), *shard_partials(out)):
             old.unlink(missing_ok=True)
     refuse_finished(out, meta)
@@ -158,17 +155,17 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
     shares, loads = deal_batches(pending, plan.lengths, ranks.world)
     for line in class_report(rows, reader.task):  # as a single process says it, before encoding
         print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
-    return Job(rows, meta, plan, batch_budget, pending, shares, loads, int(done.sum()), reader.task,
-               list(rows.label_names))
+    return Job(rows, meta, plan, batch_budget, pending, shares, loads, int(done.sum()))
 
 
 class FlaggedWriter:
     """A CacheWriter that stops (RankStopped) before each write once another rank has failed."""
 
-    def __init__(self, writer: CacheWriter, flag: FailureFlag, mine: int):
+    def __init__(self, writer: CacheWriter, flag: FailureFlag, resumed_rows: int):
         self.writer, self.flag = writer, flag
+        self.partial_path = writer.partial_path
         # the progress bar counts to the total row count: rows not this rank's count as there already
-        self.resumed_rows = len(writer.done_mask()) - mine
+        self.resumed_rows = resumed_rows
 
     def done_mask(self) -> np.ndarray:
         return self.writer.done_mask()
@@ -188,11 +185,9 @@ def _encode_share(config: ExtractConfig, ranks: Ranks, job: Job, audio, text, fl
     writer = CacheWriter.open(shard_path(config.out_path, ranks.rank, ranks.world), job.meta, job.rows.info)
     try:
         quiet = replace(config, progress=config.progress and ranks.is_main)  # one bar: rank 0's share
-        write_seconds, not_finite = _encode_pending(BatchPlan(mine, job.plan.lengths, job.plan.sample_rate),
-                                                    FlaggedWriter(writer, flag, sum(map(len, mine))), job.rows, audio,
-                                                    text, quiet, audio.samples_for(config.max_frames))
-        if not_finite:
-            raise _not_finite_error(not_finite, job.rows, config, writer.partial_path)
+        flagged = FlaggedWriter(writer, flag, len(job.rows.info) - sum(map(len, mine)))
+        write_seconds = _encode_pending(BatchPlan(mine, job.plan.lengths, job.plan.sample_rate), flagged, job.rows,
+                                        audio, text, quiet, audio.samples_for(config.max_frames))
     finally:
         writer.close()
     return RankWork(ranks.rank, sum(map(len, mine)), padded, time.perf_counter() - started, write_seconds)

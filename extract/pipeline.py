@@ -31,7 +31,7 @@ from extract.datasets import DatasetError, Utterance, get_reader
 from extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                               TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
 from swrr_core import __version__
-from swrr_core.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo
+from swrr_core.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
 from swrr_core.device import resolve_device
 from swrr_core.guards import die_with_parent
 from swrr_core.progress import progress_bar
@@ -158,7 +158,7 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
     dropped = Counter()
     if labels is not None:
         utterances = _only_labels(utterances, set(names), dropped)
-    utterances, samples, skipped = check_utterances(utterances, sample_rate, max_samples=None)
+    utterances, samples, skipped = check_utterances(utterances, sample_rate)
     skipped = reader.skipped + dropped + skipped  # the reader counted its own skips during that pass
     class_index = {name: i for i, name in enumerate(names)}
     root = source_root(reader)
@@ -353,7 +353,7 @@ class EncodedBatch(NamedTuple):
     audio_len: np.ndarray  # (B,) frames
     text: np.ndarray  # (B, T, D)
     text_len: np.ndarray  # (B,) tokens
-    finite: Optional[np.ndarray] = None  # (B,) bool: every stored value of the row is finite
+    finite: np.ndarray  # (B,) bool: every stored value of the row is finite
 
 
 class PendingBatch:
@@ -435,10 +435,15 @@ def ready_encoders(config: ExtractConfig, device: torch.device,
                                             config.layer, config.max_tokens)
     if audio.sample_rate != config.sample_rate:
         raise EncoderError(f"{audio.name} expects {audio.sample_rate} Hz audio, not {config.sample_rate} Hz")
-    fp16 = config.dtype == "float16" and device.type == "cuda"
+    return audio, text, place_encoders(audio, text, device, config.dtype)
+
+
+def place_encoders(audio: AudioEncoder, text: TextEncoder, device: torch.device, dtype: str) -> bool:
+    """Move both encoders to `device`; -> fp16: a float16 cache means fp16 autocast on CUDA."""
+    fp16 = dtype == "float16" and device.type == "cuda"
     audio.to(device, fp16)
     text.to(device, fp16)
-    return audio, text, fp16
+    return fp16
 
 
 def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
@@ -465,9 +470,7 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     try:
         for line in class_report(rows, reader.task):  # once the output is known to be usable, before encoding
             print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
-        write_seconds, not_finite = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
-        if not_finite:
-            raise _not_finite_error(not_finite, rows, config, writer.partial_path)
+        write_seconds = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
         path = writer.finalize()
     finally:
         writer.close()
@@ -480,20 +483,16 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
 
 
 def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: AudioEncoder, text: TextEncoder,
-                    config: ExtractConfig, max_samples: int) -> Tuple[float, List[int]]:
-    """Encode and write the planned batches not in the cache yet.
+                    config: ExtractConfig, max_samples: int) -> float:
+    """Encode and write the planned batches not in the cache yet; -> seconds spent writing HDF5.
 
-    Rows whose features are not finite are not written (a finished cache never holds one).
-    -> (seconds spent writing HDF5, those rows).
+    Rows whose features are not finite are not written (a finished cache never holds one): once
+    the other rows are written, EncoderError names them.
     """
     pending = plan.pending(writer.done_mask())
     inputs = BatchInputs(pending, rows.utterances, audio.feature_extractor, text.tokenizer,
                          config.sample_rate, max_samples, config.max_tokens)
-    workers = min(config.num_workers, len(pending))
-    loader = torch.utils.data.DataLoader(inputs, batch_size=None, shuffle=False, collate_fn=_as_is,
-                                         num_workers=workers, pin_memory=audio.device.type == "cuda",
-                                         prefetch_factor=4 if workers else None,
-                                         worker_init_fn=_worker_init if workers else None)
+    loader = decoding_loader(inputs, min(config.num_workers, len(pending)), audio.device.type == "cuda")
     background = BackgroundWriter(writer)
     bar = progress_bar(total=len(rows.info), initial=writer.resumed_rows, unit="utt", desc=f"extract {config.dataset}",
                        disable=not config.progress, dynamic_ncols=True)
@@ -501,17 +500,30 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
     try:
         for encoded in encode_ahead(map(_decoded, loader), audio, text, config.dtype):
             keep = encoded.finite
-            if not keep.all():
+            if keep.all():  # the usual case: the pinned host buffers go to the writer as they are
+                background.put(*encoded[:5])
+            else:
                 not_finite += [r for r, ok in zip(encoded.rows, keep) if not ok]
-            if keep.any():
-                background.put(list(np.asarray(encoded.rows)[keep]), encoded.audio[keep], encoded.audio_len[keep],
-                               encoded.text[keep], encoded.text_len[keep])
+                if keep.any():
+                    background.put(list(np.asarray(encoded.rows)[keep]), encoded.audio[keep],
+                                   encoded.audio_len[keep], encoded.text[keep], encoded.text_len[keep])
             trim_heap()
             bar.update(len(encoded.rows))
     finally:
         bar.close()
         background.close()
-    return background.busy_seconds, sorted(not_finite)
+    if not_finite:
+        raise _not_finite_error(sorted(not_finite), rows, config, writer.partial_path)
+    return background.busy_seconds
+
+
+def decoding_loader(inputs: BatchInputs, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """The batches of `inputs` in order, decoded by `workers` processes (0: in this one) that end
+    with this process."""
+    return torch.utils.data.DataLoader(inputs, batch_size=None, shuffle=False, collate_fn=_as_is,
+                                       num_workers=workers, pin_memory=pin_memory,
+                                       prefetch_factor=4 if workers else None,
+                                       worker_init_fn=_worker_init if workers else None)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -531,10 +543,11 @@ def _not_finite_error(bad_rows: Sequence[int], rows: Rows, config: ExtractConfig
 
 def refuse_input_as_output(out: Path, reader, utterances: Sequence[Utterance]) -> None:
     """CacheError when `out` is one of the dataset's own files (its manifest, an audio file)."""
-    if not out.is_file():
+    if not out.is_file() or is_swrr_cache(out):  # a dataset's own files are never swrr caches
         return
-    for path in reader.index_files() + [Path(u.audio_path) for u in utterances]:
-        if os.path.samefile(out, path):
+    out_stat = out.stat()  # compared with each distinct input file once (segments share files)
+    for path in dict.fromkeys([*reader.index_files(), *(Path(u.audio_path) for u in utterances)]):
+        if os.path.samestat(out_stat, path.stat()):
             raise CacheError(f"--out {out} is one of the dataset's input files ({path}); choose another --out")
 
 

@@ -30,6 +30,7 @@ Embedding chunks carry Fletcher-32 checksums, so corrupted bytes fail loudly on 
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -299,7 +300,7 @@ def _open_locked(path: Path, meta: CacheMeta, rows: Sequence[RowInfo], overwrite
     if scratch.exists():  # a layout cut short by a kill: it never holds rows
         scratch.unlink()
     if path.exists():
-        _check_replaceable(path)
+        check_replaceable(path)
     if part.exists():
         h5 = _reopen_partial(part, meta, rows, overwrite)
         if h5 is not None:
@@ -330,7 +331,7 @@ def is_swrr_cache(path) -> bool:
         return False
 
 
-def _check_replaceable(path: Path) -> None:
+def check_replaceable(path: Path) -> None:
     """Refuse, even with overwrite, to replace a file that is not an swrr cache (a manifest, a wav...)."""
     if not is_swrr_cache(path):
         raise CacheError(f"{path} exists and is not an swrr feature cache; swrr-extract replaces only its own "
@@ -348,11 +349,7 @@ def shard_path(path, rank: int, world: int) -> Path:
 def shard_partials(path) -> List[Path]:
     """The shard files of distributed extractions of `path` on disk, of any world size."""
     path = Path(path)
-    return sorted(path.parent.glob(f"{glob_escape(path.name)}.rank-*-of-*{PARTIAL_SUFFIX}"))
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+    return sorted(path.parent.glob(f"{glob.escape(path.name)}.rank-*-of-*{PARTIAL_SUFFIX}"))
 
 
 def refuse_finished(path, meta: CacheMeta) -> None:
@@ -368,17 +365,28 @@ def partial_done(part, meta: CacheMeta, rows: Sequence[RowInfo]) -> Optional[np.
         return None
     try:
         with h5py.File(part, "r") as h5:
-            _validate_layout(h5, part)
-            keys = differing_config_keys(CacheMeta.from_attrs(h5.attrs).config, meta.config)
-            same_rows = list(h5["utt_id"].asstr()[:]) == [r.utt_id for r in rows]
+            _validate_layout(h5, part, versions=(SCHEMA_VERSION,))  # what CacheWriter.open resumes
+            difference = _made_differently(h5, meta, rows)
             done = h5["done"][:]
     except (OSError, KeyError, ValueError, TypeError, CacheError):
         return None
-    if keys or not same_rows:
-        what = f"config differs in: {', '.join(keys)}" if keys else "the dataset's utterance list changed"
-        raise CacheError(f"{part} is an interrupted extraction made differently ({what}); "
-                         "pass --overwrite to start again")
+    if difference:
+        raise CacheError(_made_differently_message(part, difference))
     return done
+
+
+def _made_differently(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> str:
+    """How the interrupted cache `h5` differs from this config and row list; "" when it does not."""
+    keys = differing_config_keys(CacheMeta.from_attrs(h5.attrs).config, meta.config)
+    if keys:
+        return f"config differs in: {', '.join(keys)}"
+    if list(h5["utt_id"].asstr()[:]) != [r.utt_id for r in rows]:
+        return "the dataset's utterance list changed"
+    return ""
+
+
+def _made_differently_message(part, difference: str) -> str:
+    return f"{part} is an interrupted extraction made differently ({difference}); pass --overwrite to start again"
 
 
 def _existing_message(path: Path, meta: CacheMeta) -> str:
@@ -413,22 +421,18 @@ def _reopen_partial(part: Path, meta: CacheMeta, rows: Sequence[RowInfo], overwr
                          "nothing was deleted: pass --overwrite to discard it and start again") from None
     try:
         _validate_layout(h5, part, versions=(SCHEMA_VERSION,))
-        old = CacheMeta.from_attrs(h5.attrs)
-        ids = list(h5["utt_id"].asstr()[:])
+        difference = _made_differently(h5, meta, rows)
     except (OSError, KeyError, CacheError, ValueError, TypeError) as exc:
         h5.close()
         if overwrite:
             return None
         raise CacheError(f"{part} is an interrupted extraction that cannot be resumed ({exc}); "
                          "nothing was deleted: pass --overwrite to discard it and start again") from None
-    keys = differing_config_keys(old.config, meta.config)
-    if keys or ids != [r.utt_id for r in rows]:
+    if difference:
         h5.close()
         if overwrite:
             return None
-        what = f"config differs in: {', '.join(keys)}" if keys else "the dataset's utterance list changed"
-        raise CacheError(f"{part} is an interrupted extraction made differently ({what}); "
-                         "pass --overwrite to start again")
+        raise CacheError(_made_differently_message(part, difference))
     return h5
 
 
