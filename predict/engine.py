@@ -23,12 +23,12 @@ from extract.batching import AUTO, plan_batches
 from extract.datasets import Utterance
 from extract.encoders import AudioEncoder, EncoderError, TextEncoder, load_audio_encoder, load_encoders, \
     load_text_encoder
-from extract.pipeline import BatchInputs, LoadFailure, LoadedBatch, _as_is, encode_ahead, resolve_batch_seconds
+from extract.pipeline import (BatchInputs, LoadFailure, LoadedBatch, decoding_loader, encode_ahead, place_encoders,
+                              resolve_batch_seconds)
 from predict.inputs import Item, PredictError
 from swrr_core import objectives
 from swrr_core.bundle import Bundle
 from swrr_core.device import resolve_device
-from swrr_core.guards import die_with_parent
 
 NO_TEXT = "no transcript: give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL"
 
@@ -61,10 +61,6 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
     return audio, text
 
 
-def _worker_init(_worker_id: int) -> None:
-    die_with_parent()  # a killed swrr-predict leaves no decoding processes behind
-
-
 class Predictor:
     """A bundle ready to score items: its encoders and head on one device."""
 
@@ -73,12 +69,10 @@ class Predictor:
         self.bundle, self.recipe = bundle, bundle.recipe
         self.device = resolve_device(device)
         self.audio, self.text = load_recipe_encoders(bundle, audio_encoder, text_encoder)
-        fp16 = self.recipe.dtype == "float16" and self.device.type == "cuda"  # as swrr-extract decides
-        self.audio.to(self.device, fp16)
-        self.text.to(self.device, fp16)
+        place_encoders(self.audio, self.text, self.device, self.recipe.dtype)  # as swrr-extract does
         self.model = bundle.model.to(self.device).eval()
         self.max_samples = self.audio.samples_for(self.recipe.max_frames)
-        self.batch_seconds, self.batch_budget = resolve_batch_seconds(batch_seconds, self.device, self.recipe.dtype)
+        self.batch_seconds, _ = resolve_batch_seconds(batch_seconds, self.device, self.recipe.dtype)
         self.workers = workers
 
     @property
@@ -144,10 +138,7 @@ class Predictor:
         """The planned batches decoded (by `workers` processes); a batch holding a file that fails
         to decode is retried one row at a time, so only that row becomes an error."""
         workers = min(self.workers, len(inputs) - 1)  # one batch: a worker process would only add its start-up
-        loader = torch.utils.data.DataLoader(inputs, batch_size=None, shuffle=False, collate_fn=_as_is,
-                                             num_workers=workers, pin_memory=self.device.type == "cuda",
-                                             worker_init_fn=_worker_init if workers else None)
-        for i, batch in enumerate(loader):  # in plan order: batch i is inputs.batches[i]
+        for i, batch in enumerate(decoding_loader(inputs, workers, self.device.type == "cuda")):  # in plan order: batch i is inputs.batches[i]
             if not isinstance(batch, LoadFailure):
                 yield batch
                 continue
@@ -169,7 +160,6 @@ class Predictor:
         audio = F.pad(audio, (0, 0, 0, recipe.max_frames - audio.shape[1])).to(device)
         text = F.pad(text, (0, 0, 0, recipe.max_tokens - text.shape[1])).to(device)
         lengths = [torch.as_tensor(np.asarray(x), dtype=torch.long) for x in (encoded.audio_len, encoded.text_len)]
-        self.model.eval()
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             out = self.model(audio, lengths[0], text, lengths[1])
         return out.float().cpu().numpy()

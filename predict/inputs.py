@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from extract.datasets.manifest import read_csv_table
+from extract.datasets.manifest import is_number, read_csv_table
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 MANIFEST_COLUMNS = ("path", "text", "utt_id", "start", "end")  # what the manifest means to predict
@@ -127,7 +127,6 @@ def _manifest_items(csv_path: Path) -> List[Item]:
 def _seconds(value: str) -> Optional[float]:
     if value == "":
         return None
-    seconds = float(value)
-    if not seconds >= 0:
+    if not is_number(value) or float(value) < 0:  # as swrr-extract's manifest reader: finite, >= 0
         raise ValueError(value)
-    return seconds
+    return float(value)

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from extract.audio import probe_audio
 from extract.batching import AUTO, parse_batch_seconds
 from extract.pipeline import default_workers
 from predict.engine import Predictor
@@ -103,7 +104,7 @@ def check_output(out: Path) -> None:
     """Refuse an --out that cannot be written, before any work."""
     if out.is_dir():
         raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
-    folder = out.parent if str(out.parent) else Path(".")
+    folder = out.parent
     if not folder.is_dir():
         raise PredictError(f"--out {out}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
@@ -122,7 +123,7 @@ def run_predict(config: PredictConfig) -> Summary:
     if config.segment != "none":
         from predict.segment import segment_long_items
 
-        items = segment_long_items(items, predictor, config.segment, config.hop, with_asr=bool(config.asr))
+        items = segment_long_items(items, predictor, config.segment, config.hop)
     if config.asr:
         from predict.asr import transcribe_items
 
@@ -130,13 +131,11 @@ def run_predict(config: PredictConfig) -> Summary:
     for item in items:
         if item.start is not None and item.file_id != item.item_id and item.text_source not in ("", ASR):
             item.notes.append(WHOLE_FILE_TEXT)
-    # None rather than disable=True: swrr_core.progress's plain-lines bar fails to close when disabled
-    bar = progress_bar(total=len(items), unit="utt", desc="predict") if config.progress else None
+    bar = progress_bar(total=len(items), unit="utt", desc="predict", disable=not config.progress)
     try:
         outputs = predictor.predict(items, bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     table = _table(items, predictor.scores(outputs), predictor)
     if config.aggregate == "mean":
         table = _with_file_means(table, predictor)
@@ -171,7 +170,9 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
         start = item.start or 0.0
         end = item.end
         if end is None and not item.error:  # to the end of the file
-            end = durations.setdefault(item.path, _duration(item.path))
+            if item.path not in durations:  # one probe per file, however many segments it has
+                durations[item.path] = probe_audio(item.path).duration
+            end = durations[item.path]
         row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})
@@ -180,12 +181,6 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
         row.update({k if k not in row else f"input_{k}": v for k, v in item.extra.items()})  # e.g. input_label
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _duration(path: Path) -> float:
-    from extract.audio import probe_audio
-
-    return probe_audio(path).duration
 
 
 def _with_file_means(table, predictor: Predictor):

@@ -63,8 +63,7 @@ def windows(start: float, end: float, span: float, hop: float) -> List[Tuple[flo
     return out
 
 
-def segment_long_items(items: List[Item], predictor, mode: str, hop: Optional[float],
-                       with_asr: bool = False) -> List[Item]:
+def segment_long_items(items: List[Item], predictor, mode: str, hop: Optional[float]) -> List[Item]:
     """`items` with every one longer than the predictor's span replaced by its segments."""
     span = predictor.span_seconds
     hop = hop or span / 2

@@ -78,7 +78,7 @@ def write_bundle(folder, state_dict: Dict[str, torch.Tensor], model_config: SWRR
 
     folder = Path(folder)
     recipe = recipe if isinstance(recipe, CacheMeta) else CacheMeta(**recipe)
-    objective = objective or ("ce" if task == "classification" else "l1")
+    objective = objective or objectives.objective_for(task)
     config = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "task": task,
               "label_names": list(label_names) if task == "classification" else [], "objective": objective,
               "model": asdict(model_config), "recipe": asdict(recipe),

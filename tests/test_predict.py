@@ -347,3 +347,13 @@ def test_the_vad_leaves_torchs_thread_count_as_it_was():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("start,end", [("0", "inf"), ("nan", "2"), ("-1", "2"), ("one", "")])
+def test_manifest_times_that_are_not_finite_seconds_make_an_error_row(tmp_path, start, end):
+    """As swrr-extract's manifest reader: start/end must be finite and >= 0 (an 'inf' end used to
+    pass here and crash the whole run later, in the segment arithmetic)."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,text,start,end\nclip.wav,hello,{start},{end}\n")
+    (item,) = collect_inputs([str(manifest)])
+    assert "are not times in seconds" in item.error and item.error.startswith("line 2:")
