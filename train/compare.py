@@ -24,9 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from train.report import NAMES, PERCENT, RANDOM_NOTE, shown
+from train.config import INCOMPLETE
+from train.report import NAMES, PERCENT, RANDOM_NOTE, sample_std, shown
 
-INCOMPLETE = "INCOMPLETE"  # the marker of an unfinished run (train.runner.INCOMPLETE)
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95  # confidence level of the intervals
@@ -152,13 +152,14 @@ def load_runs(paths: Sequence) -> List[RunResults]:
         if grids:
             raise CompareError(f"{', '.join(grids)} is an --ablation all folder: compare it alone "
                                "(its variants against the full model) or give its variant folders")
-        runs = [load_run(p) for p in paths]
+        runs = [load_run(p, config=c) for p, c in zip(paths, configs)]
     check_pairable(runs)
     return runs
 
 
-def load_run(path: Path, name: Optional[str] = None) -> RunResults:
-    config = _read_config(path)
+def load_run(path: Path, name: Optional[str] = None, config: Optional[Dict] = None) -> RunResults:
+    """One finished run's units; `config` is its config.json when the caller has read it already."""
+    config = config if config is not None else _read_config(path)
     if "grid" in config:
         raise CompareError(f"{path} is an --ablation all folder; give it alone to compare its variants")
     units = {}
@@ -250,14 +251,14 @@ def compare_runs(runs: Sequence[RunResults], metrics: Sequence[str] = (), resamp
             values = np.array([run.units[u][metric] for u in units])
             diff = values - reference
             t, p_t = paired_t_test(diff)
+            ci_low, ci_high = bootstrap_mean_ci(diff, resamples, seed)
             family.append({
                 "metric": NAMES[metric], "key": metric, "reference": runs[0].name, "run": run.name,
-                "units": len(units), "reference_mean": reference.mean(), "reference_std": _std(reference),
-                "run_mean": values.mean(), "run_std": _std(values), "difference": diff.mean(),
-                "ci_low": np.nan, "ci_high": np.nan, "bootstrap_resamples": resamples, "bootstrap_seed": seed,
+                "units": len(units), "reference_mean": reference.mean(), "reference_std": sample_std(reference),
+                "run_mean": values.mean(), "run_std": sample_std(values), "difference": diff.mean(),
+                "ci_low": ci_low, "ci_high": ci_high, "bootstrap_resamples": resamples, "bootstrap_seed": seed,
                 "t": t, "p_t": p_t, "p_wilcoxon": wilcoxon_p(diff), "holm": corrected,
                 "per_unit_difference": " ".join(f"{d:.4g}" for d in diff)})
-            family[-1]["ci_low"], family[-1]["ci_high"] = bootstrap_mean_ci(diff, resamples, seed)
         for name in ("p_t", "p_wilcoxon"):
             adjusted = holm([row[name] for row in family]) if corrected else [np.nan] * len(family)
             for row, p in zip(family, adjusted):
@@ -268,10 +269,6 @@ def compare_runs(runs: Sequence[RunResults], metrics: Sequence[str] = (), resamp
                                      (row["ci_low"], row["ci_high"]), p, row["units"], corrected)
         rows += family
     return [{k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()} for row in rows]
-
-
-def _std(values: np.ndarray) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 # ------------------------------------------------------------------ compare.csv, compare.md, compare.png

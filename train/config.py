@@ -55,6 +55,7 @@ RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_f
 # What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
 # Not the folder: --resume names it, so --runs-dir and --name cannot be given with it.
 RESUMABLE_FIELDS = (*(f for f in RUNTIME_FIELDS if f not in ("runs_dir", "name")), "cache")
+INCOMPLETE = "INCOMPLETE"  # the marker file of a run folder whose run has not finished
 
 
 @dataclass

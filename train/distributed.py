@@ -61,7 +61,7 @@ def on_every_rank(work: Callable[[], T]) -> T:
 def execute_on_ranks(plan, run_dir: Path) -> Path:
     """`runner.execute` under torchrun: deal the pending units, train this rank's, gather, report."""
     from train import report
-    from train.runner import finished_folds, finish, torch_threads, train_folds, unit_key
+    from train.runner import finished_folds, finish, stopped_message, torch_threads, train_folds, unit_key
 
     ranks = Ranks.from_env()
     device = ranks.step(lambda: ranks.device(plan.device), USER_ERRORS)
@@ -96,7 +96,7 @@ def execute_on_ranks(plan, run_dir: Path) -> Path:
         trained = ranks.step(train_mine, USER_ERRORS, flag, advice)
     except BaseException:
         if ranks.is_main:
-            print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
+            print(stopped_message(run_dir))
         raise
     for part in ranks.gather(trained):
         results.update(part)

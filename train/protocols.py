@@ -13,7 +13,7 @@ dialogue of the validation speaker is trained on), otherwise the first speaker o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def make_folds(protocol: str, task: str, speaker: np.ndarray, session: np.ndarra
         if early_stop_speaker:
             raise TrainError("--early-stop-speaker is for the LOSO protocols; the split protocol "
                              "validates on the cache's own 'valid' split")
-        return [_split_fold(split, cache_name, _advice(task, speaker, session, split, protocol))]
+        return [_split_fold(split, cache_name, lambda: _advice(task, speaker, session, split, protocol))]
     if protocol not in ("loso-speaker", "loso-session"):
         raise TrainError(f"unknown protocol {protocol!r}; choose loso-speaker, loso-session, split or all")
     if task != "classification":
@@ -114,13 +114,14 @@ def _advice(task: str, speaker: np.ndarray, session: np.ndarray, split: np.ndarr
     return f"no protocol fits this cache: re-extract it with {need}"
 
 
-def _split_fold(split: np.ndarray, cache_name: str, advice: str) -> Fold:
+def _split_fold(split: np.ndarray, cache_name: str, advice: Callable[[], str]) -> Fold:
+    """The split protocol's one fold; `advice()` (worked out only on a refusal) says what to do instead."""
     found = set(split.tolist())
     missing = [name for name in ("train", "test") if name not in found]
     if missing:
         have = ", ".join(sorted(repr(s) for s in found)) or "none"
         raise TrainError(f"--protocol split needs 'train' and 'test' rows, but {cache_name} has no "
-                         f"{' or '.join(missing)} rows (its split values: {have}); {advice}")
+                         f"{' or '.join(missing)} rows (its split values: {have}); {advice()}")
     return Fold(1, "split", np.flatnonzero(split == "train"), np.flatnonzero(split == "valid"),
                 np.flatnonzero(split == "test"), "valid" if "valid" in found else "")
 

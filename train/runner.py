@@ -31,14 +31,12 @@ from swrr_core.model import ABLATIONS
 from swrr_core.ranks import Ranks
 from train import report
 from train.distributed import in_rank_group, on_every_rank, on_rank0
-from train.config import (FULL_MODEL, RESUMABLE_FIELDS, RUNTIME_FIELDS, TrainConfig, TrainError, check,
+from train.config import (FULL_MODEL, INCOMPLETE, RESUMABLE_FIELDS, TrainConfig, TrainError, check,
                           fingerprint, model_config, resolve, unit_seeds)
 from train.data import make_source
 from train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
 from train.protocols import Fold, default_protocol, make_folds, pick_folds
 from train.tensorboard_log import require_tensorboard
-
-INCOMPLETE = "INCOMPLETE"
 
 
 @dataclass
@@ -109,8 +107,6 @@ def run_lock(run_dir: Path):
     lock = OutputLock(run_dir, "swrr-train")
 
     def acquire():
-        if not Ranks.from_env().is_main:
-            return
         try:
             lock.acquire()
         except LockHeld as exc:
@@ -118,7 +114,7 @@ def run_lock(run_dir: Path):
         except OSError as exc:
             raise TrainError(f"cannot lock the run folder {run_dir} ({exc})") from exc
 
-    on_every_rank(acquire)  # a refusal on rank 0 stops every rank with one line
+    on_rank0(acquire)  # a refusal on rank 0 stops every rank with one line
     try:
         yield
     finally:
@@ -141,16 +137,18 @@ def prepare(config: TrainConfig) -> Plan:
     cache_fp = _cache_fingerprint(cache)
     # a unit (fold x seed) is identified by its own seed, not by the run's list of seeds
     identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")}
+    model_dict, recipe = asdict(model_cfg), asdict(meta)
     jobs = []
     for seed in unit_seeds(config):
         unit_config = replace(config, seed=seed)
         for fold in folds:
-            identity = json.loads(json.dumps({"config": {**identity_config, "seed": seed}, "model": asdict(model_cfg),
+            identity = json.loads(json.dumps({"config": {**identity_config, "seed": seed}, "model": model_dict,
                                               "cache": cache_fp, "fold": fold.number}))
             jobs.append(FoldJob(fold, len(all_folds), unit_config, model_cfg, meta.task, list(meta.label_names),
-                                "", identity, recipe=asdict(meta)))
+                                "", identity, recipe=recipe))
             selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
-    _check_finite_features(cache)  # last: the only check that reads every embedding
+    if Ranks.from_env().is_main:  # last: the only check that reads every embedding; under torchrun once,
+        _check_finite_features(cache)  # on rank 0 (callers run prepare through on_every_rank)
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
 
 
@@ -229,9 +227,13 @@ def execute(plan: Plan, run_dir: Path) -> Path:
             for result in train_folds(plan, pending, plan.device):
                 results[unit_key(result)] = result
         except (RunInterrupted, KeyboardInterrupt, TrainError):
-            print(f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}")
+            print(stopped_message(run_dir))
             raise
     return finish(plan, run_dir, results)
+
+
+def stopped_message(run_dir: Path) -> str:
+    return f"run stopped; {run_dir} is incomplete. Continue it with: swrr-train --resume {run_dir}"
 
 
 def unit_key(result: Dict) -> Tuple[int, int]:
@@ -241,7 +243,6 @@ def unit_key(result: Dict) -> Tuple[int, int]:
 
 def finished_folds(plan: Plan):
     """-> (results of the units finished before, by (fold, seed); the jobs still to train)."""
-    meta, seeded = plan.cache.meta, plan.config.seeds is not None
     results: Dict[Tuple[int, int], Dict] = {}
     pending = []
     for job in plan.jobs:
@@ -249,8 +250,7 @@ def finished_folds(plan: Plan):
         if result is not None:
             result = {"seed": job.config.seed, **result}  # runs before seeds lack "seed"
             results[job.unit_key()] = result
-            print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, seeded)
-                  + "  (done before)")
+            print(_unit_line(plan, result) + "  (done before)")
         else:
             pending.append(job)
     return results, pending
@@ -259,16 +259,14 @@ def finished_folds(plan: Plan):
 def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterator[Dict]:
     """Train `jobs` one after another or `parallel_folds` at a time; yields each unit's result
     (and prints its line) as it finishes. The next unit starts only when the caller asks for it."""
-    config, meta = plan.config, plan.cache.meta
-    seeded = config.seeds is not None  # unit lines name the seed
+    config = plan.config
     if config.parallel_folds > 1 and len(jobs) > 1:
         from train.parallel import run_lanes, run_parallel
 
         results_of = (run_lanes(jobs, config, device, plan.cache) if device.type == "cuda"
                       else run_parallel(jobs, config, device))
         for result in results_of:
-            tqdm.write(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders,
-                                        seeded))  # above the bar
+            tqdm.write(_unit_line(plan, result))  # above the bar
             yield result
     elif jobs:
         source = make_source(plan.cache, device, config.stream, config.workers)
@@ -276,10 +274,16 @@ def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterat
         try:
             for job in jobs:
                 result = train_fold(job, source, device, budget)
-                print(report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, seeded), flush=True)
+                print(_unit_line(plan, result), flush=True)
                 yield result
         finally:
             source.close()
+
+
+def _unit_line(plan: Plan, result: Dict) -> str:
+    """A finished unit's console line; in a run with --seeds it names the unit's seed."""
+    meta = plan.cache.meta
+    return report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, plan.config.seeds is not None)
 
 
 def finish(plan: Plan, run_dir: Path, results: Dict[Tuple[int, int], Dict]) -> Path:
@@ -377,7 +381,7 @@ def _run_grid(config: TrainConfig, resume_dir: Optional[Path], rerun: Optional[D
     variants = [FULL_MODEL, *ABLATIONS]
     if resume_dir is None:
         # check the request once, with the full model, before anything is written
-        plan = prepare(replace(config, ablation=None))
+        plan = on_every_rank(lambda: prepare(replace(config, ablation=None)))
         top = on_rank0(lambda: _start_grid_dir(plan, config, variants, rerun))
         with run_lock(top):
             return _train_grid(config, top, variants)
@@ -390,8 +394,7 @@ def _train_grid(config: TrainConfig, top: Path, variants: List[str]) -> Path:
         for variant in variants:
             sub = top / variant
             if on_rank0(lambda: (sub / "config.json").exists()):  # all ranks take the same branch
-                runs[variant] = resume(sub, **{k: getattr(config, k) for k in RUNTIME_FIELDS
-                                              if k not in ("runs_dir", "name")})
+                runs[variant] = resume(sub, **{k: getattr(config, k) for k in RESUMABLE_FIELDS})
             else:
                 runs[variant] = run(replace(config, ablation=variant, runs_dir=str(top), name=variant))
     except (RunInterrupted, KeyboardInterrupt, TrainError):
