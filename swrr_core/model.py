@@ -252,12 +252,12 @@ class SliWa(nn.Module):
             if needed > n:  # Decision: e.g. window 50 -> pad with masked frames so eq. (1) holds
                 k, v = F.pad(k, (0, 0, 0, needed - n)), F.pad(v, (0, 0, 0, needed - n))
                 x_mask = F.pad(x_mask, (0, needed - n), value=False)
-            k_win, v_win = k[:, index], v[:, index]  # (B, T, w, d)
+            k_win, v_win, mask_win = k[:, index], v[:, index], x_mask[:, index]  # (B, T, w, d), (B, T, w)
             scores = torch.einsum("btd,btwd->btw", q, k_win)
-            weights = masked_softmax(scores, x_mask[:, index]).to(v.dtype)  # (B, T, w)
+            weights = masked_softmax(scores, mask_win).to(v.dtype)  # (B, T, w)
             z = torch.einsum("btw,btwd->btd", weights, v_win)
             attention = scatter_windows(weights, index, max(n, needed))[:, :, :n]
-            has_frame = x_mask[:, index].any(dim=2)  # (B, T): window i holds a valid frame
+            has_frame = mask_win.any(dim=2)  # (B, T): window i holds a valid frame
         fused = self.norm(y + self.w_z(z))  # eq. (6)
         keep = (y_mask | has_frame if fuse_padding else y_mask)[..., None]
         return fused * keep.to(fused.dtype), attention * keep.to(attention.dtype)
