@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,10 +50,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.profiling import profile_calls, sync  # noqa: E402
+from benchmarks.profiling import int_list, launch_ranks, profile_calls, sync  # noqa: E402
 from extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds, plan_batches  # noqa: E402
 from extract.encoders import (TINY_VOCAB, AudioEncoder, TextEncoder, build_tiny_text,  # noqa: E402
                               tiny_encoders)
+from swrr_core.device import resolve_device  # noqa: E402
 
 SAMPLE_RATE = 16000
 IEMOCAP_CLIPS = 5531
@@ -169,7 +169,6 @@ RANK_ENTRY = ("import atexit, os, resource, sys; sys.argv[0] = 'swrr-extract'; "
               "atexit.register(lambda: print('peak RSS rank', os.environ.get('RANK', '0'), "
               "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)); "
               "from extract.cli import main; main()")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def short_clips(n: int, seed: int = 0):
@@ -181,20 +180,13 @@ def short_clips(n: int, seed: int = 0):
     return waves, durations, texts
 
 
-def launch_ranks(manifest: Path, out: Path, ranks: int, args) -> dict:
+def extract_with_ranks(manifest: Path, out: Path, ranks: int, args) -> dict:
     """`swrr-extract` under torchrun with `ranks` processes (1: a plain process); -> figures."""
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-                 "--no-python", sys.executable] if ranks > 1 else [sys.executable])
-    command = launcher + ["-c", RANK_ENTRY, "--dataset", "manifest", "--root", str(manifest), "--out", str(out),
-                          "--encoders", args.encoders_cli, "--device", args.device, "--dtype", args.dtype,
-                          "--batch-seconds", str(args.batch_seconds), "--workers", str(args.workers or 0)]
+    cli = ["--dataset", "manifest", "--root", str(manifest), "--out", str(out), "--encoders", args.encoders_cli,
+           "--device", args.device, "--dtype", args.dtype, "--batch-seconds", str(args.batch_seconds),
+           "--workers", str(args.workers or 0)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    env.pop("WORLD_SIZE", None)
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)  # cwd first on sys.path
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"swrr-extract with {ranks} ranks failed:\n{done.stderr[-3000:]}")
+    done, wall = launch_ranks(RANK_ENTRY, cli, ranks, "swrr-extract", env)
     rss = {int(r): float(mb) for r, mb in re.findall(r"peak RSS rank (\d+) ([\d.]+)", done.stdout)}
     figures = {"ranks": ranks, "wall_s": wall, "peak_rss_mb": [round(rss[r], 1) for r in sorted(rss)]}
     seconds = re.search(r" in ([\d.]+) s \(", done.stdout)
@@ -222,7 +214,7 @@ def rank_runs(args) -> dict:
             manifest = write_dataset(folder, waves, durations, texts)
             for ranks in args.ranks:
                 out = folder / f"ranks{ranks}.h5"
-                figures = {"scale": factor, "clips": len(waves), **launch_ranks(manifest, out, ranks, args)}
+                figures = {"scale": factor, "clips": len(waves), **extract_with_ranks(manifest, out, ranks, args)}
                 out.unlink()
                 result["runs"].append(figures)
                 print(f"x{factor:<3d} {len(waves):6d} clips, {ranks} rank(s): wall {figures['wall_s']:.1f} s "
@@ -270,17 +262,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", action="store_true", help="torch.profiler over steady-state forward batches")
     parser.add_argument("--profile-batches", type=int, default=6, help="batches spread over the plan to profile")
     parser.add_argument("--quick", action="store_true", help="tiny encoders, 48 clips, CPU: < 1 minute")
-    parser.add_argument("--ranks", type=_ints, default=None,
+    parser.add_argument("--ranks", type=int_list, default=None,
                         help="e.g. 1,2: run the real CLI under torchrun with these numbers of ranks on --n "
                              "short clips (instead of the throughput measurements above)")
-    parser.add_argument("--scale", type=_ints, default=None,
+    parser.add_argument("--scale", type=int_list, default=None,
                         help="e.g. 1,4,16: --ranks runs at these multiples of --n clips (peak RSS per rank)")
     args = parser.parse_args(argv)
     if args.ranks or args.scale:
         args.ranks, args.scale = args.ranks or [2], args.scale or [1]
         args.n = args.n if args.n != IEMOCAP_CLIPS else 200
-        args.device = "cpu" if args.device == "auto" and not torch.cuda.is_available() else args.device
-        args.device = "cuda" if args.device == "auto" else args.device
+        args.device = resolve_device("auto").type if args.device == "auto" else args.device
         args.encoders_cli = "tiny"  # the CLI's offline encoders (base architectures exist only in this script)
         if args.batch_seconds == AUTO:
             args.batch_seconds = AUTO if args.device == "cuda" else 20.0
@@ -347,10 +338,6 @@ def main(argv=None) -> dict:
     result["forward_batched_over_batch1"] = result["forward_batched_utt_s"] / result["forward_batch1_utt_s"]
     report(result)
     return result
-
-
-def _ints(text: str):
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def report(r: dict) -> None:

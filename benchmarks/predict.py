@@ -42,6 +42,7 @@ from predict.inputs import Item  # noqa: E402
 from predict.runner import PredictConfig, run_predict  # noqa: E402
 from swrr_core.bundle import load_bundle, write_bundle  # noqa: E402
 from swrr_core.cache import CacheMeta  # noqa: E402
+from swrr_core.device import resolve_device  # noqa: E402
 from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
 
 
@@ -85,8 +86,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.device, args.encoders, args.n = "cpu", "tiny", 48
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
-        (args.device if args.device != "auto" else "cpu")
+    device = resolve_device("auto").type if args.device == "auto" else args.device
     workers = default_workers() if args.workers is None else args.workers
     audio, text = base_encoders() if args.encoders == "base" else tiny_encoders()
     waves, durations, texts = synthetic_clips(args.n)

@@ -1,9 +1,38 @@
-"""What the benchmarks share: a device sync and a torch.profiler summary of repeated calls."""
+"""What the benchmarks share: a device sync, a torch.profiler summary of repeated calls, and a
+swrr command launched under torchrun with a number of ranks."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def int_list(text: str) -> List[int]:
+    """"1,2,4" -> [1, 2, 4] (argparse type of --ranks and --scale)."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def launch_ranks(entry: str, args: List[str], ranks: int, what: str,
+                 env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.CompletedProcess, float]:
+    """Python code `entry` (a CLI's main) with `args` under torchrun with `ranks` processes (1: a
+    plain process), run from the repository so its packages come first on sys.path;
+    -> (the finished process, wall seconds). SystemExit with the end of stderr when it fails."""
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+                 "--no-python", sys.executable] if ranks > 1 else [sys.executable])
+    env = {k: v for k, v in (env or os.environ).items() if k != "WORLD_SIZE"}  # never inherit a launch
+    started = time.perf_counter()
+    done = subprocess.run(launcher + ["-c", entry, *args], cwd=REPO, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{what} with {ranks} ranks failed:\n{done.stderr[-3000:]}")
+    return done, wall
 
 
 def sync(device) -> None:

@@ -40,7 +40,7 @@ sys.path[0] = str(REPO)  # this file is named train.py: make `import train` find
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.profiling import profile_calls, sync  # noqa: E402
+from benchmarks.profiling import int_list, launch_ranks, profile_calls, sync  # noqa: E402
 from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noqa: E402
 from swrr_core.device import resolve_device  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
@@ -221,23 +221,14 @@ def estimate_full_run(step_s: float, eval_s_per_fold: float, batch_size: int, st
 
 def rank_runs(args, cache_path: Path, runs: Path) -> dict:
     """`swrr-train` under torchrun with 1, 2, ... ranks on the same cache: -> units/s by ranks."""
-    import subprocess
-
     entry = "import sys; sys.argv[0] = 'swrr-train'; from train.cli import main; main()"
     out = {}
     for ranks in args.ranks:
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-                     "--no-python", sys.executable] if ranks > 1 else [sys.executable])
-        command = launcher + ["-c", entry, "--cache", str(cache_path), "--protocol", "loso-speaker", "--epochs",
-                              str(args.epochs), "--batch-size", str(args.batch_size), "--lstm-hidden",
-                              str(args.lstm_hidden), "--device", args.device, "--threads", "1", "--no-progress",
-                              "--runs-dir", str(runs), "--name", f"ranks{ranks}"]
-        env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
-        tick = time.perf_counter()
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)  # cwd first on sys.path
-        wall = time.perf_counter() - tick
-        if done.returncode != 0:
-            raise SystemExit(f"swrr-train with {ranks} ranks failed:\n{done.stderr[-3000:]}")
+        _, wall = launch_ranks(entry, ["--cache", str(cache_path), "--protocol", "loso-speaker", "--epochs",
+                                       str(args.epochs), "--batch-size", str(args.batch_size), "--lstm-hidden",
+                                       str(args.lstm_hidden), "--device", args.device, "--threads", "1",
+                                       "--no-progress", "--runs-dir", str(runs), "--name", f"ranks{ranks}"],
+                               ranks, "swrr-train")
         units = len(list((runs / f"ranks{ranks}").glob("fold*/metrics.json")))
         out[ranks] = {"units": units, "wall_s": wall, "units_per_s": units / wall}
         print(f"  {ranks} rank(s): {units} units in {wall:.1f} s = {units / wall:.3f} units/s"
@@ -268,7 +259,7 @@ def main():
     parser.add_argument("--no-cuda-graphs", action="store_true", help="parallel runs and profile with eager steps")
     parser.add_argument("--profile", action="store_true", help="profile the in-memory steps (eager and graphs)")
     parser.add_argument("--cache", type=Path, help="reuse this synthetic cache (made if missing)")
-    parser.add_argument("--ranks", type=lambda t: [int(x) for x in t.split(",") if x.strip()], default=None,
+    parser.add_argument("--ranks", type=int_list, default=None,
                         help="e.g. 1,2: run swrr-train under torchrun with these numbers of ranks (10 LOSO folds) "
                              "and report units/s, instead of the step measurements")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per fold for --ranks (default 2)")
