@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,13 +47,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.profiling import int_list, launch_ranks, profile_calls, sync  # noqa: E402
-from extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds, plan_batches  # noqa: E402
-from extract.encoders import (TINY_VOCAB, AudioEncoder, TextEncoder, build_tiny_text,  # noqa: E402
+from profiling import int_list, launch_ranks, profile_calls, sync
+from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds, plan_batches
+from swrr.extract.encoders import (TINY_VOCAB, AudioEncoder, TextEncoder, build_tiny_text,
                               tiny_encoders)
-from swrr_core.device import resolve_device  # noqa: E402
+from swrr.device import resolve_device
 
 SAMPLE_RATE = 16000
 IEMOCAP_CLIPS = 5531
@@ -156,7 +154,7 @@ def write_dataset(folder: Path, waves, durations, texts) -> Path:
 def end_to_end(manifest: Path, out: Path, encoders, device: torch.device, batch_seconds, workers: int,
                dtype: str):
     """The real pipeline with these encoders, to a finished cache; -> its Summary."""
-    from extract.pipeline import ExtractConfig, run_extraction
+    from swrr.extract.pipeline import ExtractConfig, run_extraction
 
     config = ExtractConfig(dataset="manifest", root=manifest, out=out, encoders="benchmark", device=device.type,
                            dtype=dtype, batch_seconds=batch_seconds, num_workers=workers, progress=False)
@@ -168,7 +166,7 @@ def end_to_end(manifest: Path, out: Path, encoders, device: torch.device, batch_
 RANK_ENTRY = ("import atexit, os, resource, sys; sys.argv[0] = 'swrr-extract'; "
               "atexit.register(lambda: print('peak RSS rank', os.environ.get('RANK', '0'), "
               "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)); "
-              "from extract.cli import main; main()")
+              "from swrr.extract.cli import main; main()")
 
 
 def short_clips(n: int, seed: int = 0):
@@ -280,7 +278,7 @@ def main(argv=None) -> dict:
         args.device, args.encoders, args.n, args.per_utt_n = "cpu", "tiny", 48, 8
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
-    from extract.pipeline import default_workers, resolve_batch_seconds
+    from swrr.extract.pipeline import default_workers, resolve_batch_seconds
 
     workers = default_workers() if args.workers is None else args.workers
     fp16 = args.dtype == "float16" and device.type == "cuda"

@@ -15,17 +15,14 @@ import multiprocessing
 import platform
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-from benchmarks.profiling import sync  # noqa: E402
-from swrr_core.model import ABLATIONS, SWRR, SWRRConfig, ablation_config, count_parameters  # noqa: E402
-from train.loop import make_scaler  # noqa: E402
+from profiling import sync
+from swrr.model import ABLATIONS, SWRR, SWRRConfig, ablation_config, count_parameters
+from swrr.train.loop import make_scaler
 
 TIMED = ("swrr", "window-50", "sliwa-full")  # SliWa omega_X = 10, omega_X = 50, full cross-attention
 

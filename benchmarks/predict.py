@@ -10,7 +10,7 @@ Measures, on the same synthetic IEMOCAP-like clips (benchmarks/extract.py's) and
                  (end to end, model and encoders loaded inside), and rows/s of the scoring alone
                  with a loaded Predictor (warm).
   ratio          predict warm / extract (the goal is >= 0.9: the head is tiny next to the encoders).
-  latency        one 5 s clip: cold = `python -m predict.cli` process start to CSV written;
+  latency        one 5 s clip: cold = `python -m swrr.predict.cli` process start to CSV written;
                  warm = Predictor.predict from Python with everything loaded (median of 5).
 The encoders are random-weight models of the real architectures saved into a temp folder, which
 the bundle's recipe names, so predict loads them exactly as it would load real ones; the head is
@@ -30,20 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from benchmarks.extract import SAMPLE_RATE, base_encoders, end_to_end, synthetic_clips, write_dataset  # noqa: E402
-from extract.batching import AUTO, parse_batch_seconds  # noqa: E402
-from extract.encoders import tiny_encoders  # noqa: E402
-from extract.pipeline import default_workers  # noqa: E402
-from predict.engine import Predictor  # noqa: E402
-from predict.inputs import Item  # noqa: E402
-from predict.runner import PredictConfig, run_predict  # noqa: E402
-from swrr_core.bundle import load_bundle, write_bundle  # noqa: E402
-from swrr_core.cache import CacheMeta  # noqa: E402
-from swrr_core.device import resolve_device  # noqa: E402
-from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
+from extract import SAMPLE_RATE, base_encoders, end_to_end, synthetic_clips, write_dataset
+from swrr.extract.batching import AUTO, parse_batch_seconds
+from swrr.extract.encoders import tiny_encoders
+from swrr.extract.pipeline import default_workers
+from swrr.predict.engine import Predictor
+from swrr.predict.inputs import Item
+from swrr.predict.runner import PredictConfig, run_predict
+from swrr.bundle import load_bundle, write_bundle
+from swrr.cache import CacheMeta
+from swrr.device import resolve_device
+from swrr.model import SWRR, SWRRConfig
+REPO = Path(__file__).resolve().parents[1]
 
 
 def save_encoders(audio, text, folder: Path):
@@ -68,7 +67,7 @@ def make_bundle(folder: Path, audio_dir: Path, text_dir: Path, dim: int, dtype: 
 
 def cold_latency(bundle: Path, clip: Path, out: Path, device: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "predict.cli", "--model", str(bundle), str(clip), "--text",
+    subprocess.run([sys.executable, "-m", "swrr.predict.cli", "--model", str(bundle), str(clip), "--text",
                     "one two three", "--out", str(out), "--device", device, "--no-progress", "--segment", "none"],
                    cwd=REPO, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -112,7 +111,7 @@ def main(argv=None) -> dict:
         predicted = run_predict(config)
         result["predict_e2e_rows_s"] = predicted.predicted / predicted.seconds
 
-        from predict.inputs import collect_inputs
+        from swrr.predict.inputs import collect_inputs
 
         predictor = Predictor(load_bundle(bundle), device, batch_seconds=args.batch_seconds, workers=workers)
         items = collect_inputs([str(manifest)])

@@ -23,7 +23,7 @@ if [[ $parts == *train* ]]; then
 fi
 if [[ $parts == *run* ]]; then  # a real swrr-train run: 10 LOSO folds as 10 lanes, 2 epochs
     start=$SECONDS
-    timeout 150 python3 -m train.cli --cache "$cache" --epochs 2 --parallel-folds 10 --no-progress \
+    timeout 150 python3 -m swrr.train.cli --cache "$cache" --epochs 2 --parallel-folds 10 --no-progress \
         --runs-dir /tmp/swrr-runs --name lanes10 2>&1 | tee "$out/run.txt"
     echo "swrr-train wall time: $((SECONDS - start)) s" | tee -a "$out/run.txt"
 fi

@@ -29,26 +29,23 @@ import json
 import math
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)  # this file is named train.py: make `import train` find the package
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from benchmarks.profiling import int_list, launch_ranks, profile_calls, sync  # noqa: E402
-from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo  # noqa: E402
-from swrr_core.device import resolve_device  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.data import LENGTHS, ResidentSource, StreamSource, as_tensors  # noqa: E402
-from train.loop import FoldJob, evaluate, train_epoch, training_parts  # noqa: E402
-from train.step import WARMUP_STEPS  # noqa: E402
-from train.protocols import Fold  # noqa: E402
-from swrr_core.model import SWRR, SWRRConfig  # noqa: E402
+from profiling import int_list, launch_ranks, profile_calls, sync
+from swrr.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo
+from swrr.device import resolve_device
+from swrr.train.config import TrainConfig
+from swrr.train.data import LENGTHS, ResidentSource, StreamSource, as_tensors
+from swrr.train.loop import FoldJob, evaluate, train_epoch, training_parts
+from swrr.train.step import WARMUP_STEPS
+from swrr.train.protocols import Fold
+from swrr.model import SWRR, SWRRConfig
 
 IEMOCAP_ROWS, IEMOCAP_FOLDS, IEMOCAP_EPOCHS = 5531, 10, 50
 CLASSES = ["neu", "ang", "sad", "hap"]
@@ -221,7 +218,7 @@ def estimate_full_run(step_s: float, eval_s_per_fold: float, batch_size: int, st
 
 def rank_runs(args, cache_path: Path, runs: Path) -> dict:
     """`swrr-train` under torchrun with 1, 2, ... ranks on the same cache: -> units/s by ranks."""
-    entry = "import sys; sys.argv[0] = 'swrr-train'; from train.cli import main; main()"
+    entry = "import sys; sys.argv[0] = 'swrr-train'; from swrr.train.cli import main; main()"
     out = {}
     for ranks in args.ranks:
         _, wall = launch_ranks(entry, ["--cache", str(cache_path), "--protocol", "loso-speaker", "--epochs",

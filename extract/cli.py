@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from extract.audio import AudioError
-from extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds
-from extract.datasets import READERS, DatasetError
-from extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
-from extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
-from swrr_core.cache import CacheError, partial_path
-from swrr_core.cli import CONTEXT, OneLineErrors
-from swrr_core.device import DeviceError
+from swrr.extract.audio import AudioError
+from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds
+from swrr.extract.datasets import READERS, DatasetError
+from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
+from swrr.extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
+from swrr.cache import CacheError, partial_path
+from swrr.cli import CONTEXT, OneLineErrors
+from swrr.device import DeviceError
 
 USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
 

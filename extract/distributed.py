@@ -39,15 +39,15 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from extract.batching import BatchPlan, plan_batches
-from extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending,
+from swrr.extract.batching import BatchPlan, plan_batches
+from swrr.extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending,
                               _split_counts, cache_meta, class_report, read_rows, ready_encoders,
                               resolve_batch_seconds)
-from extract.encoders import describe
-from swrr_core.cache import (CacheMeta, CacheWriter, check_replaceable, partial_done, partial_path, refuse_finished,
+from swrr.extract.encoders import describe
+from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, partial_done, partial_path, refuse_finished,
                              shard_partials, shard_path)
-from swrr_core.device import resolve_device
-from swrr_core.ranks import FailureFlag, Ranks, deal
+from swrr.device import resolve_device
+from swrr.ranks import FailureFlag, Ranks, deal
 
 COPY_BLOCK = 1024  # rows per assembly step: memory stays flat however large the cache
 
@@ -87,7 +87,7 @@ class RankWork:
 
 
 def _user_errors():
-    from extract.cli import USER_ERRORS  # the CLI's list of what is the user's to fix
+    from swrr.extract.cli import USER_ERRORS  # the CLI's list of what is the user's to fix
 
     return USER_ERRORS + (torch.cuda.OutOfMemoryError, MemoryError)
 

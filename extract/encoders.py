@@ -18,6 +18,7 @@ import contextlib
 import shutil
 import tempfile
 import warnings
+from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -32,7 +33,7 @@ TINY_AUDIO_NAME = "tiny-random-wavlm"
 TINY_TEXT_NAME = "tiny-random-bert"
 TINY_HIDDEN_SIZE = 64  # the same for both: the SWRR head runs one shared LSTM over both modalities
 TINY_SEED = 0
-TINY_VOCAB = Path(__file__).with_name("tiny_vocab.txt")
+TINY_VOCAB = Path(str(resources.files("swrr.extract") / "tiny_vocab.txt"))
 
 
 class EncoderError(Exception):

@@ -25,16 +25,16 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequenc
 import numpy as np
 import torch
 
-from extract.audio import AudioError, check_utterances, load_audio
-from extract.batching import AUTO, BatchPlan, auto_batch_seconds, parse_batch_seconds, plan_batches
-from extract.datasets import DatasetError, Utterance, get_reader
-from extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
+from swrr.extract.audio import AudioError, check_utterances, load_audio
+from swrr.extract.batching import AUTO, BatchPlan, auto_batch_seconds, parse_batch_seconds, plan_batches
+from swrr.extract.datasets import DatasetError, Utterance, get_reader
+from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                               TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
-from swrr_core import __version__
-from swrr_core.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
-from swrr_core.device import resolve_device
-from swrr_core.guards import die_with_parent
-from swrr_core.progress import progress_bar
+from swrr._version import __version__
+from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
+from swrr.device import resolve_device
+from swrr.guards import die_with_parent
+from swrr.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
 RARE_CLASS_ROWS = 5  # a class with fewer rows is named in a warning (often a typo in a manifest)
@@ -453,7 +453,7 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     Raises DatasetError, AudioError, EncoderError, DeviceError or CacheError for problems the user can fix.
     On any interruption the rows already written stay in `<out>.partial` for the next run.
     """
-    from extract import distributed  # under torchrun (or with shards of one on disk) the ranks take over
+    from swrr.extract import distributed  # under torchrun (or with shards of one on disk) the ranks take over
 
     if distributed.takes_over(config):
         return distributed.run_extraction(config, encoders)

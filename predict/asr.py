@@ -11,9 +11,9 @@ from typing import List, Sequence
 
 import numpy as np
 
-from extract.audio import AudioError, load_audio
-from extract.datasets import Utterance
-from predict.inputs import ASR, Item, PredictError
+from swrr.extract.audio import AudioError, load_audio
+from swrr.extract.datasets import Utterance
+from swrr.predict.inputs import ASR, Item, PredictError
 
 ASR_BATCH = 8
 ASR_MAX_NEW_TOKENS = 128  # unless the model's generation config sets its own: a 5 s window holds far fewer

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from extract.batching import AUTO
-from extract.pipeline import default_workers
-from predict.inputs import PredictError
-from predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
-from swrr_core.bundle import BundleError
-from swrr_core.cli import CONTEXT, OneLineErrors
-from swrr_core.device import DeviceError
+from swrr.extract.batching import AUTO
+from swrr.extract.pipeline import default_workers
+from swrr.predict.inputs import PredictError
+from swrr.predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
+from swrr.bundle import BundleError
+from swrr.cli import CONTEXT, OneLineErrors
+from swrr.device import DeviceError
 
 USER_ERRORS = (PredictError, BundleError, DeviceError)
 

@@ -18,17 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from extract.audio import AudioError, check_audio, probe_audio
-from extract.batching import AUTO, plan_batches
-from extract.datasets import Utterance
-from extract.encoders import AudioEncoder, EncoderError, TextEncoder, load_audio_encoder, load_encoders, \
+from swrr.extract.audio import AudioError, check_audio, probe_audio
+from swrr.extract.batching import AUTO, plan_batches
+from swrr.extract.datasets import Utterance
+from swrr.extract.encoders import AudioEncoder, EncoderError, TextEncoder, load_audio_encoder, load_encoders, \
     load_text_encoder
-from extract.pipeline import (BatchInputs, LoadFailure, LoadedBatch, decoding_loader, encode_ahead, place_encoders,
+from swrr.extract.pipeline import (BatchInputs, LoadFailure, LoadedBatch, decoding_loader, encode_ahead, place_encoders,
                               resolve_batch_seconds)
-from predict.inputs import Item, PredictError
-from swrr_core import objectives
-from swrr_core.bundle import Bundle
-from swrr_core.device import resolve_device
+from swrr.predict.inputs import Item, PredictError
+from swrr import objectives
+from swrr.bundle import Bundle
+from swrr.device import resolve_device
 
 NO_TEXT = "no transcript: give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL"
 

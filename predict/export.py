@@ -7,8 +7,8 @@ from typing import Optional
 
 import click
 
-from swrr_core.bundle import BundleError, load_bundle
-from swrr_core.cli import CONTEXT, OneLineErrors
+from swrr.bundle import BundleError, load_bundle
+from swrr.cli import CONTEXT, OneLineErrors
 
 
 def export_bundle(run_or_bundle, out, fold: Optional[int] = None) -> Path:

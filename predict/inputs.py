@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from extract.datasets.manifest import is_number, read_csv_table
+from swrr.extract.datasets.manifest import is_number, read_csv_table
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 MANIFEST_COLUMNS = ("path", "text", "utt_id", "start", "end")  # what the manifest means to predict
@@ -99,7 +99,7 @@ def _folder_items(folder: Path) -> List[Item]:
 
 
 def _manifest_items(csv_path: Path) -> List[Item]:
-    from extract.datasets import DatasetError
+    from swrr.extract.datasets import DatasetError
 
     if not csv_path.is_file():
         raise PredictError(f"{csv_path}: manifest not found")

@@ -18,13 +18,13 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from extract.audio import probe_audio
-from extract.batching import AUTO, parse_batch_seconds
-from extract.pipeline import default_workers
-from predict.engine import Predictor
-from predict.inputs import ASR, Item, PredictError, collect_inputs
-from swrr_core.bundle import load_bundle
-from swrr_core.progress import progress_bar
+from swrr.extract.audio import probe_audio
+from swrr.extract.batching import AUTO, parse_batch_seconds
+from swrr.extract.pipeline import default_workers
+from swrr.predict.engine import Predictor
+from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
+from swrr.bundle import load_bundle
+from swrr.progress import progress_bar
 
 FORMATS = ("csv", "jsonl")
 SEGMENT_MODES = ("vad", "window", "none")
@@ -121,11 +121,11 @@ def run_predict(config: PredictConfig) -> Summary:
                           config.batch_seconds, config.workers)
     warnings = _revision_warnings(predictor)
     if config.segment != "none":
-        from predict.segment import segment_long_items
+        from swrr.predict.segment import segment_long_items
 
         items = segment_long_items(items, predictor, config.segment, config.hop)
     if config.asr:
-        from predict.asr import transcribe_items
+        from swrr.predict.asr import transcribe_items
 
         transcribe_items(items, config.asr, predictor, config.asr_all)
     for item in items:
@@ -141,7 +141,7 @@ def run_predict(config: PredictConfig) -> Summary:
         table = _with_file_means(table, predictor)
     _write(table, config.out, config.format)
     if config.plot:
-        from predict.plot import plot_timelines
+        from swrr.predict.plot import plot_timelines
 
         plot_timelines(table, config.out, predictor)
     errors = table.loc[table["error"] != "", "error"].str.split(" \\(").str[0].value_counts().to_dict()

@@ -18,9 +18,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from extract.audio import AudioError, load_audio, probe_audio, segment_frames
-from extract.datasets import Utterance
-from predict.inputs import Item
+from swrr.extract.audio import AudioError, load_audio, probe_audio, segment_frames
+from swrr.extract.datasets import Utterance
+from swrr.predict.inputs import Item
 
 # Pauses shorter than this stay inside one speech region: words of one sentence are not split.
 # Silero's own default (100 ms) cuts sentences at commas; 300 ms keeps utterances whole.

@@ -1,3 +1,3 @@
 """Code shared by both stages: the cache contract, the SWRR model and the metrics."""
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401 (the package face re-exports it)

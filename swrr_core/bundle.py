@@ -31,9 +31,10 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from swrr_core import __version__, objectives
-from swrr_core.cache import CacheError, CacheMeta
-from swrr_core.model import SWRR, SWRRConfig
+from swrr._version import __version__
+from swrr import objectives
+from swrr.cache import CacheError, CacheMeta
+from swrr.model import SWRR, SWRRConfig
 
 FORMAT_TAG = "swrr-model-bundle"
 FORMAT_VERSION = 1
@@ -132,7 +133,7 @@ Use it:
 
     swrr-predict --model THIS_FOLDER clip.wav --text "what was said" --out predictions.csv
 
-    from swrr_core.bundle import load_bundle
+    from swrr.bundle import load_bundle
     bundle = load_bundle("THIS_FOLDER")
 """
 

@@ -41,7 +41,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import h5py
 import numpy as np
 
-from swrr_core.guards import LockHeld, OutputLock
+from swrr.guards import LockHeld, OutputLock
 
 FORMAT_TAG = "swrr-feature-cache"
 SCHEMA_VERSION = 2  # 2: `source` relative to attrs["source_root"] (1: relative to the working folder)

@@ -14,7 +14,7 @@ from typing import Sequence, Type
 
 import click
 
-from swrr_core.ranks import RankError, RankFailed, Ranks
+from swrr.ranks import RankError, RankFailed, Ranks
 
 USAGE_EXIT = 2
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from extract.audio import (BAD_HEADER, EMPTY, MAX_SAMPLES, MISSING, NOT_AUDIO, OUTSIDE, TOO_SHORT, AudioError,
+from swrr.extract.audio import (BAD_HEADER, EMPTY, MAX_SAMPLES, MISSING, NOT_AUDIO, OUTSIDE, TOO_SHORT, AudioError,
                            check_utterances, load_audio, probe_audio)
-from extract.datasets import Utterance, get_reader
+from swrr.extract.datasets import Utterance, get_reader
 
 
 def utt(path, start=None, end=None, utt_id="u"):
@@ -140,7 +140,7 @@ def test_demo_clips_all_load(tmp_path, monkeypatch):
 
 def test_a_body_that_fails_to_decode_is_not_called_a_bad_header(tmp_path, wav_writer):
     """A flac whose header reads but whose frames are corrupt: the reason says the data failed."""
-    from extract.audio import BAD_DATA
+    from swrr.extract.audio import BAD_DATA
 
     path = wav_writer(tmp_path / "c.flac", seconds=2.0)
     raw = bytearray(path.read_bytes())

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from predict.export import export_bundle
-from swrr_core.bundle import (CONFIG, FORMAT_VERSION, WEIGHTS, BundleError, find_bundle, load_bundle,
+from swrr.predict.export import export_bundle
+from swrr.bundle import (CONFIG, FORMAT_VERSION, WEIGHTS, BundleError, find_bundle, load_bundle,
                               write_bundle)
-from swrr_core.cache import CacheMeta
-from swrr_core.model import SWRR, SWRRConfig
+from swrr.cache import CacheMeta
+from swrr.model import SWRR, SWRRConfig
 
 CONFIG_SMALL = SWRRConfig(audio_dim=16, text_dim=16, max_frames=30, max_tokens=6, num_outputs=3, lstm_hidden=4,
                           cnn_channels=(2, 4))

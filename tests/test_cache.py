@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from swrr_core import cache as cache_mod
-from swrr_core.cache import (SCHEMA_VERSION, CacheError, CacheMeta, CacheWriter, FeatureCache, RowInfo,
+from swrr import cache as cache_mod
+from swrr.cache import (SCHEMA_VERSION, CacheError, CacheMeta, CacheWriter, FeatureCache, RowInfo,
                              partial_path)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_a_layout_cut_short_is_never_a_partial_file(tmp_path, monkeypatch):
 TRY_LOCK = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from swrr_core.cache import CacheError, _lock_output
+from swrr.cache import CacheError, _lock_output
 try:
     _lock_output(__import__("pathlib").Path(sys.argv[2]))
 except CacheError as exc:

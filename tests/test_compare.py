@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from train.compare import (CompareError, bootstrap_mean_ci, compare_runs, holm, load_runs, paired_t_test,
+from swrr.train.compare import (bootstrap_mean_ci, compare_runs, holm, load_runs, paired_t_test,
                            run_compare, verdict, wilcoxon_p)
-from train.compare_cli import main
+from swrr.train.compare_cli import main
 
 
 # ------------------------------------------------------------------ statistics

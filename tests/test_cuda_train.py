@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from swrr_core.cache import FeatureCache
-from swrr_core.model import SWRR, SWRRConfig
-from train.config import TrainConfig
-from train.data import ResidentSource, epoch_batches
-from train.loop import loss_fn, make_optimizer, make_scaler
-from train.runner import run
-from train.step import WARMUP_STEPS, TrainStep
+from swrr.cache import FeatureCache
+from swrr.model import SWRR, SWRRConfig
+from swrr.train.config import TrainConfig
+from swrr.train.data import ResidentSource, epoch_batches
+from swrr.train.loop import loss_fn, make_optimizer, make_scaler
+from swrr.train.runner import run
+from swrr.train.step import WARMUP_STEPS, TrainStep
 
 from test_train import DIM, FRAMES, TINY_MODEL, TOKENS, make_cache, tiny_config
 

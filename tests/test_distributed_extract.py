@@ -6,7 +6,6 @@ ranks on the CPU with the tiny encoders; no rank is mocked. Each test is a few s
 - a failing rank stops both with one line naming it; the written shards are kept, and a relaunch
   with another world size (1 process) finishes them: handled, ends equal.
 """
-import json
 import os
 import subprocess
 import sys
@@ -19,10 +18,10 @@ import torch
 from conftest import write_wav
 from test_extract import assert_same_cache
 
-from extract.batching import plan_batches
-from extract.distributed import deal_batches
-from extract.pipeline import ExtractConfig, run_extraction
-from swrr_core.cache import partial_path, shard_partials
+from swrr.extract.batching import plan_batches
+from swrr.extract.distributed import deal_batches
+from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.cache import partial_path, shard_partials
 
 REPO = Path(__file__).resolve().parents[1]
 # 16 clips of 0.3-0.9 s; at 1.2 s per batch the plan has 8 batches of 1-3 rows
@@ -38,7 +37,7 @@ sys.path.insert(0, REPO_PATH)
 stage = sys.argv.pop(1)
 rank = os.environ.get("RANK", "0")
 if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "extract":  # SIGKILL before the Nth batch write
-    from swrr_core import cache
+    from swrr import cache
     real_write, calls = cache.CacheWriter.write, []
     def write(self, *args):
         if len(calls) == int(os.environ["SWRR_TEST_KILL_AFTER"]):
@@ -47,7 +46,7 @@ if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "extract":  # SIGK
         return real_write(self, *args)
     cache.CacheWriter.write = write
 if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "train":  # SIGKILL before the Nth checkpoint
-    from train import checkpoint
+    from swrr.train import checkpoint
     real_save, saves = checkpoint.save, []
     def save(*args, **kwargs):
         if len(saves) == int(os.environ["SWRR_TEST_KILL_AFTER"]):
@@ -56,8 +55,8 @@ if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "train":  # SIGKIL
         return real_save(*args, **kwargs)
     checkpoint.save = save
 if os.environ.get("SWRR_TEST_BREAK"):  # decoding this utterance fails although its header was fine
-    from extract import pipeline
-    from extract.audio import AudioError
+    from swrr.extract import pipeline
+    from swrr.extract.audio import AudioError
     real_load = pipeline.load_audio
     def broken(utt, *args, **kwargs):
         if utt.utt_id == os.environ["SWRR_TEST_BREAK"]:
@@ -65,8 +64,8 @@ if os.environ.get("SWRR_TEST_BREAK"):  # decoding this utterance fails although 
         return real_load(utt, *args, **kwargs)
     pipeline.load_audio = broken
 if os.environ.get("SWRR_TEST_BREAK_FOLD"):  # this fold's training fails at once, on whichever rank has it
-    from train import runner
-    from train.config import TrainError
+    from swrr.train import runner
+    from swrr.train.config import TrainError
     real_train = runner.train_fold
     def failing(job, *args, **kwargs):
         if job.fold.number == int(os.environ["SWRR_TEST_BREAK_FOLD"]):
@@ -74,9 +73,9 @@ if os.environ.get("SWRR_TEST_BREAK_FOLD"):  # this fold's training fails at once
         return real_train(job, *args, **kwargs)
     runner.train_fold = failing
 if stage == "extract":
-    from extract.cli import main
+    from swrr.extract.cli import main
 else:
-    from train.cli import main
+    from swrr.train.cli import main
 main()
 """
 

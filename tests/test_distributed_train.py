@@ -12,8 +12,8 @@ import pytest
 from test_distributed_extract import entry_script, launch
 from test_train import make_cache, tiny_config
 
-from swrr_core.ranks import deal
-from train.runner import prepare, run
+from swrr.ranks import deal
+from swrr.train.runner import prepare, run
 
 FOLDS = (1, 2, 3, 4)
 

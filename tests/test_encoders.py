@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from extract.encoders import (EncoderError, build_tiny_audio, build_tiny_text, load_audio_encoder,
+from swrr.extract.encoders import (EncoderError, build_tiny_audio, build_tiny_text, load_audio_encoder,
                               load_encoders, load_text_encoder, tiny_encoders)
 
 # Lengths in samples: the 5.1 s cap, mid-length, short, and just one frame (400 samples).

@@ -13,15 +13,15 @@ import torch
 from click.testing import CliRunner
 from conftest import write_wav
 
-from extract import pipeline
-from extract.audio import AudioError, load_audio
-from extract.batching import (AUTO_LADDER, AUTO_MEMORY_SHARE, auto_batch_seconds, estimated_peak_bytes,
+from swrr.extract import pipeline
+from swrr.extract.audio import AudioError, load_audio
+from swrr.extract.batching import (AUTO_LADDER, AUTO_MEMORY_SHARE, auto_batch_seconds, estimated_peak_bytes,
                               parse_batch_seconds)
-from extract.cli import main
-from extract.datasets import get_reader
-from extract.encoders import tiny_encoders
-from extract.pipeline import ExtractConfig, run_extraction
-from swrr_core.cache import CacheError, open_cache, partial_path
+from swrr.extract.cli import main
+from swrr.extract.datasets import get_reader
+from swrr.extract.encoders import tiny_encoders
+from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.cache import CacheError, open_cache, partial_path
 
 REPO = Path(__file__).resolve().parents[1]
 # name, seconds, sample rate, channels, label, split, transcript
@@ -172,8 +172,8 @@ def test_killed_run_resumes_to_the_same_file(reference, dataset, tmp_path):
 import os, sys, time
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from extract import pipeline
-from swrr_core import cache
+from swrr.extract import pipeline
+from swrr import cache
 real, calls = pipeline.encode_batch, []
 real_write, written = cache.CacheWriter.write, []
 def counted_write(self, *args):
@@ -409,7 +409,7 @@ def test_cuda_fp16_cache_matches_cpu(tmp_path):
 
 
 def test_cli_help_states_the_demo_clip_count():
-    from extract.datasets.demo import BUNDLED_ROOT
+    from swrr.extract.datasets.demo import BUNDLED_ROOT
 
     clips = len((BUNDLED_ROOT / "demo.csv").read_text().strip().splitlines()) - 1
     output = " ".join(CliRunner().invoke(main, ["--help"]).output.split())

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swrr_core.model import FMC, SWRR, SWRRConfig, SharedLSTM, SliWa
+from swrr.model import FMC, SWRR, SWRRConfig, SharedLSTM, SliWa
 
 
 def test_defaults_are_the_papers_settings():

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from swrr_core.guards import LockHeld, OutputLock, lock_path
-from swrr_core.progress import LogLines, progress_bar
+from swrr.guards import LockHeld, OutputLock, lock_path
+from swrr.progress import LogLines, progress_bar
 
 REPO = Path(__file__).resolve().parents[1]
 
 HOLDER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from swrr_core.guards import OutputLock
+from swrr.guards import OutputLock
 lock = OutputLock(sys.argv[2], "swrr-extract").acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -69,7 +69,7 @@ def test_a_forked_child_does_not_inherit_the_lock(tmp_path):
 PARENT = """
 import multiprocessing as mp, sys, time
 sys.path.insert(0, sys.argv[1])
-from swrr_core.guards import die_with_parent
+from swrr.guards import die_with_parent
 
 def child():
     die_with_parent()

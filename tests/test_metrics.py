@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from swrr_core import metrics as M
+from swrr import metrics as M
 
 
 def test_classification_by_hand():

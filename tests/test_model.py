@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swrr_core.model import (ABLATIONS, FMC, HRS, READINGS, SWRR, LinearClassifier, SliWa, SWRRConfig,
+from swrr.model import (ABLATIONS, FMC, HRS, READINGS, SWRR, LinearClassifier, SliWa, SWRRConfig,
                              ablation_config, count_parameters, heaviside, lengths_to_mask)
 
 # 12 tokens and D = 32 keep H' >= 2 and W' >= 3 at every HRS level: with H' = 1 beta is always 0

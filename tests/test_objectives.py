@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from swrr_core import objectives as O
+from swrr import objectives as O
 
 
 def test_objective_names_and_output_widths():

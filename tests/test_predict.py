@@ -5,12 +5,11 @@ One small real workflow is shared by the tests: 24 demo clips (speaker S1F: 16 t
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,14 @@ import pandas as pd
 import pytest
 import torch
 
-from extract.pipeline import ExtractConfig, run_extraction
-from predict.inputs import PredictError, collect_inputs
-from predict.runner import PredictConfig, run_predict
-from swrr_core.bundle import load_bundle, write_bundle
-from swrr_core.model import SWRR, ablation_config
+from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.predict.inputs import PredictError, collect_inputs
+from swrr.predict.runner import PredictConfig, run_predict
+from swrr.bundle import load_bundle, write_bundle
+from swrr.model import SWRR, ablation_config
 from tests.conftest import write_wav
-from train.config import TrainConfig
-from train.runner import run
+from swrr.train.config import TrainConfig
+from swrr.train.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "extract" / "demo_data"
@@ -161,7 +160,7 @@ def test_audio_only_model_needs_no_text(trained, tmp_path):
 
 
 def test_missing_encoder_and_mismatching_override_are_one_clear_message(trained, tmp_path):
-    from extract.encoders import build_tiny_audio
+    from swrr.extract.encoders import build_tiny_audio
 
     run_dir, _, rows = trained
     bundle = load_bundle(run_dir / "fold01" / "model")
@@ -179,14 +178,14 @@ def test_missing_encoder_and_mismatching_override_are_one_clear_message(trained,
 
 def _cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "predict.cli", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "swrr.predict.cli", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True)
 
 
 def test_cli_bad_requests_exit_2_with_one_line_and_write_nothing(trained, tmp_path):
     from click.testing import CliRunner
 
-    from predict.cli import main
+    from swrr.predict.cli import main
 
     run_dir, _, rows = trained
     clip = rows["path"][0]
@@ -311,8 +310,8 @@ def test_asr_fills_missing_transcripts_and_asr_all_replaces_given_ones(trained, 
 
 
 def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, monkeypatch):
-    import extract.pipeline as pipeline
-    from extract.audio import AudioError
+    import swrr.extract.pipeline as pipeline
+    from swrr.extract.audio import AudioError
 
     run_dir, _, rows = trained
     real = pipeline.load_audio
@@ -335,7 +334,7 @@ def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, 
 def test_the_vad_leaves_torchs_thread_count_as_it_was():
     """silero_vad sets torch's global thread count to 1 on import; that would slow and change every
     later computation of the process (e.g. an extraction after a prediction)."""
-    from predict import segment
+    from swrr.predict import segment
 
     segment._silero.cache_clear()
     for name in [m for m in sys.modules if m == "silero_vad" or m.startswith("silero_vad.")]:

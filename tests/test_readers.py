@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.datasets import READERS, DatasetError, get_reader, resolve_root
-from extract.datasets.demo import BUNDLED_ROOT
-from extract.datasets.iemocap import speaker_of
-from extract.datasets.mosei import standard_folds
+from swrr.extract.datasets import READERS, DatasetError, get_reader, resolve_root
+from swrr.extract.datasets.demo import BUNDLED_ROOT
+from swrr.extract.datasets.iemocap import speaker_of
+from swrr.extract.datasets.mosei import standard_folds
 
 
 def _by_id(reader):

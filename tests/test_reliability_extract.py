@@ -26,13 +26,13 @@ from click.testing import CliRunner
 from conftest import write_wav
 from test_extract import assert_same_cache
 
-from extract import pipeline
-from extract.batching import plan_batches
-from extract.cli import main
-from extract.pipeline import ExtractConfig, run_extraction
-from swrr_core import cache as cache_mod
-from swrr_core.cache import CacheError, open_cache, partial_path
-from swrr_core.model import SWRR, SWRRConfig
+from swrr.extract import pipeline
+from swrr.extract.batching import plan_batches
+from swrr.extract.cli import main
+from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr import cache as cache_mod
+from swrr.cache import CacheError, open_cache, partial_path
+from swrr.model import SWRR, SWRRConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DiskUsage = namedtuple("DiskUsage", "total used free")
@@ -90,8 +90,8 @@ repo, point, values = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 sys.path.insert(0, repo)
 from pathlib import Path
 import h5py
-from extract import pipeline
-from swrr_core import cache
+from swrr.extract import pipeline
+from swrr import cache
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -384,7 +384,7 @@ import json, os, sys, time
 repo, values, gate = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 sys.path.insert(0, repo)
 from pathlib import Path
-from extract import pipeline
+from swrr.extract import pipeline
 
 real_encode, batches = pipeline.encode_batch, []
 
@@ -400,7 +400,7 @@ pipeline.encode_batch = encode_batch
 values["root"], values["out"] = Path(values["root"]), Path(values["out"])
 pipeline.run_extraction(pipeline.ExtractConfig(**values))
 """
-CLI_CHILD = "import sys; sys.path.insert(0, sys.argv.pop(1)); from extract.cli import main; main()"
+CLI_CHILD = "import sys; sys.path.insert(0, sys.argv.pop(1)); from swrr.extract.cli import main; main()"
 
 
 def hold_extraction(clips, out, gate: Path, **kwargs) -> subprocess.Popen:

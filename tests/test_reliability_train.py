@@ -23,12 +23,12 @@ import pandas as pd
 import pytest
 import torch
 
-from swrr_core.cache import SCHEMA_VERSION
+from swrr.cache import SCHEMA_VERSION
 from test_train import cache_path, fold_metrics, make_cache, reference, tiny_config, weights  # noqa: F401 (fixtures)
 from test_train_cli import invoke
-from train.config import TrainError
-from train.loop import RunInterrupted
-from train.runner import INCOMPLETE, resume, run
+from swrr.train.config import TrainError
+from swrr.train.loop import RunInterrupted
+from swrr.train.runner import INCOMPLETE, resume, run
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILES = ("summary.csv", "results.json", "metrics.json", "ablations.csv")  # a fold is done with its metrics.json
@@ -42,8 +42,8 @@ repo, point, cache, runs = sys.argv[1:5]
 sys.path[:0] = [repo, os.path.join(repo, "tests")]
 import torch
 from test_train import tiny_config
-from train import loop, report
-from train.runner import run
+from swrr.train import loop, report
+from swrr.train.runner import run
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -244,7 +244,7 @@ repo, mode, cache, runs, marker = sys.argv[1:6]
 sys.path[:0] = [repo, os.path.join(repo, "tests")]
 import torch
 from test_train import tiny_config
-from train.runner import resume, run
+from swrr.train.runner import resume, run
 
 steps, real_step = [], torch.optim.Adam.step
 
@@ -326,7 +326,7 @@ def alive(pids):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_no_fold_process_outlives_a_killed_parallel_run(sig, cache_path, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "train.cli", "--cache", str(cache_path), "--runs-dir", str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "swrr.train.cli", "--cache", str(cache_path), "--runs-dir", str(tmp_path),
                              "--name", "parallel", *TINY_RUN, "--folds", "1,2", "--epochs", "200",
                              "--parallel-folds", "2", "--device", "cpu"],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -10,10 +10,10 @@ import yaml
 from click.testing import CliRunner
 
 from test_train import cache_path, make_cache, tiny_config  # noqa: F401 (cache_path is a fixture)
-from train.cli import main, parse_seeds
-from train.compare import run_compare
-from train.loop import RunInterrupted
-from train.runner import INCOMPLETE, resume, run
+from swrr.train.cli import main, parse_seeds
+from swrr.train.compare import run_compare
+from swrr.train.loop import RunInterrupted
+from swrr.train.runner import INCOMPLETE, resume, run
 
 UNITS = ["fold01-seed0", "fold02-seed0", "fold01-seed1", "fold02-seed1"]  # seed by seed
 
@@ -73,7 +73,7 @@ def test_summary_gives_the_spread_over_units_seeds_and_folds(runs):
 
 
 def test_results_json_states_the_protocol(runs, cache_path):
-    from swrr_core.cache import FeatureCache
+    from swrr.cache import FeatureCache
 
     _, seeded, _, _ = runs
     statement = json.loads((seeded / "results.json").read_text())["protocol"]

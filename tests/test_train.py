@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from swrr_core.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo
-from swrr_core.metrics import compute_metrics
-from swrr_core.model import ABLATIONS
-from train import checkpoint
-from train.config import TrainConfig, TrainError, model_config, resolve
-from train.loop import RunInterrupted
-from train.protocols import default_protocol, make_folds, pick_folds
-from train.parallel import run_lanes
-from train import report
-from train.runner import INCOMPLETE, prepare, resume, run, torch_threads
+from swrr.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo
+from swrr.metrics import compute_metrics
+from swrr.model import ABLATIONS
+from swrr.train import checkpoint
+from swrr.train.config import TrainConfig, TrainError, model_config, resolve
+from swrr.train.loop import RunInterrupted
+from swrr.train.protocols import default_protocol, make_folds, pick_folds
+from swrr.train.parallel import run_lanes
+from swrr.train import report
+from swrr.train.runner import INCOMPLETE, prepare, resume, run, torch_threads
 
 DIM, FRAMES, TOKENS = 16, 35, 6
 SPEAKERS = ("S1F", "S1M", "S2F", "S2M")
@@ -283,7 +283,7 @@ def test_fold_lanes_end_where_a_sequential_run_ends(cache_path, tmp_path, capsys
 
 
 def test_a_failing_lane_stops_the_others(cache_path, tmp_path, monkeypatch):
-    from train import loop
+    from swrr.train import loop
 
     evaluate = loop.evaluate
 
@@ -307,7 +307,7 @@ def test_capture_gate_lets_a_capture_run_alone():
     and steps that come while a capture waits or runs must wait for it."""
     import threading
 
-    from train.step import CaptureGate
+    from swrr.train.step import CaptureGate
 
     gate, events = CaptureGate(), []
     capture_waiting = threading.Event()

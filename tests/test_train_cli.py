@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from swrr_core.cache import CacheMeta, CacheWriter, RowInfo
+from swrr.cache import CacheMeta, CacheWriter, RowInfo
 from test_train import cache_path, fold_metrics, make_cache  # noqa: F401 (cache_path is a fixture)
-from train.cli import main
+from swrr.train.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = ["--protocol", "loso-speaker", "--folds", "1,2", "--epochs", "3", "--batch-size", "8", "--lr", "2e-3",
@@ -23,7 +23,7 @@ TINY_ARGS = ["--protocol", "loso-speaker", "--folds", "1,2", "--epochs", "3", "-
 BLOCKED = ("import sys\n"
            "for name in ('librosa', 'soundfile', 'transformers'):\n"
            "    sys.modules[name] = None  # any import of them now fails\n"
-           "from train.cli import main\n"
+           "from swrr.train.cli import main\n"
            "main()\n")
 
 

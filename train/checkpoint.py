@@ -13,8 +13,8 @@ from typing import Any, Dict
 
 import torch
 
-from swrr_core.cache import differing_config_keys
-from train.config import TrainError
+from swrr.cache import differing_config_keys
+from swrr.train.config import TrainError
 
 FORMAT_TAG = "swrr-train-checkpoint"
 VERSION = 1

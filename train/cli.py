@@ -7,13 +7,13 @@ from typing import Any, Dict, List, Optional, Set
 
 import click
 
-from swrr_core.cache import CacheError
-from swrr_core.cli import CONTEXT, OneLineErrors
-from swrr_core.device import DeviceError
-from swrr_core.objectives import REGRESSION_OBJECTIVES
-from train.config import (ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError,
+from swrr.cache import CacheError
+from swrr.cli import CONTEXT, OneLineErrors
+from swrr.device import DeviceError
+from swrr.objectives import REGRESSION_OBJECTIVES
+from swrr.train.config import (ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError,
                           load_config_file, seed_problems)
-from train.loop import RunInterrupted
+from swrr.train.loop import RunInterrupted
 
 USER_ERRORS = (CacheError, DeviceError, TrainError)
 
@@ -178,7 +178,7 @@ def main(ctx: click.Context, resume_dir, config, folds, seeds_text, lstm_hidden,
       swrr-train --config runs/five-seeds/config.json --name again
       swrr-train --resume runs/iemocap-loso-speaker
     """
-    from train.runner import resume, run
+    from swrr.train.runner import resume, run
 
     given = {name for name in ctx.params
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}

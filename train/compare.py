@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from train.config import INCOMPLETE
-from train.report import NAMES, PERCENT, RANDOM_NOTE, sample_std, shown
+from swrr.train.config import INCOMPLETE
+from swrr.train.report import NAMES, PERCENT, RANDOM_NOTE, sample_std, shown
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -330,7 +330,7 @@ def _p_cell(p: float) -> str:
 def plot(rows: List[Dict], runs: Sequence[RunResults], path: Path) -> None:
     """Per metric: each run's mean with its bootstrap CI (left), each unit's paired difference
     to the reference with the mean difference and its CI (right)."""
-    from train.report import _pyplot
+    from swrr.train.report import _pyplot
 
     plt = _pyplot()
     units = common_units(runs)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from swrr_core.cli import CONTEXT, OneLineErrors
-from train.compare import BOOTSTRAP_SEED, RESAMPLES, CompareError, run_compare
+from swrr.cli import CONTEXT, OneLineErrors
+from swrr.train.compare import BOOTSTRAP_SEED, RESAMPLES, CompareError, run_compare
 
 
 @click.command("swrr-compare", cls=OneLineErrors, user_errors=(CompareError,), context_settings=CONTEXT)

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
-from swrr_core.cache import CacheMeta
-from swrr_core import objectives
-from swrr_core.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
+from swrr.cache import CacheMeta
+from swrr import objectives
+from swrr.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
 
 PROTOCOLS = ("loso-speaker", "loso-session", "split", "all")  # all: one model on every row, to deploy
 SELECT_RULES = ("auto", "last", "valid")

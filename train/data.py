@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from swrr_core.cache import CacheError, FeatureCache, estimated_bytes
-from train.config import TrainError
+from swrr.cache import CacheError, FeatureCache, estimated_bytes
+from swrr.train.config import TrainError
 
 Batch = Dict[str, torch.Tensor]
 LENGTHS = ("audio_len", "text_len")  # the columns that stay on the host

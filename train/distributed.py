@@ -28,10 +28,10 @@ from typing import Callable, Dict, Tuple, TypeVar
 
 import torch
 
-from swrr_core.cache import CacheError
-from swrr_core.device import DeviceError
-from swrr_core.ranks import FailureFlag, RankError, Ranks, deal
-from train.config import TrainError
+from swrr.cache import CacheError
+from swrr.device import DeviceError
+from swrr.ranks import FailureFlag, RankError, Ranks, deal
+from swrr.train.config import TrainError
 
 T = TypeVar("T")
 USER_ERRORS = (TrainError, CacheError, DeviceError, RankError, torch.cuda.OutOfMemoryError, MemoryError)
@@ -60,8 +60,8 @@ def on_every_rank(work: Callable[[], T]) -> T:
 
 def execute_on_ranks(plan, run_dir: Path) -> Path:
     """`runner.execute` under torchrun: deal the pending units, train this rank's, gather, report."""
-    from train import report
-    from train.runner import finished_folds, finish, stopped_message, torch_threads, train_folds, unit_key
+    from swrr.train import report
+    from swrr.train.runner import finished_folds, finish, stopped_message, torch_threads, train_folds, unit_key
 
     ranks = Ranks.from_env()
     device = ranks.step(lambda: ranks.device(plan.device), USER_ERRORS)

@@ -20,17 +20,17 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from swrr_core import objectives
-from swrr_core.bundle import BUNDLE_DIRNAME, write_bundle
-from swrr_core.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
-from swrr_core.model import SWRR, SWRRConfig
-from swrr_core.progress import progress_bar
-from train import checkpoint
-from train.config import TrainConfig, TrainError, objective
-from train.data import epoch_batches
-from train.protocols import Fold
-from train.step import TrainStep
-from train.tensorboard_log import EpochScalars
+from swrr import objectives
+from swrr.bundle import BUNDLE_DIRNAME, write_bundle
+from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
+from swrr.model import SWRR, SWRRConfig
+from swrr.progress import progress_bar
+from swrr.train import checkpoint
+from swrr.train.config import TrainConfig, TrainError, objective
+from swrr.train.data import epoch_batches
+from swrr.train.protocols import Fold
+from swrr.train.step import TrainStep
+from swrr.train.tensorboard_log import EpochScalars
 
 SYNC_EVERY = 25  # steps between host syncs for the progress bar and the NaN check
 

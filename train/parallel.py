@@ -28,12 +28,12 @@ from typing import Dict, Iterator, List
 
 import torch
 import torch.multiprocessing as mp
-from swrr_core.cache import FeatureCache
-from swrr_core.guards import die_with_parent
-from swrr_core.progress import progress_bar
-from train.config import TrainConfig, TrainError
-from train.data import make_source
-from train.loop import EpochBudget, FoldJob, train_fold
+from swrr.cache import FeatureCache
+from swrr.guards import die_with_parent
+from swrr.progress import progress_bar
+from swrr.train.config import TrainConfig, TrainError
+from swrr.train.data import make_source
+from swrr.train.loop import EpochBudget, FoldJob, train_fold
 
 _worker_source: Dict[str, object] = {}
 

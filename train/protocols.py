@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from train.config import TrainError
+from swrr.train.config import TrainError
 
 EMPTY = np.zeros(0, dtype=np.int64)
 

@@ -13,8 +13,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from swrr_core.metrics import classification_metrics, headline
-from train.config import FULL_MODEL
+from swrr.metrics import classification_metrics, headline
+from swrr.train.config import FULL_MODEL
 
 # The paper's numbers (percent): IEMOCAP 4-class leave-one-speaker-out (Table 1 and the
 # Table 3 ablations) and CMU-MOSEI (Table 2). The paper does not say which ACC2/F1 its 84.8 / 83.8

@@ -23,20 +23,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from swrr_core import __version__
-from swrr_core.cache import FeatureCache
-from swrr_core.device import resolve_device
-from swrr_core.guards import LockHeld, OutputLock
-from swrr_core.model import ABLATIONS
-from swrr_core.ranks import Ranks
-from train import report
-from train.distributed import in_rank_group, on_every_rank, on_rank0
-from train.config import (FULL_MODEL, INCOMPLETE, RESUMABLE_FIELDS, TrainConfig, TrainError, check,
+from swrr._version import __version__
+from swrr.cache import FeatureCache
+from swrr.device import resolve_device
+from swrr.guards import LockHeld, OutputLock
+from swrr.model import ABLATIONS
+from swrr.ranks import Ranks
+from swrr.train import report
+from swrr.train.distributed import in_rank_group, on_every_rank, on_rank0
+from swrr.train.config import (FULL_MODEL, INCOMPLETE, RESUMABLE_FIELDS, TrainConfig, TrainError, check,
                           fingerprint, model_config, resolve, unit_seeds)
-from train.data import make_source
-from train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
-from train.protocols import Fold, default_protocol, make_folds, pick_folds
-from train.tensorboard_log import require_tensorboard
+from swrr.train.data import make_source
+from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
+from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds
+from swrr.train.tensorboard_log import require_tensorboard
 
 
 @dataclass
@@ -217,7 +217,7 @@ def execute(plan: Plan, run_dir: Path) -> Path:
     for job in plan.jobs:
         job.fold_dir = str(run_dir / job.unit_name())
     if Ranks.from_env().distributed:  # under torchrun: the units are dealt to the ranks
-        from train.distributed import execute_on_ranks
+        from swrr.train.distributed import execute_on_ranks
 
         return execute_on_ranks(plan, run_dir)
     report.banner(plan, run_dir, plan.device)
@@ -261,7 +261,7 @@ def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterat
     (and prints its line) as it finishes. The next unit starts only when the caller asks for it."""
     config = plan.config
     if config.parallel_folds > 1 and len(jobs) > 1:
-        from train.parallel import run_lanes, run_parallel
+        from swrr.train.parallel import run_lanes, run_parallel
 
         results_of = (run_lanes(jobs, config, device, plan.cache) if device.type == "cuda"
                       else run_parallel(jobs, config, device))

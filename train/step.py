@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from swrr_core.model import SWRR
+from swrr.model import SWRR
 
 WARMUP_STEPS = 3  # eager steps per batch size before its capture (the CUDA graphs docs use 3)
 

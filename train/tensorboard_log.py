@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict
 
-from train.config import TrainError
+from swrr.train.config import TrainError
 
 
 def require_tensorboard() -> None:

@@ -6,12 +6,14 @@ model can learn the classes from either modality. It lets the first README comma
 """
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import List
 
 from .manifest import ManifestReader
 
-BUNDLED_ROOT = Path(__file__).resolve().parents[1] / "demo_data"
+# The clips ship as package data of swrr.extract (an installed wheel and an editable checkout alike).
+BUNDLED_ROOT = Path(str(resources.files("swrr.extract") / "demo_data"))
 
 
 class DemoReader(ManifestReader):
