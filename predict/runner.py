@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class PredictConfig:
     model: str  # a bundle folder, a run folder (+ fold), or a hub id
     inputs: List[str]
     texts: List[str] = field(default_factory=list)
-    out: Path = Path("predictions.csv")
+    out: Optional[Path] = Path("predictions.csv")  # None: only return the table (the Python API)
     fold: Optional[int] = None
     format: Optional[str] = None  # None: from the --out suffix (.jsonl -> jsonl), else csv
     device: str = "auto"
@@ -56,9 +56,12 @@ class PredictConfig:
     progress: bool = True
 
     def __post_init__(self):
-        self.out = Path(self.out)
-        self.format = self.format or ("jsonl" if self.out.suffix.lower() in (".jsonl", ".json") else "csv")
+        self.out = None if self.out is None else Path(self.out)
+        suffix = self.out.suffix.lower() if self.out is not None else ""
+        self.format = self.format or ("jsonl" if suffix in (".jsonl", ".json") else "csv")
         problems = []
+        if self.plot and self.out is None:
+            problems.append("plot=True needs out=PATH: the timelines are written as <out>.<file>.png beside the table")
         if self.format not in FORMATS:
             problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.segment not in SEGMENT_MODES:
@@ -87,6 +90,7 @@ class Summary:
     seconds: float
     random_encoders: bool
     warnings: List[str]
+    table: Any = field(default=None, repr=False)  # the pandas.DataFrame written to `out`
 
     def lines(self) -> List[str]:
         rate = self.predicted / self.seconds if self.seconds > 0 else 0.0
@@ -111,14 +115,18 @@ def check_output(out: Path) -> None:
         raise PredictError(f"--out {out}: the folder {folder} is not writable")
 
 
-def run_predict(config: PredictConfig) -> Summary:
-    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes."""
+def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None) -> Summary:
+    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes.
+
+    The table is written to `config.out` (unless it is None) and is the summary's `table` either
+    way. `predictor`: one already loaded for `config.model` (the Python API keeps it between calls)."""
     started = time.perf_counter()
-    check_output(config.out)
+    if config.out is not None:
+        check_output(config.out)
     items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
-    bundle = load_bundle(config.model, fold=config.fold)
-    predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
-                          config.batch_seconds, config.workers)
+    if predictor is None:
+        predictor = Predictor(load_bundle(config.model, fold=config.fold), config.device, config.audio_encoder,
+                              config.text_encoder, config.batch_seconds, config.workers)
     warnings = _revision_warnings(predictor)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
@@ -139,7 +147,8 @@ def run_predict(config: PredictConfig) -> Summary:
     table = _table(items, predictor.scores(outputs), predictor)
     if config.aggregate == "mean":
         table = _with_file_means(table, predictor)
-    _write(table, config.out, config.format)
+    if config.out is not None:
+        _write(table, config.out, config.format)
     if config.plot:
         from swrr.predict.plot import plot_timelines
 
@@ -148,7 +157,7 @@ def run_predict(config: PredictConfig) -> Summary:
     done = table[(table["error"] == "") & (table["kind"] != "file-mean")]
     return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings)
+                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table)
 
 
 def _revision_warnings(predictor: Predictor) -> List[str]:

@@ -35,6 +35,7 @@ from swrr._version import __version__
 from swrr import objectives
 from swrr.cache import CacheError, CacheMeta
 from swrr.model import SWRR, SWRRConfig
+from swrr.errors import SwrrError
 
 FORMAT_TAG = "swrr-model-bundle"
 FORMAT_VERSION = 1
@@ -44,7 +45,7 @@ CARD = "README.md"
 BUNDLE_DIRNAME = "model"  # the bundle inside a fold folder of a run
 
 
-class BundleError(Exception):
+class BundleError(SwrrError):
     """A bundle (or run folder) that cannot be used; the message names the path and what to do."""
 
 
