@@ -15,7 +15,7 @@ from typing import Sequence, Type
 
 import click
 
-from swrr.errors import SwrrError
+from swrr.errors import SwrrError, flags_in_messages
 from swrr.ranks import RankFailed, Ranks
 
 USAGE_EXIT = 2
@@ -30,7 +30,8 @@ class OneLineErrors(click.Command):
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         try:
-            return super().main(*args, **kwargs)
+            with flags_in_messages():  # library messages name options as this command's flags
+                return super().main(*args, **kwargs)
         except click.ClickException as exc:
             self.fail(exc.format_message())
         except RankFailed as exc:

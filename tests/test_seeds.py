@@ -10,7 +10,8 @@ import yaml
 from click.testing import CliRunner
 
 from test_train import cache_path, make_cache, tiny_config  # noqa: F401 (cache_path is a fixture)
-from swrr.train.cli import main, parse_seeds
+from swrr.train.cli import main
+from swrr.train.options import parse_seeds
 from swrr.train.compare import run_compare
 from swrr.train.loop import RunInterrupted
 from swrr.train.runner import INCOMPLETE, resume, run

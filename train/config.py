@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_t
 from swrr.cache import CacheMeta
 from swrr import objectives
 from swrr.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
-from swrr.errors import SwrrError
+from swrr.errors import SwrrError, option
 
 PROTOCOLS = ("loso-speaker", "loso-session", "split", "all")  # all: one model on every row, to deploy
 SELECT_RULES = ("auto", "last", "valid")
@@ -214,13 +214,13 @@ def unit_seeds(config: TrainConfig) -> List[int]:
 def seed_problems(seeds: List[int]) -> List[str]:
     """What is wrong with a --seeds list (empty, negative, repeated), as messages."""
     if not seeds:
-        return ["--seeds needs at least one seed"]
+        return [f"{option('seeds')} needs at least one seed"]
     problems = []
     if min(seeds) < 0:
-        problems.append(f"--seeds must be >= 0, got {', '.join(str(s) for s in seeds if s < 0)}")
+        problems.append(f"{option('seeds')} must be >= 0, got {', '.join(str(s) for s in seeds if s < 0)}")
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
-        problems.append(f"--seeds lists {', '.join(map(str, repeated))} more than once")
+        problems.append(f"{option('seeds')} lists {', '.join(map(str, repeated))} more than once")
     return problems
 
 
