@@ -10,8 +10,10 @@ own handling ends with exit code 130.
 """
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Sequence, Type
+from contextlib import contextmanager
+from typing import Iterator, Sequence, Type
 
 import click
 
@@ -22,6 +24,35 @@ USAGE_EXIT = 2
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class _StdoutLines(logging.Handler):
+    """Each record as its bare message on the sys.stdout of the moment (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 (logging's own contract: report, never raise)
+            self.handleError(record)
+
+
+@contextmanager
+def console_output() -> Iterator[None]:
+    """Inside it, the "swrr" loggers' INFO-and-up messages are printed as plain lines on stdout
+    (what the commands show; the library itself only logs)."""
+    logger = logging.getLogger("swrr")
+    handler = _StdoutLines()
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # shown once, not again by a root handler
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 class OneLineErrors(click.Command):
     def __init__(self, *args, user_errors: Sequence[Type[BaseException]] = (), **kwargs):
         super().__init__(*args, **kwargs)
@@ -30,7 +61,7 @@ class OneLineErrors(click.Command):
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         try:
-            with flags_in_messages():  # library messages name options as this command's flags
+            with flags_in_messages(), console_output():  # library messages name options as flags
                 return super().main(*args, **kwargs)
         except click.ClickException as exc:
             self.fail(exc.format_message())

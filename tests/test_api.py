@@ -226,11 +226,13 @@ def test_open_run_refuses_what_is_not_a_finished_run(tmp_path):
 
 
 def test_train_model_needs_no_audio_or_text_library(tmp_path):
-    """`import swrr; swrr.train_model(...)` in a process where librosa, soundfile and transformers cannot load."""
+    """`import swrr; swrr.train_model(...)` in a process where librosa, soundfile and transformers cannot
+    load; its report reaches the caller's logging configuration."""
     cache = make_cache(tmp_path / "synthetic.h5", n=24)
-    code = ("import sys\n"
+    code = ("import logging, sys\n"
             "for name in ('librosa', 'soundfile', 'transformers'):\n"
             "    sys.modules[name] = None\n"
+            "logging.basicConfig(level=logging.INFO, format='%(name)s| %(message)s')\n"
             "import swrr\n"
             f"run = swrr.train_model({str(cache)!r}, runs_dir={str(tmp_path)!r}, folds=[1], epochs=1, batch_size=8,"
             " lstm_hidden=8, model_set={'cnn_channels': [4, 8]}, threads=1, device='cpu', progress=False)\n"
@@ -238,6 +240,8 @@ def test_train_model_needs_no_audio_or_text_library(tmp_path):
     done = run_python(code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1].split()[1] == "1"
+    assert "swrr.train| summary over 1 fold(s), swrr" in done.stderr  # reported through logging
+    assert all(line.startswith("swrr.train| ") for line in done.stderr.splitlines())  # progress=False: no bars
 
 
 def test_api_verbs_document_their_options():
