@@ -248,3 +248,17 @@ def test_api_verbs_document_their_options():
     for verb in (swrr.extract_features, swrr.train_model, swrr.compare, swrr.open_run,
                  swrr.EmotionRecognizer.from_pretrained, swrr.EmotionRecognizer.predict):
         assert inspect.getdoc(verb) and len(inspect.getdoc(verb)) > 60, verb
+
+
+@pytest.mark.slow
+def test_the_quickstart_example_runs(tmp_path):
+    """docs/examples/quickstart.py as a user runs it: its own process, a neutral folder."""
+    done = subprocess.run([sys.executable, str(REPO / "docs" / "examples" / "quickstart.py"), str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "96 clips" in out and "from the file:" in out and "from memory:" in out
+    assert "['resampled from 8000 Hz', '2 channels averaged']" in out
+    assert (tmp_path / "runs" / "base" / "summary.csv").exists() and (tmp_path / "runs" / "lr-2e-3").exists()
+    assert list((tmp_path / "runs").glob("compare-base-vs-lr-2e-3/compare.csv"))
