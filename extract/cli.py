@@ -6,20 +6,16 @@ from pathlib import Path
 
 import click
 
-from swrr.extract.audio import AudioError
 from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS
-from swrr.extract.datasets import READERS, DatasetError
-from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
+from swrr.extract.datasets import READERS
+from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS
 from swrr.extract.options import extract_config
 from swrr.extract.pipeline import DEVICES, DTYPES, default_workers, run_extraction
-from swrr.cache import CacheError, partial_path
+from swrr.cache import partial_path
 from swrr.cli import CONTEXT, OneLineErrors
-from swrr.device import DeviceError
-
-USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
 
 
-@click.command("swrr-extract", cls=OneLineErrors, user_errors=USER_ERRORS, context_settings=CONTEXT)
+@click.command("swrr-extract", cls=OneLineErrors, context_settings=CONTEXT)
 @click.option("--dataset", required=True, type=click.Choice(list(READERS)),
               help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release or "
                    "label.csv layout), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "

@@ -47,6 +47,7 @@ from swrr.extract.encoders import describe
 from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, partial_done, partial_path, refuse_finished,
                              shard_partials, shard_path)
 from swrr.device import resolve_device
+from swrr.errors import SwrrError
 from swrr.ranks import FailureFlag, Ranks, deal
 
 COPY_BLOCK = 1024  # rows per assembly step: memory stays flat however large the cache
@@ -87,9 +88,7 @@ class RankWork:
 
 
 def _user_errors():
-    from swrr.extract.cli import USER_ERRORS  # the CLI's list of what is the user's to fix
-
-    return USER_ERRORS + (torch.cuda.OutOfMemoryError, MemoryError)
+    return (SwrrError, torch.cuda.OutOfMemoryError, MemoryError)  # SwrrError: whatever the user can fix
 
 
 def failure_flag(out: Path) -> FailureFlag:
