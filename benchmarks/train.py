@@ -40,6 +40,7 @@ import torch
 from profiling import int_list, launch_ranks, profile_calls, sync
 from swrr.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo
 from swrr.device import resolve_device
+from swrr.rundir import RunFolder
 from swrr.train.config import TrainConfig
 from swrr.train.data import LENGTHS, ResidentSource, StreamSource, as_tensors
 from swrr.train.loop import FoldJob, evaluate, train_epoch, training_parts
@@ -226,7 +227,7 @@ def rank_runs(args, cache_path: Path, runs: Path) -> dict:
                                        str(args.lstm_hidden), "--device", args.device, "--threads", "1",
                                        "--no-progress", "--runs-dir", str(runs), "--name", f"ranks{ranks}"],
                                ranks, "swrr-train")
-        units = len(list((runs / f"ranks{ranks}").glob("fold*/metrics.json")))
+        units = sum(unit.finished() for unit in RunFolder(runs / f"ranks{ranks}").units())
         out[ranks] = {"units": units, "wall_s": wall, "units_per_s": units / wall}
         print(f"  {ranks} rank(s): {units} units in {wall:.1f} s = {units / wall:.3f} units/s"
               + (f", {out[ranks]['units_per_s'] / out[args.ranks[0]]['units_per_s']:.2f}x {args.ranks[0]} rank(s)"

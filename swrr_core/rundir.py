@@ -76,6 +76,11 @@ def parse_unit_name(name: str) -> Optional[Tuple[int, Optional[int]]]:
     return int(match.group(1)), None if match.group(2) is None else int(match.group(2))
 
 
+def _inside(name: str, doc: str) -> property:
+    """A path attribute: `name` inside the folder's `path`."""
+    return property(lambda self: self.path / name, doc=doc)
+
+
 @dataclass(frozen=True)
 class UnitFolder:
     """One unit's folder (fold x seed) inside a run folder."""
@@ -85,6 +90,15 @@ class UnitFolder:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))  # a str is welcome too
 
+    last_checkpoint = _inside("last.pt", "the checkpoint after the last finished epoch (resume)")
+    best_checkpoint = _inside("best.pt", "the selected model's checkpoint")
+    log_csv = _inside("log.csv", "one row per epoch")
+    log_jsonl = _inside("log.jsonl", "one JSON record per epoch")
+    predictions = _inside("predictions.csv", "the selected model on the unit's test rows")
+    attention = _inside("attention.npy", "the mean token x frame attention on the test rows")
+    bundle = _inside(UNIT_BUNDLE, "the unit's model bundle folder (its contents: swrr_core/bundle.py)")
+    metrics = _inside(UNIT_RESULT, "the unit's result, written last")
+
     @property
     def fold(self) -> int:
         return parse_unit_name(self.path.name)[0]
@@ -93,39 +107,6 @@ class UnitFolder:
     def seed(self) -> Optional[int]:
         """The seed its name carries (None: a run without --seeds; its seed is the run's)."""
         return parse_unit_name(self.path.name)[1]
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.path / "last.pt"
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.path / "best.pt"
-
-    @property
-    def log_csv(self) -> Path:
-        return self.path / "log.csv"
-
-    @property
-    def log_jsonl(self) -> Path:
-        return self.path / "log.jsonl"
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / "predictions.csv"
-
-    @property
-    def attention(self) -> Path:
-        return self.path / "attention.npy"
-
-    @property
-    def bundle(self) -> Path:
-        """The unit's model bundle folder (its contents: swrr_core/bundle.py)."""
-        return self.path / UNIT_BUNDLE
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / UNIT_RESULT
 
     @property
     def tensorboard(self) -> Path:
@@ -158,29 +139,12 @@ class RunFolder:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))  # a str is welcome too
 
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def incomplete_marker(self) -> Path:
-        return self.path / INCOMPLETE
-
-    @property
-    def rank_failed_flag(self) -> Path:
-        return self.path / RANK_FAILED
-
-    @property
-    def results(self) -> Path:
-        return self.path / RESULTS
-
-    @property
-    def summary(self) -> Path:
-        return self.path / SUMMARY
-
-    @property
-    def ablation_table(self) -> Path:
-        return self.path / ABLATION_TABLE
+    config = _inside(CONFIG, "what ran (train config, model, cache identity, folds)")
+    incomplete_marker = _inside(INCOMPLETE, "present until the run has finished")
+    rank_failed_flag = _inside(RANK_FAILED, "the first failing rank's message under torchrun")
+    results = _inside(RESULTS, "every unit's result, the summary and how they were made")
+    summary = _inside(SUMMARY, "one row per metric over the units")
+    ablation_table = _inside(ABLATION_TABLE, "an --ablation all folder's table")
 
     def plot(self, name: str) -> Path:
         """One of CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT in this folder."""
