@@ -96,7 +96,7 @@ def make_job(rows: int, args, model_config: SWRRConfig, graphs: bool = False, se
 
 
 def warmed_up(source, device, args, model_config, steps: int, graphs: bool, seed: int = 0):
-    """A fresh model, as loop._train_fold builds it, trained for a warm-up epoch of args.warmup
+    """A fresh model, as loop.fit_fold builds it, trained for a warm-up epoch of args.warmup
     steps (CUDA graphs are captured there); -> (job of `steps` steps, parts, shuffle generator)."""
     job = make_job(args.warmup * args.batch_size, args, model_config, graphs, seed)
     parts = training_parts(job, device)

@@ -18,7 +18,8 @@ goes through here; no other module spells these names or parses a unit folder's 
             metrics.json            the unit's result, written last: it exists = the unit has finished
     runs/<name>.lock                the OS lock of the process training the run (swrr_core/guards.py)
     runs/<grid>/                    --ablation all: config.json with "grid", ablations.csv, INCOMPLETE,
-                                    and one run folder per variant (swrr/, text-only/, ...)
+                                    one run folder per variant (swrr/, text-only/, ...), and
+                                    compare/ once swrr-compare has compared the variants
 
 Plain paths and names; nothing here imports train, so compare, export, predict and TensorBoard
 read runs without the trainer.
@@ -42,6 +43,7 @@ SUMMARY = "summary.csv"
 ABLATION_TABLE = "ablations.csv"
 CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT = "confusion.png", "learning_curve.png", "attention.png"
 TENSORBOARD = "tb"
+COMPARISON = "compare"
 
 UNIT_PREFIX = "fold"
 UNIT_GLOB = f"{UNIT_PREFIX}*"  # in messages: where a run keeps its units
@@ -145,6 +147,7 @@ class RunFolder:
     results = _inside(RESULTS, "every unit's result, the summary and how they were made")
     summary = _inside(SUMMARY, "one row per metric over the units")
     ablation_table = _inside(ABLATION_TABLE, "an --ablation all folder's table")
+    comparison = _inside(COMPARISON, "swrr-compare's default output folder for an --ablation all folder")
 
     def plot(self, name: str) -> Path:
         """One of CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT in this folder."""

@@ -1,4 +1,4 @@
-"""`swrr-train`: parse options -> TrainConfig -> train.runner.run (or resume). Nothing else here."""
+"""`swrr-train`: parse options -> TrainConfig -> train.launch.run (or resume). Nothing else here."""
 from __future__ import annotations
 
 import sys

@@ -368,7 +368,7 @@ def default_out(paths: Sequence) -> Path:
     """An ablation folder: <folder>/compare; runs: compare-<A>-vs-<B>... beside the first run."""
     first = Path(paths[0])
     if len(paths) == 1:
-        return first / "compare"
+        return RunFolder(first).comparison
     return first.parent / ("compare-" + "-vs-".join(Path(p).name for p in paths))
 
 
