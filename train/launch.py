@@ -7,7 +7,7 @@ Decision: whether ranks take over is decided here, above both train/runner.py (t
 run) and train/distributed.py (the ranks layer over runner's public functions), from the
 launcher's environment: WORLD_SIZE 1 (no torchrun) runs runner's steps with ONE_PROCESS, exactly
 what `runner.run` does; WORLD_SIZE > 1 opens the gloo group and runs the same steps with
-distributed.RankGroup. Neither module asks the environment which one it is.
+distributed.RankGroup. Neither module decides it (runner only refuses to run alone inside a rank).
 """
 from __future__ import annotations
 
