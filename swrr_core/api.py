@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from swrr.errors import SwrrError, refuse_unknown
+from swrr.errors import refuse_unknown
+from swrr.rundir import INCOMPLETE, RunFolder, RunFolderError
 
 COMPARE_OPTIONS = ("out", "resamples", "bootstrap_seed")
-
-
-class RunError(SwrrError):
-    """A folder that is not a finished swrr-train run."""
 
 
 @dataclass
@@ -65,7 +62,7 @@ def train_model(cache=None, **options) -> "Run":
 
 
 def open_run(path) -> "Run":
-    """A finished run folder (or an --ablation all folder) of swrr-train; RunError otherwise."""
+    """A finished run folder (or an --ablation all folder) of swrr-train; RunFolderError otherwise."""
     return Run(path)
 
 
@@ -93,18 +90,12 @@ class Run:
     """A finished swrr-train run folder: its summary, its units' results, its models."""
 
     def __init__(self, path):
-        from swrr.train.config import INCOMPLETE
-
-        self.path = Path(path)
-        if not (self.path / "config.json").is_file():
-            raise RunError(f"{self.path} is not a run folder of swrr-train (no config.json)")
-        if (self.path / INCOMPLETE).exists():
-            raise RunError(f"{self.path} has not finished (it holds an {INCOMPLETE} marker); continue it with "
-                           f"train_model(resume={str(self.path)!r}) or swrr-train --resume {self.path}")
-        try:
-            self.config: Dict[str, Any] = json.loads((self.path / "config.json").read_text())
-        except ValueError as exc:
-            raise RunError(f"{self.path / 'config.json'} is not valid JSON ({exc})") from None
+        self.folder = RunFolder(path)  # the run folder's layout: swrr_core/rundir.py
+        self.path = self.folder.path
+        self.config: Dict[str, Any] = self.folder.read_config()
+        if self.folder.is_incomplete():
+            raise RunFolderError(f"{self.path} has not finished (it holds an {INCOMPLETE} marker); continue it "
+                                 f"with train_model(resume={str(self.path)!r}) or swrr-train --resume {self.path}")
         self.variants: List[str] = list(self.config.get("grid", []))  # an --ablation all folder's runs
 
     def __repr__(self) -> str:
@@ -115,7 +106,7 @@ class Run:
         """summary.csv as a pandas.DataFrame (one row per metric); of an --ablation all folder, ablations.csv."""
         import pandas as pd
 
-        return pd.read_csv(self.path / ("ablations.csv" if self.variants else "summary.csv"))
+        return pd.read_csv(self.folder.ablation_table if self.variants else self.folder.summary)
 
     @property
     def units(self):
@@ -124,9 +115,8 @@ class Run:
         import pandas as pd
 
         if self.variants:
-            return pd.concat([open_run(self.path / v).units.assign(variant=v) for v in self.variants],
-                             ignore_index=True)
-        results = json.loads((self.path / "results.json").read_text())["folds"]
+            return pd.concat([self.variant(v).units.assign(variant=v) for v in self.variants], ignore_index=True)
+        results = json.loads(self.folder.results.read_text())["folds"]
         return pd.DataFrame([{"fold": r["fold"], "seed": r.get("seed"), "name": r["name"],
                               **{f"{split}_rows": n for split, n in r["sizes"].items()},
                               "selected_epoch": r["selected_epoch"], **r["metrics"]} for r in results])
@@ -134,8 +124,8 @@ class Run:
     def variant(self, name: str) -> "Run":
         """One variant's run of an --ablation all folder (e.g. "swrr", "no-sliwa")."""
         if name not in self.variants:
-            raise RunError(f"{self.path} has no variant {name!r}; it has: {', '.join(self.variants) or 'none'}")
-        return open_run(self.path / name)
+            raise RunFolderError(f"{self.path} has no variant {name!r}; it has: {', '.join(self.variants) or 'none'}")
+        return open_run(self.folder.variant(name).path)
 
     def recognizer(self, fold: Optional[int] = None, **options):
         """An EmotionRecognizer of this run's model (`fold`: which fold's, 1-based, when it has several);
@@ -143,6 +133,6 @@ class Run:
         from swrr.predict.recognizer import EmotionRecognizer
 
         if self.variants:
-            raise RunError(f"{self.path} is an --ablation all folder: take one variant's model, e.g. "
+            raise RunFolderError(f"{self.path} is an --ablation all folder: take one variant's model, e.g. "
                            f"run.variant({self.variants[0]!r}).recognizer()")
         return EmotionRecognizer.from_pretrained(self.path, fold=fold, **options)

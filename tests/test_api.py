@@ -57,7 +57,7 @@ def test_the_face_lists_its_names_and_refuses_unknown_ones():
 
 
 def test_every_user_error_is_a_swrr_error():
-    from swrr.api import RunError
+    from swrr.rundir import RunFolderError
     from swrr.bundle import BundleError
     from swrr.cache import CacheError
     from swrr.device import DeviceError
@@ -70,7 +70,7 @@ def test_every_user_error_is_a_swrr_error():
     from swrr.train.config import TrainError
 
     for error in (AudioError, BundleError, CacheError, CompareError, DatasetError, DeviceError, EncoderError,
-                  OptionError, PredictError, RankError, RunError, TrainError):
+                  OptionError, PredictError, RankError, RunFolderError, TrainError):
         assert issubclass(error, SwrrError), error
     assert issubclass(DeviceError, ValueError)  # as before: callers catching ValueError still do
 

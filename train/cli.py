@@ -7,7 +7,7 @@ import click
 
 from swrr.cli import CONTEXT, OneLineErrors
 from swrr.objectives import REGRESSION_OBJECTIVES
-from swrr.train.config import ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES
+from swrr.train.config import ABLATION_CHOICES, DEFAULTS, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES
 from swrr.train.loop import RunInterrupted
 from swrr.train.options import start_training
 
@@ -47,7 +47,7 @@ RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cud
 @click.option("--early-stop-speaker", is_flag=True,
               help="LOSO only: hold out one training speaker per fold (the test speaker's session mate) as "
                    "validation and report the epoch with the best validation UA. Default: off (last epoch).")
-@click.option("--select", type=click.Choice(SELECT_RULES), default="auto", show_default=True,
+@click.option("--select", type=click.Choice(SELECT_RULES), default=DEFAULTS["select"], show_default=True,
               help="Which epoch's model is reported: 'valid' = best validation epoch (UA, or MAE for "
                    "regression), 'last' = final epoch, 'auto' = 'valid' when the fold has validation rows.")
 @click.option("--ablation", type=click.Choice(ABLATION_CHOICES),
@@ -57,16 +57,16 @@ RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cud
 @click.option("--epochs", type=int, help="Training epochs. Default: 50 (classification) / 20 (regression), paper.")
 @click.option("--lr", type=float, help="Adam learning rate. Default: 5e-4 (classification) / 1e-3 (regression), paper.")
 @click.option("--batch-size", type=int, help="Utterances per forward pass. Default: 32 (not in the paper).")
-@click.option("--grad-accum", type=int, default=1, show_default=True,
+@click.option("--grad-accum", type=int, default=DEFAULTS["grad_accum"], show_default=True,
               help="Optimizer step every N batches (effective batch = batch size x N); for small GPUs use "
                    "e.g. --batch-size 16 --grad-accum 2.")
-@click.option("--beta1", type=float, default=0.9, show_default=True, help="Adam beta1 (paper).")
-@click.option("--beta2", type=float, default=0.99, show_default=True, help="Adam beta2 (paper).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Adam weight decay.")
-@click.option("--lr-decay-at", type=float, default=0.5, show_default=True,
+@click.option("--beta1", type=float, default=DEFAULTS["beta1"], show_default=True, help="Adam beta1 (paper).")
+@click.option("--beta2", type=float, default=DEFAULTS["beta2"], show_default=True, help="Adam beta2 (paper).")
+@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True, help="Adam weight decay.")
+@click.option("--lr-decay-at", type=float, default=DEFAULTS["lr_decay_at"], show_default=True,
               help="Fraction of the epochs after which the learning rate is multiplied by --lr-decay-factor.")
-@click.option("--lr-decay-factor", type=float, default=0.1, show_default=True, help="Learning-rate decay factor (paper: /10).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--lr-decay-factor", type=float, default=DEFAULTS["lr_decay_factor"], show_default=True, help="Learning-rate decay factor (paper: /10).")
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True,
               help="Random seed; with the same seed CPU reruns are bit-identical.")
 @click.option("--mosei-objective", type=click.Choice(REGRESSION_OBJECTIVES),
               help="Regression caches only (CMU-MOSEI sentiment): l1 = one output, L1 loss (default; not in the "
@@ -79,24 +79,24 @@ RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cud
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE",
               help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "
                    "(non-paper; repeatable).")
-@click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run folders.")
+@click.option("--runs-dir", default=DEFAULTS["runs_dir"], show_default=True, help="Folder that holds run folders.")
 @click.option("--name", help="Run folder name. Default: <dataset>-<protocol>[-<ablation>], numbered if taken.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (float16) on CUDA.")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
+@click.option("--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=DEFAULTS["amp"], show_default=True, help="Mixed precision (float16) on CUDA.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=DEFAULTS["cuda_graphs"], show_default=True,
               help="On CUDA: capture each batch size's forward + backward once and replay it (one launch "
                    "per step instead of hundreds; the same numbers as eager steps). Needs the default "
                    "lstm_padding=align; falls back to eager steps if capture fails. May change on --resume.")
 @click.option("--stream", is_flag=True,
               help="Read rows from the HDF5 file per batch instead of loading the cache into (device) memory; "
                    "for caches larger than memory. Same results.")
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes with --stream.")
-@click.option("--parallel-folds", type=int, default=1, show_default=True,
+@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="DataLoader worker processes with --stream.")
+@click.option("--parallel-folds", type=int, default=DEFAULTS["parallel_folds"], show_default=True,
               help="Train N folds at once on the same device: on CUDA as N streams of this process sharing "
                    "one resident cache (a big GPU runs them concurrently), on CPU as N processes. A fold's seed, "
                    "data order and initial weights do not depend on N.")
 @click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
+@click.option("--progress/--no-progress", default=DEFAULTS["progress"], show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
 @click.option("--tensorboard", is_flag=True,
               help="Also write each unit's per-epoch scalars (loss, lr, valid/test metrics) to runs/<name>/tb/ "
                    "for TensorBoard (needs pip install 'swrr[tb]'); the CSV logs stay the record.")

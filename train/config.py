@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from swrr.cache import CacheMeta
 from swrr import objectives
@@ -56,7 +56,6 @@ RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_f
 # What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
 # Not the folder: --resume names it, so --runs-dir and --name cannot be given with it.
 RESUMABLE_FIELDS = (*(f for f in RUNTIME_FIELDS if f not in ("runs_dir", "name")), "cache")
-INCOMPLETE = "INCOMPLETE"  # the marker file of a run folder whose run has not finished
 
 
 @dataclass
@@ -113,6 +112,67 @@ class TrainConfig:
     def result_fields(self) -> Dict[str, Any]:
         """The fields that decide the numbers a run produces (compared on resume)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+# Each field's default, written once (in TrainConfig); swrr-train's options show and use these.
+DEFAULTS: Dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+def parse_seeds(value: Union[None, int, str, Iterable[int]]) -> Optional[List[int]]:
+    """Seeds: a list "1,2,3" (a single seed: "3,") or [1, 2, 3], or a count 5 / "5" meaning seeds 0..4."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            if "," not in value:
+                count = int(value) if value.strip() else 0
+                if count < 1:
+                    raise TrainError(f"{option('seeds')}: a count of seeds must be >= 1, got {value!r} (seeds are "
+                                     f"listed like {option('seeds', '0,1,2')}; a single seed like "
+                                     f"{option('seeds', '3,')})")
+                return list(range(count))
+            seeds = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise TrainError(f"{option('seeds')}: expected seeds like 1,2,3 or a count like 5, got {value!r}") from None
+    else:
+        seeds = list(value)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise TrainError(f"{option('seeds')}: expected whole numbers, got {seeds!r}")
+    problems = seed_problems(seeds)
+    if problems:
+        raise TrainError("; ".join(problems))
+    return seeds
+
+
+def parse_folds(value: Union[None, int, str, Iterable[int]]) -> Optional[List[int]]:
+    """Fold numbers (1-based): "1,3", [1, 3] or 3; None or "" = all."""
+    if value is None or value == "":
+        return None
+    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
+    try:
+        return sorted({int(part) for part in parts if str(part).strip()})
+    except ValueError:
+        raise TrainError(f"{option('folds')}: expected fold numbers like 1,3, got {value!r}") from None
+
+
+def parse_model_set(items: Union[None, Mapping[str, Any], Iterable[str]]) -> Dict[str, Any]:
+    """SWRRConfig overrides: a mapping, or "KEY=VALUE" strings (VALUE read as JSON when it is JSON)."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    out = {}
+    for item in [items] if isinstance(items, str) else items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise TrainError(f"{option('model_set')}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def resolve(config: TrainConfig, meta: CacheMeta, default_protocol: str) -> TrainConfig:
