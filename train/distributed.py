@@ -32,16 +32,14 @@ from typing import Callable, TypeVar
 
 import torch
 
-from swrr.cache import CacheError
-from swrr.device import DeviceError
-from swrr.ranks import FailureFlag, RankError, Ranks, deal
+from swrr.errors import SwrrError
+from swrr.ranks import FailureFlag, Ranks, deal
 from swrr.rundir import RunFolder
 from swrr.train import report
-from swrr.train.config import TrainError
 from swrr.train.runner import Plan, collect_units, finish, finished_units, stopped_message
 
 T = TypeVar("T")
-USER_ERRORS = (TrainError, CacheError, DeviceError, RankError, torch.cuda.OutOfMemoryError, MemoryError)
+USER_ERRORS = (SwrrError, torch.cuda.OutOfMemoryError, MemoryError)  # SwrrError: whatever the user can fix
 
 
 class RankGroup:
