@@ -134,5 +134,5 @@ class Run:
 
         if self.variants:
             raise RunFolderError(f"{self.path} is an --ablation all folder: take one variant's model, e.g. "
-                           f"run.variant({self.variants[0]!r}).recognizer()")
+                                 f"run.variant({self.variants[0]!r}).recognizer()")
         return EmotionRecognizer.from_pretrained(self.path, fold=fold, **options)

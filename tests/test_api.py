@@ -216,6 +216,25 @@ def test_a_rerun_from_a_config_file_overrides_only_what_is_given(runs, tmp_path)
     assert saved["train"]["epochs"] == 1 and saved["train"]["batch_size"] == 4  # from the file
 
 
+def test_an_ablation_folder_opens_with_its_table_and_variants(tmp_path):
+    from swrr.model import ABLATIONS
+
+    cache = make_cache(tmp_path / "iemocap.h5", n=24, dataset="iemocap")
+    grid = swrr.train_model(cache, runs_dir=tmp_path, ablation="all", folds=[1], epochs=1, batch_size=8,
+                            threads=1, device="cpu", progress=False, **MODEL)
+    assert grid.variants == ["swrr", *ABLATIONS]
+    assert grid.summary["variant"].tolist() == grid.variants  # ablations.csv
+    units = grid.units
+    assert units["variant"].tolist() == grid.variants and (units["fold"] == 1).all()
+    text_only = grid.variant("text-only")
+    assert text_only.units.loc[0, "ua"] == units.set_index("variant").loc["text-only", "ua"]
+    assert text_only.summary.equals(pd.read_csv(tmp_path / grid.path.name / "text-only" / "summary.csv"))
+    with pytest.raises(SwrrError, match="no variant 'nope'"):
+        grid.variant("nope")
+    with pytest.raises(SwrrError, match="ablation all folder: take one variant's model"):
+        grid.recognizer()
+
+
 def test_open_run_refuses_what_is_not_a_finished_run(tmp_path):
     with pytest.raises(SwrrError, match="not a run folder"):
         swrr.open_run(tmp_path)
