@@ -20,7 +20,8 @@ from test_extract import assert_same_cache
 
 from swrr.extract.batching import plan_batches
 from swrr.extract.distributed import deal_batches
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.cache import partial_path, shard_partials
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,14 +56,14 @@ if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "train":  # SIGKIL
         return real_save(*args, **kwargs)
     checkpoint.save = save
 if os.environ.get("SWRR_TEST_BREAK"):  # decoding this utterance fails although its header was fine
-    from swrr.extract import pipeline
+    from swrr.extract import featurizer
     from swrr.extract.audio import AudioError
-    real_load = pipeline.load_audio
+    real_load = featurizer.load_audio
     def broken(utt, *args, **kwargs):
-        if utt.utt_id == os.environ["SWRR_TEST_BREAK"]:
+        if utt.name == os.environ["SWRR_TEST_BREAK"]:
             raise AudioError(utt.audio_path, "truncated or corrupt header", "unexpected end of data")
         return real_load(utt, *args, **kwargs)
-    pipeline.load_audio = broken
+    featurizer.load_audio = broken
 if os.environ.get("SWRR_TEST_BREAK_FOLD"):  # this fold's training fails at once, on whichever rank has it
     from swrr.train import runner
     from swrr.train.config import TrainError

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.predict.inputs import PredictError, collect_inputs
 from swrr.predict.runner import PredictConfig, run_predict
 from swrr.bundle import load_bundle, write_bundle
@@ -310,11 +311,11 @@ def test_asr_fills_missing_transcripts_and_asr_all_replaces_given_ones(trained, 
 
 
 def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, monkeypatch):
-    import swrr.extract.pipeline as pipeline
+    import swrr.extract.featurizer as featurizer
     from swrr.extract.audio import AudioError
 
     run_dir, _, rows = trained
-    real = pipeline.load_audio
+    real = featurizer.load_audio
     broken = Path(rows["path"][1])
 
     def load(utt, *args, **kwargs):  # the header is fine, the samples are not (as a truncated chunk)
@@ -322,7 +323,7 @@ def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, 
             raise AudioError(broken, "truncated or corrupt header", "simulated")
         return real(utt, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "load_audio", load)
+    monkeypatch.setattr(featurizer, "load_audio", load)
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"path": rows["path"][:3], "text": rows["text"][:3]}).to_csv(manifest, index=False)
     summary, table = predict(tmp_path, run_dir, [manifest], workers=0)
