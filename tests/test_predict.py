@@ -332,6 +332,28 @@ def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, 
     assert summary.predicted == 2 and all(errors[p] == "" for p in rows["path"][[0, 2]])
 
 
+def test_a_waveform_in_memory_scores_as_the_file_it_was_read_from(trained, tmp_path):
+    """The in-memory path (the API's classify(waveform, sampling_rate, text)): the same features,
+    hence the same outputs, and the same notes as the file, resampled and mixed down alike."""
+    import soundfile as sf
+
+    from swrr.predict.engine import Predictor
+    from swrr.predict.inputs import Item
+
+    run_dir, _, rows = trained
+    clip = write_wav(tmp_path / "stereo.wav", seconds=1.4, sample_rate=44100, channels=2, freq=180.0)
+    waveform, rate = sf.read(clip)
+    predictor = Predictor(load_bundle(run_dir / "fold01" / "model"), "cpu")
+    from_file = Item("file", clip, rows["text"][0], "given")
+    in_memory = Item("memory", None, rows["text"][0], "given", waveform=waveform, sampling_rate=rate)
+    expected, got = predictor.predict([from_file]), predictor.predict([in_memory])
+    assert np.isfinite(expected).all() and not in_memory.error
+    np.testing.assert_array_equal(got, expected)
+    assert in_memory.notes == from_file.notes == ["resampled from 44100 Hz", "2 channels averaged"]
+    broken = Item("broken", None, "x", "given", waveform=np.full(16000, np.nan), sampling_rate=16000)
+    assert np.isnan(predictor.predict([broken])).all() and broken.error == "non-finite samples (16000 NaN or inf samples)"
+
+
 def test_the_vad_leaves_torchs_thread_count_as_it_was():
     """silero_vad sets torch's global thread count to 1 on import; that would slow and change every
     later computation of the process (e.g. an extraction after a prediction)."""
