@@ -5,7 +5,7 @@ features, shared by swrr-extract and swrr-predict.
     featurizer.to(device)
     sources = [Source("clip", audio_path=Path("clip.wav"), transcript="what was said"),
                Source("mem", waveform=samples, sampling_rate=44100, transcript="hello")]
-    plan = featurizer.plan([featurizer.samples(s) for s in sources], batch_seconds=160)
+    plan = featurizer.plan([featurizer.check(s)[1] for s in sources], batch_seconds=160)
     for batch in featurizer.encode(sources, plan.batches, workers=2):
         batch.rows, batch.audio, batch.text  # (B, F, D), (B, T, D) in the cache dtype
 
@@ -296,13 +296,14 @@ class Featurizer:
         self.text.to(device, fp16)
         return fp16
 
-    def samples(self, source: Source) -> int:
-        """Samples `source` will have at the sample rate, before the max_frames cut (its header
-        only); AudioError when it is unusable or shorter than one frame."""
-        return check_audio(source.probe(), source.start, source.end, self.sample_rate)
+    def check(self, source: Source) -> Tuple[AudioInfo, int]:
+        """-> (its header, the samples `source` will have at the sample rate before the max_frames
+        cut), from the header only; AudioError when it is unusable or shorter than one frame."""
+        info = source.probe()
+        return info, check_audio(info, source.start, source.end, self.sample_rate)
 
     def plan(self, samples: Sequence[int], batch_seconds: float) -> BatchPlan:
-        """Length-sorted batches of rows with these samples (from `samples`), as the encoders see them."""
+        """Length-sorted batches of rows with these samples (from `check`), as the encoders see them."""
         return plan_batches(np.minimum(np.asarray(samples, dtype=np.int64), self.max_samples), self.sample_rate,
                             batch_seconds)
 

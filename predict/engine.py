@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swrr.extract.audio import AudioError, check_audio
+from swrr.extract.audio import AudioError
 from swrr.extract.batching import AUTO
 from swrr.extract.encoders import AudioEncoder, EncoderError, TextEncoder, load_audio_encoder, load_encoders, \
     load_text_encoder
@@ -91,8 +91,7 @@ class Predictor:
     def check(self, item: Item) -> int:
         """Probe `item`'s audio: -> samples it will have at the sample rate (before the cut);
         sets its notes. AudioError for unusable audio."""
-        info = item.source.probe()
-        samples = check_audio(info, item.start, item.end, self.recipe.sample_rate)
+        info, samples = self.featurizer.check(item.source)
         if info.sample_rate != self.recipe.sample_rate:
             item.notes.append(f"resampled from {info.sample_rate} Hz")
         if info.channels > 1:

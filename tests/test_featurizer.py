@@ -49,7 +49,7 @@ def memory_sources(clips, read, **kwargs):
 
 
 def encode_all(featurizer, sources, batch_seconds=3.0):
-    plan = featurizer.plan([featurizer.samples(s) for s in sources], batch_seconds)
+    plan = featurizer.plan([featurizer.check(s)[1] for s in sources], batch_seconds)
     return {row: (b.audio[k], b.audio_len[k], b.text[k], b.text_len[k])
             for b in featurizer.encode(sources, plan.batches) for k, row in enumerate(b.rows)}
 
@@ -82,7 +82,7 @@ def test_a_segment_of_a_waveform_equals_the_same_segment_of_the_file(featurizer,
     file = Source("f", audio_path=clips[0], start=1.25, end=4.0)
     waveform, rate = sf.read(clips[0])
     memory = Source("m", waveform=waveform, sampling_rate=rate, start=1.25, end=4.0)
-    assert featurizer.samples(file) == featurizer.samples(memory) == 44000
+    assert featurizer.check(file)[1] == featurizer.check(memory)[1] == 44000
     np.testing.assert_array_equal(memory.load(16000, None), file.load(16000, None))
     assert memory.probe().channels == 2 and memory.probe().sample_rate == 44100
 
@@ -131,7 +131,7 @@ def test_a_file_failing_to_decode_raises_or_reports_only_its_row(featurizer, cli
 
 def test_workers_decode_in_memory_waveforms_like_files(featurizer, clips):
     sources = memory_sources(clips, READERS["float32"])
-    plan = featurizer.plan([featurizer.samples(s) for s in sources], 1.0)
+    plan = featurizer.plan([featurizer.check(s)[1] for s in sources], 1.0)
     assert len(plan) > 2
     here = {r: b.audio[k] for b in featurizer.encode(sources, plan.batches) for k, r in enumerate(b.rows)}
     workers = {r: b.audio[k] for b in featurizer.encode(sources, plan.batches, workers=2) for k, r in enumerate(b.rows)}

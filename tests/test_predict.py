@@ -351,7 +351,8 @@ def test_a_waveform_in_memory_scores_as_the_file_it_was_read_from(trained, tmp_p
     np.testing.assert_array_equal(got, expected)
     assert in_memory.notes == from_file.notes == ["resampled from 44100 Hz", "2 channels averaged"]
     broken = Item("broken", None, "x", "given", waveform=np.full(16000, np.nan), sampling_rate=16000)
-    assert np.isnan(predictor.predict([broken])).all() and broken.error == "non-finite samples (16000 NaN or inf samples)"
+    assert np.isnan(predictor.predict([broken])).all()
+    assert broken.error == "non-finite samples (16000 NaN or inf samples)"
 
 
 def test_the_vad_leaves_torchs_thread_count_as_it_was():
