@@ -195,3 +195,29 @@ def test_a_failing_rank_stops_all_ranks_with_one_line_and_keeps_the_shards(corpu
     assert f"{kept} kept from an interrupted run" in result.stdout
     assert_same_cache(out, reference)
     assert not shard_partials(out)
+
+
+def _imported_modules(path: Path) -> set:
+    """Every module `path` imports, at the top or inside functions (absolute names)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_ranks_layer_sits_over_the_pipeline_and_predict_only_over_the_featurizer():
+    """extract/pipeline.py never imports the ranks layer, the entry above both or the CLI (the
+    circle cli -> pipeline -> distributed -> pipeline is gone); the featurizer, shared with predict,
+    imports neither the pipeline nor what sits on it, and predict reaches extraction only through it."""
+    above = {"swrr.extract.distributed", "swrr.extract.runner", "swrr.extract.cli"}
+    assert not _imported_modules(REPO / "extract" / "pipeline.py") & above
+    assert not _imported_modules(REPO / "extract" / "featurizer.py") & (above | {"swrr.extract.pipeline"})
+    assert "swrr.extract.pipeline" in _imported_modules(REPO / "extract" / "distributed.py")
+    for module in (REPO / "predict").glob("*.py"):
+        assert not {name for name in _imported_modules(module) if name.startswith("swrr.extract.pipeline")}, module
