@@ -34,7 +34,7 @@ import torch
 from extract import SAMPLE_RATE, base_encoders, end_to_end, synthetic_clips, write_dataset
 from swrr.extract.batching import AUTO, parse_batch_seconds
 from swrr.extract.encoders import tiny_encoders
-from swrr.extract.pipeline import default_workers
+from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import Predictor
 from swrr.predict.inputs import Item
 from swrr.predict.runner import PredictConfig, run_predict

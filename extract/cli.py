@@ -1,4 +1,4 @@
-"""`swrr-extract`: parse options -> extract_config -> run_extraction -> print the summary."""
+"""`swrr-extract`: parse options -> extract_config -> runner.run_extraction -> print the summary."""
 from __future__ import annotations
 
 import sys
@@ -9,8 +9,10 @@ import click
 from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS
 from swrr.extract.datasets import READERS
 from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS
+from swrr.extract.featurizer import default_workers
 from swrr.extract.options import extract_config
-from swrr.extract.pipeline import DEVICES, DTYPES, default_workers, run_extraction
+from swrr.extract.pipeline import DEVICES, DTYPES
+from swrr.extract.runner import run_extraction
 from swrr.cache import partial_path
 from swrr.cli import CONTEXT, OneLineErrors
 

@@ -42,7 +42,7 @@ def extract_features(dataset: str, root=None, out=None, **options) -> Optional[E
     dtype, batch_seconds, workers, labels, overwrite) and progress. None on the ranks other than 0
     of a torchrun launch. Raises a SwrrError for anything the caller can fix."""
     from swrr.extract.options import extract_config
-    from swrr.extract.pipeline import run_extraction
+    from swrr.extract.runner import run_extraction
 
     summary = run_extraction(extract_config(dataset, root, out, **options))
     if summary is None:
