@@ -191,6 +191,8 @@ def test_options_of_swrr_train_have_their_rules_in_the_api(runs, tmp_path):
         (dict(cache=cache, seeds="0"), "seeds: a count of seeds must be >= 1"),
         (dict(cache=cache, seeds=[1, 1]), "seeds lists 1 more than once"),
         (dict(cache=cache, folds="a"), "folds: expected fold numbers like 1,3"),
+        (dict(cache=cache, folds=1.5), "folds: expected fold numbers like 1,3"),
+        (dict(cache=cache, seeds=2.5), "seeds: expected whole numbers, got [2.5]"),
         (dict(cache=cache, model_set=["dropout"]), "model_set: expected KEY=VALUE"),
         (dict(cache=cache, epochs="5"), "epochs: expected int"),
         (dict(resume=api.path, lr=0.1, name="x"), "resume uses the run's saved config; these options cannot be "

@@ -137,7 +137,7 @@ def parse_seeds(value: Union[None, int, str, Iterable[int]]) -> Optional[List[in
         except ValueError:
             raise TrainError(f"{option('seeds')}: expected seeds like 1,2,3 or a count like 5, got {value!r}") from None
     else:
-        seeds = list(value)
+        seeds = list(value) if isinstance(value, (list, tuple, range)) else [value]
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise TrainError(f"{option('seeds')}: expected whole numbers, got {seeds!r}")
     problems = seed_problems(seeds)
@@ -150,10 +150,10 @@ def parse_folds(value: Union[None, int, str, Iterable[int]]) -> Optional[List[in
     """Fold numbers (1-based): "1,3", [1, 3] or 3; None or "" = all."""
     if value is None or value == "":
         return None
-    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
     try:
+        parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
         return sorted({int(part) for part in parts if str(part).strip()})
-    except ValueError:
+    except (TypeError, ValueError):
         raise TrainError(f"{option('folds')}: expected fold numbers like 1,3, got {value!r}") from None
 
 
