@@ -15,9 +15,9 @@ batches into the HDF5 file; the cache is renamed to its final path only when eve
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections import Counter
@@ -39,6 +39,7 @@ from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_s
 from swrr.device import resolve_device
 from swrr.progress import progress_bar
 
+logger = logging.getLogger("swrr.extract")  # swrr-extract shows its INFO lines on stderr (swrr.cli)
 DEVICES = ("auto", "cpu", "cuda")
 RARE_CLASS_ROWS = 5  # a class with fewer rows is named in a warning (often a typo in a manifest)
 DECODE_HINT = "its header looked fine; fix or remove the file, then rerun with --overwrite"
@@ -319,7 +320,7 @@ class Extraction:
     def report_classes(self) -> None:
         """The class counts and rare-class warnings, before encoding."""
         for line in class_report(self.rows, self.meta.task):
-            print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
+            (logger.warning if line.startswith("warning:") else logger.info)(f"swrr-extract: {line}")
 
     def summary(self, path: Path, resumed_rows: int, seconds: float, featurizer: Featurizer, write_seconds: float,
                 notes: Sequence[str] = ()) -> Summary:

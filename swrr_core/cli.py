@@ -24,13 +24,19 @@ USAGE_EXIT = 2
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class _StdoutLines(logging.Handler):
-    """Each record as its bare message on the sys.stdout of the moment (test runners swap it)."""
+# Extraction's notes (class counts) go to stderr, as they always did: its stdout is only the summary.
+STDERR_LOGGERS = ("swrr.extract",)
+
+
+class _ConsoleLines(logging.Handler):
+    """Each record as its bare message on the sys.stdout (sys.stderr for STDERR_LOGGERS) of the
+    moment (test runners swap them)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.name.startswith(STDERR_LOGGERS) else sys.stdout
         try:
-            sys.stdout.write(self.format(record) + "\n")
-            sys.stdout.flush()
+            stream.write(self.format(record) + "\n")
+            stream.flush()
         except Exception:  # noqa: BLE001 (logging's own contract: report, never raise)
             self.handleError(record)
 
@@ -38,9 +44,9 @@ class _StdoutLines(logging.Handler):
 @contextmanager
 def console_output() -> Iterator[None]:
     """Inside it, the "swrr" loggers' INFO-and-up messages are printed as plain lines on stdout
-    (what the commands show; the library itself only logs)."""
+    (extraction's on stderr): what the commands show; the library itself only logs."""
     logger = logging.getLogger("swrr")
-    handler = _StdoutLines()
+    handler = _ConsoleLines()
     saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
