@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_t
 from swrr.cache import CacheMeta
 from swrr import objectives
 from swrr.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
+from swrr.threads import training_threads
 
 PROTOCOLS = ("loso-speaker", "loso-session", "split", "all")  # all: one model on every row, to deploy
 SELECT_RULES = ("auto", "last", "valid")
@@ -92,7 +93,7 @@ class TrainConfig:
     stream: bool = False  # read rows from HDF5 per batch instead of loading the cache
     workers: int = 2  # DataLoader workers with --stream
     parallel_folds: int = 1  # folds trained at once, one process each
-    threads: Optional[int] = None  # CPU threads per process; None = torch's default
+    threads: Optional[int] = None  # CPU threads per process; None = swrr.threads.training_threads
     progress: bool = True  # tqdm bar per epoch
     stop_after_epochs: Optional[int] = None  # debug/tests: stop as if killed after this many epochs
     tensorboard: bool = False  # also write per-epoch scalars to <run>/tb/<unit>/ (the CSV logs stay the record)
@@ -129,6 +130,9 @@ def resolve(config: TrainConfig, meta: CacheMeta, default_protocol: str) -> Trai
         raise TrainError(f"--mosei-objective applies to regression caches (sentiment scores); "
                          f"{meta.dataset} is a classification cache, which always trains with cross-entropy")
     config = replace(config, model=model, ablation=ablation, **filled)
+    hidden = model.get("lstm_hidden", SWRRConfig.lstm_hidden)  # a bad value is refused by model_config
+    if config.threads is None and isinstance(hidden, int):  # in config.json: --resume, --config keep it
+        config = replace(config, threads=training_threads(config.batch_size, hidden))
     check(config)
     return config
 
