@@ -72,14 +72,12 @@ def train_command(cache: Path, runs: Path, threads: Optional[int]) -> List[str]:
 
 
 def demo_result(runs: Path) -> Dict:
-    """The run's test WA and the number of epochs and threads it ran with."""
+    """The run's test WA, selected epoch and the thread count it trained with (its config.json)."""
     run = runs / "demo-split"
-    config = json.loads((run / "config.json").read_text())
-    results = json.loads((run / "results.json").read_text())
-    unit = results["units"][0] if "units" in results else None
-    metrics = unit["metrics"] if unit else json.loads((run / "fold01" / "metrics.json").read_text())["metrics"]
-    resolved = config.get("config", config)
-    return {"test_WA": metrics.get("WA"), "threads": resolved.get("threads"), "epochs": resolved.get("epochs")}
+    fold = json.loads((run / "results.json").read_text())["folds"][0]
+    threads = json.loads((run / "config.json").read_text())["train"]["threads"]
+    return {"test_WA": 100 * fold["metrics"]["wa"], "selected_epoch": fold["selected_epoch"], "threads": threads,
+            "train_steps_per_s": fold["train_steps_per_s"]}
 
 
 def main(argv=None) -> Dict:
@@ -131,7 +129,8 @@ def report(r: Dict) -> None:
         print(f"  {step:8s} {r[step]['seconds']:7.1f} s")
     print(f"  three steps, quiet: {r['quiet_total_seconds']:.1f} s (target <= 25 s on 2 cores)")
     res = r["result"]
-    print(f"  demo result: test WA {res['test_WA']:.1f}, trained with threads={res['threads']}; "
+    print(f"  demo result: test WA {res['test_WA']:.1f} (epoch {res['selected_epoch']}), "
+          f"threads={res['threads']}, {res['train_steps_per_s']:.1f} steps/s; "
           f"predicted {res['prediction']} ({res['prediction_prob']:.2f})")
     if "train_shared" in r:
         bound = ">= " if r["shared_ratio_is_lower_bound"] else ""
