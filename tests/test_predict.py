@@ -380,3 +380,28 @@ def test_manifest_times_that_are_not_finite_seconds_make_an_error_row(tmp_path, 
     manifest.write_text(f"path,text,start,end\nclip.wav,hello,{start},{end}\n")
     (item,) = collect_inputs([str(manifest)])
     assert "are not times in seconds" in item.error and item.error.startswith("line 2:")
+
+
+ONE_CLIP = """
+import sys
+from swrr.entry import predict
+sys.argv = ["swrr-predict", *sys.argv[1:]]
+try:
+    predict()
+finally:
+    print("loaded:", *(m for m in ("silero_vad", "matplotlib", "transformers.pipelines", "librosa")
+                       if m in sys.modules))
+"""
+
+
+def test_one_clip_from_the_command_line_loads_no_vad_asr_or_plotting(trained, tmp_path):
+    """Start-up is most of a one-clip run (issue 22): what this run does not use (Silero VAD for
+    clips within the model's span, the ASR pipeline, matplotlib) is imported only when used."""
+    run_dir, _, rows = trained
+    out = tmp_path / "one.csv"
+    done = subprocess.run([sys.executable, "-c", ONE_CLIP, "--model", str(run_dir), rows["path"][0], "--text",
+                           "hello there", "--out", str(out), "--no-progress"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "loaded:"  # none of them
+    assert pd.read_csv(out, keep_default_na=False)["error"].tolist() == [""]
