@@ -37,6 +37,7 @@ from swrr.extract.featurizer import Featurizer, Source, default_workers, resolve
 from swrr._version import __version__
 from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
 from swrr.device import resolve_device
+from swrr.errors import option
 from swrr.progress import progress_bar
 
 logger = logging.getLogger("swrr.extract")  # swrr-extract shows its INFO lines on stderr (swrr.cli)
@@ -175,10 +176,10 @@ def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:
     if labels is None:
         return list(reader.label_names)
     if reader.task != "classification":
-        raise DatasetError(f"--labels restricts classes, but {reader.root} is a regression dataset (scores)")
+        raise DatasetError(f"{option('labels')} restricts classes, but {reader.root} is a regression dataset (scores)")
     unknown = [name for name in labels if name not in reader.label_names]
     if unknown:
-        raise DatasetError(f"--labels: {', '.join(unknown)} not among the dataset's classes "
+        raise DatasetError(f"{option('labels')}: {', '.join(unknown)} not among the dataset's classes "
                            f"({', '.join(reader.label_names)})")
     return [name for name in reader.label_names if name in set(labels)]
 
@@ -417,7 +418,8 @@ def refuse_input_as_output(out: Path, reader, utterances: Sequence[Utterance]) -
     out_stat = out.stat()  # compared with each distinct input file once (segments share files)
     for path in dict.fromkeys([*reader.index_files(), *(Path(u.audio_path) for u in utterances)]):
         if os.path.samestat(out_stat, path.stat()):
-            raise CacheError(f"--out {out} is one of the dataset's input files ({path}); choose another --out")
+            raise CacheError(f"{option('out', str(out))} is one of the dataset's input files ({path}); "
+                             f"choose another {option('out')}")
 
 
 def _class_counts(info: Sequence[RowInfo], label_names: Sequence[str]) -> Dict[str, int]:

@@ -23,6 +23,7 @@ from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import Predictor
 from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
 from swrr.bundle import load_bundle
+from swrr.errors import option
 from swrr.progress import progress_bar
 
 FORMATS = ("csv", "jsonl")
@@ -62,19 +63,19 @@ class PredictConfig:
         if self.plot and self.out is None:
             problems.append("plot=True needs out=PATH: the timelines are written as <out>.<file>.png beside the table")
         if self.format not in FORMATS:
-            problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+            problems.append(f"{option('format')} must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.segment not in SEGMENT_MODES:
-            problems.append(f"--segment must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
+            problems.append(f"{option('segment')} must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
         if self.aggregate not in (None, *AGGREGATES):
-            problems.append(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+            problems.append(f"{option('aggregate')} must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if self.hop is not None and not self.hop > 0:
-            problems.append(f"--hop must be > 0 seconds, got {self.hop}")
+            problems.append(f"{option('hop')} must be > 0 seconds, got {self.hop}")
         if self.asr_all and not self.asr:
-            problems.append("--asr-all needs --asr MODEL")
+            problems.append(f"{option('asr_all')} needs {option('asr', 'MODEL')}")
         try:
             self.batch_seconds = parse_batch_seconds(self.batch_seconds)
         except ValueError as exc:
-            problems.append(f"--batch-seconds: {exc}")
+            problems.append(f"{option('batch_seconds')}: {exc}")
         if problems:
             raise PredictError("; ".join(problems))
 
@@ -106,12 +107,12 @@ class Summary:
 def check_output(out: Path) -> None:
     """Refuse an --out that cannot be written, before any work."""
     if out.is_dir():
-        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
+        raise PredictError(f"{option('out', str(out))} is a folder; give a file path such as {out / 'predictions.csv'}")
     folder = out.parent
     if not folder.is_dir():
-        raise PredictError(f"--out {out}: the folder {folder} does not exist")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise PredictError(f"--out {out}: the folder {folder} is not writable")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} is not writable")
 
 
 def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
@@ -223,4 +224,4 @@ def _write(table, out: Path, fmt: str) -> None:
         os.replace(partial, out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise PredictError(f"--out {out}: cannot write the predictions ({exc})") from exc
+        raise PredictError(f"{option('out', str(out))}: cannot write the predictions ({exc})") from exc

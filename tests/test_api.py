@@ -195,6 +195,9 @@ def test_options_of_swrr_train_have_their_rules_in_the_api(runs, tmp_path):
         (dict(cache=cache, seeds=2.5), "seeds: expected whole numbers, got [2.5]"),
         (dict(cache=cache, model_set=["dropout"]), "model_set: expected KEY=VALUE"),
         (dict(cache=cache, epochs="5"), "epochs: expected int"),
+        (dict(cache=cache, beta1=2.0), "beta1 must be in [0, 1), got 2.0"),  # swrr-train says --beta1
+        (dict(cache=cache, name="../x"), "name must be a plain folder name, without path separators or '..', "
+                                         "got '../x'; runs_dir chooses where run folders go"),
         (dict(resume=api.path, lr=0.1, name="x"), "resume uses the run's saved config; these options cannot be "
                                                   "given with it: lr, name"),
         (dict(), "give cache (a cache made by swrr-extract), config or resume"),

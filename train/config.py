@@ -203,36 +203,37 @@ def check(config: TrainConfig) -> None:
     """Value checks that need no cache; raises TrainError naming the option."""
     problems = []
     if config.protocol is not None and config.protocol not in PROTOCOLS:
-        problems.append(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
+        problems.append(f"{option('protocol')} must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
     if config.ablation is not None and config.ablation not in ABLATION_CHOICES:
-        problems.append(f"unknown --ablation {config.ablation!r}; choose one of {', '.join(ABLATION_CHOICES)}")
+        problems.append(f"unknown {option('ablation')} {config.ablation!r}; choose one of "
+                        f"{', '.join(ABLATION_CHOICES)}")
     if config.select not in SELECT_RULES:
-        problems.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+        problems.append(f"{option('select')} must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
     if config.mosei_objective not in (None, *objectives.REGRESSION_OBJECTIVES):
-        problems.append(f"--mosei-objective must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
+        problems.append(f"{option('mosei_objective')} must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
                         f"got {config.mosei_objective!r}")
     for name in ("epochs", "batch_size", "grad_accum", "parallel_folds", "threads"):
         value = getattr(config, name)
         if value is not None and value < 1:
-            problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            problems.append(f"{option(name)} must be >= 1, got {value}")
     if config.lr is not None and not 0 < config.lr < math.inf:
-        problems.append(f"--lr must be a number > 0, got {config.lr}")
+        problems.append(f"{option('lr')} must be a number > 0, got {config.lr}")
     for name in ("beta1", "beta2"):  # Adam's moving averages: 1 never forgets, < 0 oscillates
         if not 0.0 <= getattr(config, name) < 1.0:
-            problems.append(f"--{name} must be in [0, 1), got {getattr(config, name)}")
+            problems.append(f"{option(name)} must be in [0, 1), got {getattr(config, name)}")
     if not 0.0 <= config.weight_decay < math.inf:
-        problems.append(f"--weight-decay must be a number >= 0, got {config.weight_decay}")
+        problems.append(f"{option('weight_decay')} must be a number >= 0, got {config.weight_decay}")
     if not 0.0 < config.lr_decay_factor <= 1.0:  # <= 0 stops or reverses training; 1 = no decay
-        problems.append(f"--lr-decay-factor must be in (0, 1], got {config.lr_decay_factor}")
+        problems.append(f"{option('lr_decay_factor')} must be in (0, 1], got {config.lr_decay_factor}")
     if config.workers < 0:
-        problems.append(f"--workers must be >= 0, got {config.workers}")
+        problems.append(f"{option('workers')} must be >= 0, got {config.workers}")
     if not 0.0 <= config.lr_decay_at <= 1.0:
-        problems.append(f"--lr-decay-at must be in [0, 1], got {config.lr_decay_at}")
+        problems.append(f"{option('lr_decay_at')} must be in [0, 1], got {config.lr_decay_at}")
     if config.name is not None and not _plain_name(config.name):
-        problems.append(f"--name must be a plain folder name, without path separators or '..', got "
-                        f"{config.name!r}; --runs-dir chooses where run folders go")
+        problems.append(f"{option('name')} must be a plain folder name, without path separators or '..', got "
+                        f"{config.name!r}; {option('runs_dir')} chooses where run folders go")
     if config.folds is not None and (not config.folds or min(config.folds) < 1):
-        problems.append(f"--folds takes 1-based fold numbers, got {config.folds}")
+        problems.append(f"{option('folds')} takes 1-based fold numbers, got {config.folds}")
     if config.seeds is not None:
         problems += seed_problems(config.seeds)
     if problems:
