@@ -25,14 +25,12 @@ import swrr, swrr.extract, swrr.train, swrr.predict
 installed = Path(sys.argv[1]).resolve()
 for module in (swrr, swrr.extract, swrr.train, swrr.predict):
     assert Path(module.__file__).resolve().is_relative_to(installed), module.__file__
-for name in ("extract", "predict", "swrr_core"):
+for name in ("extract", "train", "predict", "swrr_core"):
     try:
         importlib.import_module(name)
     except ModuleNotFoundError:
         continue
     raise SystemExit(f"import {name} worked: a top-level package leaked")
-# the user's own train.py (in the working folder) is what `import train` finds, and swrr.train is not shadowed
-assert Path(importlib.util.find_spec("train").origin).resolve() == Path("train.py").resolve()
 data = resources.files("swrr.extract")
 assert (data / "tiny_vocab.txt").is_file() and (data / "demo_data" / "demo.csv").is_file()
 assert len([p for p in (data / "demo_data" / "wav").iterdir() if p.name.endswith(".wav")]) == 96
@@ -57,11 +55,24 @@ def _pip(python: Path, *args, cwd):
     return _run(python, "-m", "pip", *args, "--no-deps", "--no-index", "--no-build-isolation", cwd=cwd)
 
 
+# A user's own train.py in the working folder (nanoGPT's layout) is what `import train` finds, and
+# swrr.train is not shadowed by it.
+USER_TRAIN = """
+import importlib.util, swrr.train
+from pathlib import Path
+assert Path(importlib.util.find_spec("train").origin).resolve() == Path("train.py").resolve()
+assert Path(swrr.train.__file__).resolve() != Path("train.py").resolve()
+print("ok")
+"""
+
+
 def _probe(python: Path, site: Path, cwd: Path):
-    neutral = cwd / "neutral"
+    neutral, project = cwd / "neutral", cwd / "project"
     neutral.mkdir()
-    (neutral / "train.py").write_text("print('a user script that is not swrr')\n")  # nanoGPT's layout
+    project.mkdir()
+    (project / "train.py").write_text("print('a user script that is not swrr')\n")
     assert _run(python, "-c", PROBE, site, cwd=neutral).stdout.startswith("ok")
+    assert _run(python, "-c", USER_TRAIN, cwd=project).stdout.startswith("ok")
     for command in ("swrr-extract", "swrr-train", "swrr-predict", "swrr-export", "swrr-compare"):
         assert "Usage:" in _run(python.parent / command, "--help", cwd=neutral).stdout
     assert "Usage:" in _run(python, "-m", "swrr.train", "--help", cwd=neutral).stdout
