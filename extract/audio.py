@@ -1,7 +1,8 @@
 """Audio probing and loading: any soundfile-readable file -> float32 mono at 16 kHz.
 
 soundfile decodes (wav, flac, ogg, ...), only the frames needed are read (segment start/end
-and the max_samples cap), channels are averaged, other sample rates are resampled with
+and the max_samples cap); the audio track of a video file (.mp4, ...) is decoded with PyAV
+(extract/video.py); channels are averaged, other sample rates are resampled with
 librosa (imported only then). soundfile and librosa are imported lazily: the rest of the
 package, and the trainer, never needs them.
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from swrr.extract.video import VideoError, decode_audio_track, is_video
 
 SAMPLE_RATE = 16000
 MAX_SAMPLES = 81680  # 255 WavLM frames: 254 * 320 + 400
@@ -66,6 +69,11 @@ def probe_audio(path) -> AudioInfo:
         raise AudioError(path, MISSING)
     if path.stat().st_size == 0:
         raise AudioError(path, EMPTY)
+    if is_video(path):
+        samples, rate = _decode_video(path)
+        if samples.shape[0] == 0:
+            raise AudioError(path, NO_SAMPLES)
+        return AudioInfo(path, samples.shape[0], rate, samples.shape[1], "video")
     try:
         info = sf.info(str(path))
     except RuntimeError as err:  # soundfile's LibsndfileError is a RuntimeError
@@ -137,18 +145,29 @@ def frames_to_read(info: AudioInfo, start, end, sample_rate: int, max_samples: O
 def _read_frames(path: Path, first: int, stop: int) -> np.ndarray:
     """Frames [first, stop) as (n, channels) float32; AudioError when the body does not decode or
     holds NaN/inf (a float file can; such samples would become NaN features)."""
-    import soundfile as sf
+    if is_video(path):
+        samples = _decode_video(path)[0][first:stop]
+    else:
+        import soundfile as sf
 
-    try:
-        samples, _ = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
-    except RuntimeError as err:  # the header was read already: the failure is in the data
-        raise AudioError(path, BAD_DATA, str(err).strip()) from None
+        try:
+            samples, _ = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
+        except RuntimeError as err:  # the header was read already: the failure is in the data
+            raise AudioError(path, BAD_DATA, str(err).strip()) from None
     if samples.shape[0] == 0:
         raise AudioError(path, NO_SAMPLES)
     if not np.isfinite(samples).all():
         bad = int(np.count_nonzero(~np.isfinite(samples)))
         raise AudioError(path, NON_FINITE, f"{bad} NaN or inf samples")
     return samples
+
+
+def _decode_video(path: Path):
+    """The whole audio track of a video file (see extract/video.py), its failures as AudioError."""
+    try:
+        return decode_audio_track(path)
+    except VideoError as err:
+        raise AudioError(path, err.reason, err.detail) from None
 
 
 def check_samples(info: AudioInfo, start=None, end=None) -> None:

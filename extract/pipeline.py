@@ -27,7 +27,7 @@ import torch
 
 from swrr.extract.audio import AudioError, check_utterances, load_audio
 from swrr.extract.batching import AUTO, BatchPlan, auto_batch_seconds, parse_batch_seconds, plan_batches
-from swrr.extract.datasets import DatasetError, Utterance, get_reader
+from swrr.extract.datasets import DatasetError, Utterance, encoded_extra_labels, get_reader
 from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                               TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
 from swrr._version import __version__
@@ -150,13 +150,14 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
     """Read the dataset, check every audio header, and build the cache's row records.
 
     `labels` keeps only those classes (classification; `kept_labels` checks them): the
-    utterances of other classes are counted skips "label X". Float files are read whole here
+    utterances of other classes are counted skips "label X", as are, without `labels`, those of
+    the reader's optional classes (MSP-Podcast's O, X). Float files are read whole here
     for NaN/inf samples (a counted skip "non-finite samples").
     """
     names = kept_labels(reader, labels)
     utterances = reader.utterances()
     dropped = Counter()
-    if labels is not None:
+    if labels is not None or reader.optional_labels:
         utterances = _only_labels(utterances, set(names), dropped)
     utterances, samples, skipped = check_utterances(utterances, sample_rate)
     skipped = reader.skipped + dropped + skipped  # the reader counted its own skips during that pass
@@ -171,7 +172,8 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
         else:
             label = float(utt.label)
         info.append(RowInfo(utt_id=utt.utt_id, label=label, speaker=utt.speaker, session=utt.session,
-                            split=utt.split, transcript=utt.transcript, source=_source(utt, root)))
+                            split=utt.split, transcript=utt.transcript, source=_source(utt, root),
+                            extra_labels=encoded_extra_labels(utt, reader.label_kinds)))
     return Rows(utterances, info, samples, skipped, names)
 
 
@@ -184,11 +186,11 @@ def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:
         return list(reader.label_names)
     if reader.task != "classification":
         raise DatasetError(f"--labels restricts classes, but {reader.root} is a regression dataset (scores)")
-    unknown = [name for name in labels if name not in reader.label_names]
+    known = tuple(reader.label_names) + tuple(reader.optional_labels)
+    unknown = [name for name in labels if name not in known]
     if unknown:
-        raise DatasetError(f"--labels: {', '.join(unknown)} not among the dataset's classes "
-                           f"({', '.join(reader.label_names)})")
-    return [name for name in reader.label_names if name in set(labels)]
+        raise DatasetError(f"--labels: {', '.join(unknown)} not among the dataset's classes ({', '.join(known)})")
+    return [name for name in known if name in set(labels)]
 
 
 def _only_labels(utterances: Iterable[Utterance], keep: set, dropped: Counter) -> Iterator[Utterance]:
@@ -254,7 +256,8 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
                      max_frames=config.max_frames, max_tokens=config.max_tokens, dtype=config.dtype,
                      layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
-                     tool_version=__version__, source_root=str(source_root(reader)), config=numbers)
+                     tool_version=__version__, source_root=str(source_root(reader)), config=numbers,
+                     label_scale=list(reader.label_scale or ()), label_kinds=dict(reader.label_kinds))
 
 
 # ---------------------------------------------------------------------------------- loading

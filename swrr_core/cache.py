@@ -15,6 +15,12 @@ Layout (SCHEMA_VERSION 2), N utterances:
         (Version 1 stored it relative to the working folder of the extraction; version 1
         caches are still read.)
     /done        (N,)  bool     rows already written (resume)
+    /labels/<kind>  (N,)  optional, one per further label kind named in attrs["label_kinds"]
+        (e.g. valence, arousal, dominance, sentiment): float32 scores (NaN = not rated) for a
+        kind {"type": "score", "scale": [lo, hi]}, int64 indices into "names" (-1 = none) for
+        {"type": "classes", "names": [...]}. attrs["label_scale"] is the [lo, hi] of a
+        regression `label` ([] = not stated). Caches without them (older ones) read as having
+        no further kinds; readers must treat both as absent.
 
     attrs: format, schema_version, complete, and every field of CacheMeta
            (lists and dicts as JSON strings).
@@ -51,6 +57,8 @@ SCRATCH_SUFFIX = ".new"  # <path>.partial.new: the layout being created, renamed
 LOCK_OWNER = "swrr-extract"
 STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source")
 TASKS = ("classification", "regression")
+JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds")  # CacheMeta fields stored as JSON strings
+MISSING_CLASS = -1  # a classes label kind's index where the row has none
 DTYPES = ("float16", "float32")
 
 
@@ -80,6 +88,8 @@ class CacheMeta:
     tool_version: str = ""
     source_root: str = ""  # absolute dataset folder that relative `source` paths start from
     config: Dict = field(default_factory=dict)  # the full extraction config, compared on resume
+    label_scale: List[float] = field(default_factory=list)  # [lo, hi] of a regression label; [] = not stated
+    label_kinds: Dict = field(default_factory=dict)  # further label kinds: name -> {"type", "scale" | "names"}
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -102,7 +112,7 @@ class CacheMeta:
             value = attrs[f.name]
             if isinstance(value, bytes):
                 value = value.decode()
-            if f.name in ("label_names", "config"):
+            if f.name in JSON_FIELDS:
                 value = json.loads(value)
             elif isinstance(value, np.generic):
                 value = value.item()
@@ -121,6 +131,7 @@ class RowInfo:
     split: str = ""
     transcript: str = ""
     source: str = ""  # where the audio came from (path and, for segments, start-end)
+    extra_labels: Dict[str, float] = field(default_factory=dict)  # label kind -> score or class index
 
 
 def differing_config_keys(old: Dict, new: Dict) -> List[str]:
@@ -485,6 +496,11 @@ def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> N
     text_type = h5py.string_dtype("utf-8")
     for column in STRING_COLUMNS:
         h5.create_dataset(column, data=[str(getattr(r, column)) for r in rows], dtype=text_type)
+    for kind, spec in meta.label_kinds.items():
+        classes = spec["type"] == "classes"
+        missing = MISSING_CLASS if classes else np.nan
+        h5.create_dataset(f"labels/{kind}", data=np.asarray([r.extra_labels.get(kind, missing) for r in rows],
+                                                            dtype="int64" if classes else "float32"))
     h5.create_dataset("done", (n,), dtype="bool", fillvalue=False)
     h5.flush()
 
@@ -542,6 +558,19 @@ def _check_labels(label: np.ndarray, meta: CacheMeta, utt_id: np.ndarray, path) 
                          "damaged or was written by another tool: re-extract it with --overwrite")
 
 
+def _read_label_kinds(h5: h5py.File, meta: CacheMeta, path) -> Dict[str, np.ndarray]:
+    """kind -> (N,) values of the further label kinds that attrs["label_kinds"] names (none in older caches)."""
+    n = h5["done"].shape[0]
+    out = {}
+    for kind in meta.label_kinds:
+        name = f"labels/{kind}"
+        if name not in h5 or h5[name].shape != (n,):
+            raise CacheError(f"{path}: label kind {kind!r} is declared but its dataset /{name} is missing or not "
+                             f"({n},); the cache is damaged: re-extract it with --overwrite")
+        out[kind] = h5[name][:]
+    return out
+
+
 class FeatureCache:
     """Read-only view of a complete cache.
 
@@ -580,6 +609,7 @@ class FeatureCache:
             self.label = h5["label"][:]
             self.columns = {c: np.asarray(h5[c].asstr()[:], dtype=object) for c in STRING_COLUMNS}
             _check_labels(self.label, self.meta, self.columns["utt_id"], self.path)
+            self.extra_labels = _read_label_kinds(h5, self.meta, self.path)
         except (OSError, KeyError, ValueError, TypeError) as exc:
             self.close()
             raise CacheError(f"{self.path} is damaged or truncated ({exc}); re-extract it with --overwrite") from exc
