@@ -37,9 +37,11 @@ def _batch_seconds(ctx, param, value):
 
 @click.command("swrr-extract", cls=OneLineErrors, user_errors=USER_ERRORS, context_settings=CONTEXT)
 @click.option("--dataset", required=True, type=click.Choice(list(READERS)),
-              help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release or "
-                   "label.csv layout), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
-                   "demo (96 bundled clips, works offline).")
+              help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release), "
+                   "meld (MELD.Raw: *_sent_emo.csv + mp4 clips), mmsa (MMSA's label.csv + Raw/<video>/<clip>.mp4 "
+                   "of MOSI, MOSEI, SIMS, SIMS v2), msp-podcast (Labels/labels_consensus.csv, Audios/, "
+                   "Transcripts/), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
+                   "demo (96 bundled clips, works offline). mp4 clips need PyAV: pip install 'swrr[video]'.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="The dataset folder (manifest: the CSV or a folder holding manifest.csv). "
                    "Default: $SWRR_DATA/<dataset folder>, then data/<dataset folder>.")
@@ -72,7 +74,8 @@ def _batch_seconds(ctx, param, value):
                    f"{default_workers()}; 0 = decode in the main process.")
 @click.option("--labels", default=None, metavar="A,B,...",
               help="Keep only these classes (e.g. ang,hap,neu,sad); the utterances of other classes are counted "
-                   "skips. Class indices follow the dataset's own order. Default: every class.")
+                   "skips. Class indices follow the dataset's own order. Default: every class (for msp-podcast: "
+                   "all but O and X, which only --labels brings in).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing swrr cache (never any other file), or discard an interrupted one made "
                    "with another config or dataset, or damaged. An interrupted run of the same command resumes "

@@ -56,7 +56,9 @@ PARTIAL_SUFFIX = ".partial"
 SCRATCH_SUFFIX = ".new"  # <path>.partial.new: the layout being created, renamed to .partial when whole
 LOCK_OWNER = "swrr-extract"
 STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source")
-TASKS = ("classification", "regression")
+# A cache file's own label is a class or a score; "dimensional" (several scores at once) exists only
+# in the training view of a cache (swrr_core/targets.py) and in the bundles trained on it.
+TASKS = ("classification", "regression", "dimensional")
 JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds")  # CacheMeta fields stored as JSON strings
 MISSING_CLASS = -1  # a classes label kind's index where the row has none
 DTYPES = ("float16", "float32")
@@ -71,7 +73,7 @@ class CacheMeta:
     """Everything a cache records about how it was made (stored as HDF5 attributes)."""
 
     dataset: str
-    task: str  # "classification" | "regression"
+    task: str  # "classification" | "regression" ("dimensional" only in a training view)
     label_names: List[str]  # class names by index; empty for regression
     audio_encoder: str
     text_encoder: str

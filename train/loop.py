@@ -22,7 +22,7 @@ import torch
 
 from swrr import objectives
 from swrr.bundle import BUNDLE_DIRNAME, write_bundle
-from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
+from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better, metric_options
 from swrr.model import SWRR, SWRRConfig
 from swrr.progress import progress_bar
 from swrr.train import checkpoint
@@ -76,6 +76,11 @@ class FoldJob:
     def unit_key(self) -> Tuple[int, int]:
         """(fold number, seed): what identifies a unit within a run and across runs (swrr-compare)."""
         return self.fold.number, self.config.seed
+
+    def metric_options(self) -> Dict[str, Any]:
+        """What compute_metrics and headline need besides the task: a dimensional task's dimensions,
+        a regression label's scale (CH-SIMS' [-1, 1] has metrics of its own)."""
+        return metric_options(self.task, self.label_names, (self.recipe or {}).get("label_scale") or ())
 
 
 def fold_seed(seed: int, fold_number: int) -> int:
@@ -133,7 +138,8 @@ def evaluate(job: FoldJob, model, source, rows, device, attention=False):
                          f"{job.fold.number} (e.g. {', '.join(source.utt_id[np.asarray(rows)[bad[:3]]])}): "
                          "their cached features hold NaN/inf, or training diverged; stopping")
     goal = objective(job.config, job.task)
-    metrics = compute_metrics(job.task, labels, objectives.scores(goal, outputs), len(job.label_names))
+    metrics = compute_metrics(job.task, labels, objectives.scores(goal, outputs), len(job.label_names),
+                              **job.metric_options())
     metrics["loss"] = (float(loss_fn(goal, torch.from_numpy(outputs), torch.as_tensor(labels)))
                        if len(rows) else float("nan"))
     return metrics, outputs, attn
@@ -221,12 +227,12 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _epoch_record(epoch, lr, train, valid, test, task) -> Dict[str, Any]:
+def _epoch_record(epoch, lr, train, valid, test, job: FoldJob) -> Dict[str, Any]:
     record = {"epoch": epoch + 1, "lr": lr, **train}
     for prefix, metrics in (("valid", valid), ("test", test)):
         if metrics is not None:
             record[f"{prefix}_loss"] = metrics["loss"]
-            record.update({f"{prefix}_{k}": metrics[k] for k in headline(task)})
+            record.update({f"{prefix}_{k}": metrics[k] for k in headline(job.task, **job.metric_options())})
     return record
 
 
@@ -314,9 +320,10 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         train_steps += math.ceil(len(fold.train) / cfg.batch_size)
         valid = evaluate(job, model, source, fold.valid, device)[0] if len(fold.valid) else None
         test = evaluate(job, model, source, fold.test, device)[0]
-        history.append(_epoch_record(epoch, lr, train, valid, test, job.task))
+        history.append(_epoch_record(epoch, lr, train, valid, test, job))
         if on_valid and is_better(job.task, valid, best["valid"]):
-            best = {"epoch": epoch + 1, "valid": {k: valid[k] for k in (*headline(job.task), "loss")}}
+            best = {"epoch": epoch + 1,
+                    "valid": {k: valid[k] for k in (*headline(job.task, **job.metric_options()), "loss")}}
             _save_model(best_path, model, job, epoch + 1)
         checkpoint.save(last_path, {"epoch": epoch + 1, "model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -381,6 +388,13 @@ def _write_bundle(fold_dir: Path, model, job: FoldJob, epoch: int, selection: st
 def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:
     import pandas as pd
 
+    if job.task == "dimensional":  # one true and one predicted column per dimension
+        columns = {"utt_id": source.utt_id[rows]}
+        for k, name in enumerate(job.label_names):
+            columns[f"label_{name}"] = source.labels[rows][:, k]
+            columns[f"prediction_{name}"] = outputs[:, k]
+        pd.DataFrame(columns).to_csv(fold_dir / "predictions.csv", index=False)
+        return
     table = pd.DataFrame({"utt_id": source.utt_id[rows], "label": source.labels[rows]})
     if job.task == "classification":
         table["prediction"] = outputs.argmax(-1)

@@ -34,8 +34,10 @@ from swrr.train.distributed import in_rank_group, on_every_rank, on_rank0
 from swrr.train.config import (FULL_MODEL, INCOMPLETE, RESUMABLE_FIELDS, TrainConfig, TrainError, check,
                           fingerprint, model_config, resolve, unit_seeds)
 from swrr.train.data import make_source
+from swrr.metrics import metric_options
 from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
-from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds
+from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds, rated_folds
+from swrr.targets import resolve_target, with_target
 from swrr.train.tensorboard_log import require_tensorboard
 
 
@@ -127,11 +129,13 @@ def prepare(config: TrainConfig) -> Plan:
     if config.tensorboard:
         require_tensorboard()
     cache = FeatureCache(config.cache)
+    target = resolve_target(cache, config.target)
+    cache = with_target(cache, target)  # the cache as this run's --target reads it
     meta = cache.meta
     _check_lengths(cache)
     config = resolve(config, meta, default_protocol(meta.task, cache.speaker, cache.split))
-    all_folds = make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
-                           config.early_stop_speaker, cache_name=str(cache.path))
+    all_folds = rated_folds(make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
+                                       config.early_stop_speaker, cache_name=str(cache.path)), target.rated)
     folds = pick_folds(all_folds, config.folds)
     model_cfg = model_config(config, meta)
     cache_fp = _cache_fingerprint(cache)
@@ -149,7 +153,10 @@ def prepare(config: TrainConfig) -> Plan:
             selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
     if Ranks.from_env().is_main:  # last: the only check that reads every embedding; under torchrun once,
         _check_finite_features(cache)  # on rank 0 (callers run prepare through on_every_rank)
-    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
+    unrated = [] if target.rated.all() else [f"{int((~target.rated).sum())} of {len(cache)} rows have no "
+                                             f"{target.name} value: left out of every fold"]
+    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device,
+                unrated + _one_class_warnings(cache, folds))
 
 
 def _check_lengths(cache: FeatureCache) -> None:
@@ -283,7 +290,8 @@ def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterat
 def _unit_line(plan: Plan, result: Dict) -> str:
     """A finished unit's console line; in a run with --seeds it names the unit's seed."""
     meta = plan.cache.meta
-    return report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, plan.config.seeds is not None)
+    return report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, plan.config.seeds is not None,
+                            metric_options(meta.task, meta.label_names, meta.label_scale))
 
 
 def finish(plan: Plan, run_dir: Path, results: Dict[Tuple[int, int], Dict]) -> Path:
