@@ -386,20 +386,28 @@ def _write_bundle(fold_dir: Path, model, job: FoldJob, epoch: int, selection: st
 
 
 def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:
+    write_predictions(fold_dir / "predictions.csv", source.utt_id[rows], source.labels[rows], outputs, job.task,
+                      job.label_names, objective(job.config, job.task))
+
+
+def write_predictions(path: Path, utt_id, labels, outputs, task: str, label_names, goal: str) -> None:
+    """predictions.csv: per row the id, the true label and the prediction; for classification the
+    predicted class index and one logit column per class, for dimensional targets one true and one
+    predicted column per dimension."""
     import pandas as pd
 
-    if job.task == "dimensional":  # one true and one predicted column per dimension
-        columns = {"utt_id": source.utt_id[rows]}
-        for k, name in enumerate(job.label_names):
-            columns[f"label_{name}"] = source.labels[rows][:, k]
+    if task == "dimensional":
+        columns = {"utt_id": utt_id}
+        for k, name in enumerate(label_names):
+            columns[f"label_{name}"] = labels[:, k]
             columns[f"prediction_{name}"] = outputs[:, k]
-        pd.DataFrame(columns).to_csv(fold_dir / "predictions.csv", index=False)
+        pd.DataFrame(columns).to_csv(path, index=False)
         return
-    table = pd.DataFrame({"utt_id": source.utt_id[rows], "label": source.labels[rows]})
-    if job.task == "classification":
+    table = pd.DataFrame({"utt_id": utt_id, "label": labels})
+    if task == "classification":
         table["prediction"] = outputs.argmax(-1)
-        for i, name in enumerate(job.label_names):
+        for i, name in enumerate(label_names):
             table[f"logit_{name}"] = outputs[:, i]
     else:  # the sentiment score the metrics read (for "ce7" the expected value of the 7 points)
-        table["prediction"] = objectives.scores(objective(job.config, job.task), outputs)
-    table.to_csv(fold_dir / "predictions.csv", index=False)
+        table["prediction"] = objectives.scores(goal, outputs)
+    table.to_csv(path, index=False)
