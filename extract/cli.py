@@ -11,6 +11,7 @@ from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds
 from swrr.extract.datasets import READERS, DatasetError
 from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
 from swrr.extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
+from swrr.extract.transcripts import TRANSCRIPT_SOURCES
 from swrr.cache import CacheError, partial_path
 from swrr.cli import CONTEXT, OneLineErrors
 from swrr.device import DeviceError
@@ -76,12 +77,19 @@ def _batch_seconds(ctx, param, value):
               help="Keep only these classes (e.g. ang,hap,neu,sad); the utterances of other classes are counted "
                    "skips. Class indices follow the dataset's own order. Default: every class (for msp-podcast: "
                    "all but O and X, which only --labels brings in).")
+@click.option("--transcripts", type=click.Choice(TRANSCRIPT_SOURCES), default="gold", show_default=True,
+              help="Where the text features come from: gold = the corpus' own transcripts; asr = speech "
+                   "recognition with --asr (the transformers pipeline swrr-predict uses), the corpus' transcripts "
+                   "kept as references with each row's WER and the corpus WER (jiwer) in the cache and the summary. "
+                   "Interrupted ASR resumes from <out>.asr-progress.jsonl.")
+@click.option("--asr", metavar="MODEL",
+              help="The ASR model for --transcripts asr: a hub id (e.g. openai/whisper-small) or a local folder.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing swrr cache (never any other file), or discard an interrupted one made "
                    "with another config or dataset, or damaged. An interrupted run of the same command resumes "
                    "where it stopped, with or without --overwrite.")
 def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, device, dtype, batch_seconds,
-         workers, labels, overwrite):
+         workers, labels, transcripts, asr, overwrite):
     """Extract WavLM (audio) and BERT (text) features of a dataset into one HDF5 cache,
     which `swrr-train --cache` then reads.
 
@@ -90,7 +98,10 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
       swrr-extract --dataset demo --encoders tiny        # offline, seconds
       swrr-extract --dataset iemocap --root /data/IEMOCAP_full_release
       swrr-extract --dataset manifest --root my.csv --out cache/mine.h5
+      swrr-extract --dataset iemocap --transcripts asr --asr openai/whisper-small --out cache/iemocap-asr.h5
     """
+    if (transcripts == "asr") != (asr is not None):
+        raise click.UsageError("--transcripts asr needs --asr MODEL, and --asr is only for --transcripts asr")
     if encoders == "tiny" and (audio_encoder or text_encoder):
         raise click.UsageError("--encoders tiny builds its own random encoders; leave out "
                                "--audio-encoder/--text-encoder, or use --encoders pretrained")
@@ -99,7 +110,7 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
                            text_encoder=text_encoder or DEFAULT_TEXT_ENCODER, encoders=encoders, layer=layer,
                            device=device, dtype=dtype, batch_seconds=batch_seconds, overwrite=overwrite,
                            num_workers=default_workers() if workers is None else workers,
-                           labels=_label_list(labels))
+                           labels=_label_list(labels), transcripts=transcripts, asr=asr)
     try:
         summary = run_extraction(config)
     except KeyboardInterrupt:

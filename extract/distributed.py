@@ -127,7 +127,7 @@ def run_extraction(config: ExtractConfig, encoders=None) -> Optional[Summary]:
         skipped=dict(sorted(job.rows.skipped.items())), seconds=seconds, file_bytes=path.stat().st_size,
         random_encoders=job.meta.random_encoders, encoders=describe([audio, text]), batch_budget=job.batch_budget,
         batches=len(job.plan), padding_waste=job.plan.padding_waste,
-        write_seconds=sum(w.write_seconds for w in works), notes=balance_lines(works, assembly, seconds))
+        write_seconds=sum(w.write_seconds for w in works), notes=job.rows.notes + balance_lines(works, assembly, seconds))
 
 
 def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.device, audio, text,
@@ -135,7 +135,7 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
     """Rank 0's setup: rows, plan, what is done already, and the deal of the rest."""
     flag.clear()  # a flag of an earlier launch; the other ranks look at it only after the broadcast
     reader, rows = read_rows(config)
-    meta = cache_meta(config, reader, audio, text, fp16)
+    meta = cache_meta(config, reader, audio, text, fp16, rows.corpus_wer)
     out = config.out_path
     if config.overwrite:
         if out.exists():

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -28,6 +28,7 @@ import torch
 from swrr.extract.audio import AudioError, check_utterances, load_audio
 from swrr.extract.batching import AUTO, BatchPlan, auto_batch_seconds, parse_batch_seconds, plan_batches
 from swrr.extract.datasets import DatasetError, Utterance, encoded_extra_labels, get_reader
+from swrr.extract.transcripts import TRANSCRIPT_SOURCES, progress_path, transcribe
 from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                               TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
 from swrr._version import __version__
@@ -66,8 +67,14 @@ class ExtractConfig:
     num_workers: int = field(default_factory=default_workers)  # 0 = decode in the main process
     progress: bool = True
     labels: Optional[Tuple[str, ...]] = None  # classes to keep (others are counted skips); None = all
+    transcripts: str = "gold"  # "asr": the text features come from `asr` (extract/transcripts.py)
+    asr: Optional[str] = None  # ASR model (hub id or folder) for transcripts="asr"
 
     def __post_init__(self):
+        if self.transcripts not in TRANSCRIPT_SOURCES:
+            raise ValueError(f"transcripts must be one of {TRANSCRIPT_SOURCES}, got {self.transcripts!r}")
+        if (self.transcripts == "asr") != (self.asr is not None):
+            raise ValueError("--transcripts asr and --asr MODEL go together")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.device not in DEVICES:
@@ -144,6 +151,8 @@ class Rows:
     samples: np.ndarray  # samples each row will have at the sample rate, before the max_frames cap
     skipped: Counter
     label_names: List[str] = field(default_factory=list)  # class names by index (empty for regression)
+    notes: List[str] = field(default_factory=list)  # summary lines about the rows (the ASR transcripts' WER)
+    corpus_wer: float = float("nan")  # --transcripts asr: jiwer's WER against the corpus' transcripts
 
 
 def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = None) -> Rows:
@@ -234,9 +243,12 @@ def class_report(rows: Rows, task: str) -> List[str]:
     return lines
 
 
-def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEncoder, fp16: bool) -> CacheMeta:
+def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEncoder, fp16: bool,
+               corpus_wer: float = float("nan")) -> CacheMeta:
     """The cache attributes; `config` holds the settings that change the numbers (compared on resume)."""
+    asr = {"transcripts": "asr", "asr_model": config.asr} if config.transcripts == "asr" else {}  # gold: as before
     numbers = {
+        **asr,
         "dataset": config.dataset,
         "encoders": config.encoders,
         "audio_encoder": audio.name,
@@ -257,7 +269,8 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
                      layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
                      tool_version=__version__, source_root=str(source_root(reader)), config=numbers,
-                     label_scale=list(reader.label_scale or ()), label_kinds=dict(reader.label_kinds))
+                     label_scale=list(reader.label_scale or ()), label_kinds=dict(reader.label_kinds),
+                     transcripts=config.transcripts, asr_model=config.asr or "", corpus_wer=corpus_wer)
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -428,7 +441,22 @@ def read_rows(config: ExtractConfig):
     if not rows.utterances:
         raise DatasetError(f"{reader.root}: no usable utterances (skipped: {_counts(rows.skipped) or 'none'})")
     refuse_input_as_output(config.out_path, reader, rows.utterances)
+    if config.transcripts == "asr":
+        rows = with_asr_transcripts(rows, config)
     return reader, rows
+
+
+def with_asr_transcripts(rows: Rows, config: ExtractConfig) -> Rows:
+    """The rows with ASR transcripts (extract/transcripts.py), the corpus' own kept as references."""
+    asr = transcribe(rows.utterances, config.asr, str(resolve_device(config.device)), config.sample_rate,
+                     config.out_path, config.progress)
+    info = [replace(r, transcript=u.transcript, reference_transcript=ref, wer=float(w))
+            for r, u, ref, w in zip(rows.info, asr.utterances, asr.references, asr.wer)]
+    scored = int(np.isfinite(asr.wer).sum())
+    note = (f"transcripts: ASR ({config.asr}); WER {100 * asr.corpus_wer:.1f}% against the corpus' transcripts "
+            f"over {scored} rows" if scored else f"transcripts: ASR ({config.asr}); the corpus has no transcripts "
+            "to compute a WER against")
+    return replace(rows, utterances=asr.utterances, info=info, notes=rows.notes + [note], corpus_wer=asr.corpus_wer)
 
 
 def ready_encoders(config: ExtractConfig, device: torch.device,
@@ -468,7 +496,7 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
     plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
 
-    meta = cache_meta(config, reader, audio, text, fp16)
+    meta = cache_meta(config, reader, audio, text, fp16, rows.corpus_wer)
     writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
     try:
         for line in class_report(rows, reader.task):  # once the output is known to be usable, before encoding
@@ -477,12 +505,14 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
         path = writer.finalize()
     finally:
         writer.close()
+    progress_path(config.out_path).unlink(missing_ok=True)  # the ASR transcripts are in the cache now
     return Summary(
         out=path, dataset=config.dataset, task=reader.task, rows=len(rows.info), resumed_rows=writer.resumed_rows,
         per_class=_class_counts(rows.info, rows.label_names), per_split=_split_counts(rows.info),
         skipped=dict(sorted(rows.skipped.items())), seconds=time.perf_counter() - started,
         file_bytes=path.stat().st_size, random_encoders=meta.random_encoders, encoders=describe([audio, text]),
-        batch_budget=batch_budget, batches=len(plan), padding_waste=plan.padding_waste, write_seconds=write_seconds)
+        batch_budget=batch_budget, batches=len(plan), padding_waste=plan.padding_waste, write_seconds=write_seconds,
+        notes=list(rows.notes))
 
 
 def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: AudioEncoder, text: TextEncoder,

@@ -21,6 +21,10 @@ Layout (SCHEMA_VERSION 2), N utterances:
         {"type": "classes", "names": [...]}. attrs["label_scale"] is the [lo, hi] of a
         regression `label` ([] = not stated). Caches without them (older ones) read as having
         no further kinds; readers must treat both as absent.
+    /reference_transcript (N,) utf-8, /wer (N,) float32   optional, only when attrs["transcripts"]
+        is "asr": `transcript` then holds the ASR text the text features come from, these the
+        corpus' own transcript and the row's WER against it (NaN without one); attrs["asr_model"],
+        attrs["corpus_wer"]. Absent in gold caches and older ones.
 
     attrs: format, schema_version, complete, and every field of CacheMeta
            (lists and dicts as JSON strings).
@@ -92,6 +96,9 @@ class CacheMeta:
     config: Dict = field(default_factory=dict)  # the full extraction config, compared on resume
     label_scale: List[float] = field(default_factory=list)  # [lo, hi] of a regression label; [] = not stated
     label_kinds: Dict = field(default_factory=dict)  # further label kinds: name -> {"type", "scale" | "names"}
+    transcripts: str = "gold"  # "asr": the transcript column (and the text features) come from speech recognition
+    asr_model: str = ""
+    corpus_wer: float = float("nan")  # ASR caches: jiwer's WER against the corpus' transcripts
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -134,6 +141,8 @@ class RowInfo:
     transcript: str = ""
     source: str = ""  # where the audio came from (path and, for segments, start-end)
     extra_labels: Dict[str, float] = field(default_factory=dict)  # label kind -> score or class index
+    reference_transcript: str = ""  # ASR caches: the corpus' own transcript
+    wer: float = float("nan")  # ASR caches: the row's WER against it
 
 
 def differing_config_keys(old: Dict, new: Dict) -> List[str]:
@@ -498,6 +507,9 @@ def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> N
     text_type = h5py.string_dtype("utf-8")
     for column in STRING_COLUMNS:
         h5.create_dataset(column, data=[str(getattr(r, column)) for r in rows], dtype=text_type)
+    if meta.transcripts == "asr":
+        h5.create_dataset("reference_transcript", data=[r.reference_transcript for r in rows], dtype=text_type)
+        h5.create_dataset("wer", data=np.asarray([r.wer for r in rows], dtype="float32"))
     for kind, spec in meta.label_kinds.items():
         classes = spec["type"] == "classes"
         missing = MISSING_CLASS if classes else np.nan
@@ -612,6 +624,9 @@ class FeatureCache:
             self.columns = {c: np.asarray(h5[c].asstr()[:], dtype=object) for c in STRING_COLUMNS}
             _check_labels(self.label, self.meta, self.columns["utt_id"], self.path)
             self.extra_labels = _read_label_kinds(h5, self.meta, self.path)
+            asr = self.meta.transcripts == "asr" and "wer" in h5 and "reference_transcript" in h5
+            self.reference_transcript = np.asarray(h5["reference_transcript"].asstr()[:], dtype=object) if asr else None
+            self.wer = h5["wer"][:] if asr else None  # per row; None in a gold cache
         except (OSError, KeyError, ValueError, TypeError) as exc:
             self.close()
             raise CacheError(f"{self.path} is damaged or truncated ({exc}); re-extract it with --overwrite") from exc

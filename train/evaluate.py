@@ -42,7 +42,7 @@ from swrr.train.data import ResidentSource
 from swrr.train.loop import predict, write_json, write_predictions
 
 # Extraction config keys that describe the data, not how its features are made.
-DATA_KEYS = ("dataset", "labels", "transcripts", "asr", "asr_model")
+DATA_KEYS = ("dataset", "labels", "transcripts", "asr_model")
 NO_COUNTERPART = "no counterpart"
 
 

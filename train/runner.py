@@ -328,6 +328,16 @@ def _cache_fingerprint(cache: FeatureCache) -> str:
     return fingerprint({"meta": cache.meta.to_attrs(), "rows": len(cache), "utt_ids": ids})
 
 
+def task_digest(cache: FeatureCache) -> str:
+    """What the units of a run on `cache` are tested on, without how its features were made: the
+    rows (ids, target labels, splits, speakers, sessions) and the target's classes or dimensions.
+    A gold-transcript cache and an ASR cache of the same rows share it, so swrr-compare pairs them."""
+    columns = [cache.utt_id, cache.split, cache.speaker, cache.session]
+    digest = hashlib.sha256("\n".join("\t".join(map(str, row)) for row in zip(*columns)).encode())
+    digest.update(np.ascontiguousarray(cache.label).tobytes())
+    return fingerprint({"rows": digest.hexdigest(), "task": cache.meta.task, "labels": cache.meta.label_names})
+
+
 def _new_run_dir(config: TrainConfig, dataset: str) -> Path:
     runs = Path(config.runs_dir)
     if config.name:
@@ -357,6 +367,7 @@ def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = N
         "train": plan.config.to_dict(),
         "model": asdict(plan.jobs[0].model_config),
         "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint, "rows": len(plan.cache),
+                  "task_digest": task_digest(plan.cache), "transcripts": meta.transcripts,
                   "dataset": meta.dataset, "task": meta.task, "label_names": meta.label_names,
                   "audio_encoder": meta.audio_encoder, "text_encoder": meta.text_encoder,
                   "random_encoders": meta.random_encoders},
