@@ -135,7 +135,7 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
     """Rank 0's setup: rows, plan, what is done already, and the deal of the rest."""
     flag.clear()  # a flag of an earlier launch; the other ranks look at it only after the broadcast
     reader, rows = read_rows(config)
-    meta = cache_meta(config, reader, audio, text, fp16, rows.corpus_wer)
+    meta = cache_meta(config, reader, audio, text, fp16, rows.asr)
     out = config.out_path
     if config.overwrite:
         if out.exists():

@@ -152,7 +152,7 @@ class Rows:
     skipped: Counter
     label_names: List[str] = field(default_factory=list)  # class names by index (empty for regression)
     notes: List[str] = field(default_factory=list)  # summary lines about the rows (the ASR transcripts' WER)
-    corpus_wer: float = float("nan")  # --transcripts asr: jiwer's WER against the corpus' transcripts
+    asr: Dict = field(default_factory=dict)  # --transcripts asr: the model and the corpus WER (CacheMeta.asr)
 
 
 def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = None) -> Rows:
@@ -244,7 +244,7 @@ def class_report(rows: Rows, task: str) -> List[str]:
 
 
 def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEncoder, fp16: bool,
-               corpus_wer: float = float("nan")) -> CacheMeta:
+               asr_record: Optional[Dict] = None) -> CacheMeta:
     """The cache attributes; `config` holds the settings that change the numbers (compared on resume)."""
     asr = {"transcripts": "asr", "asr_model": config.asr} if config.transcripts == "asr" else {}  # gold: as before
     numbers = {
@@ -270,7 +270,7 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
                      tool_version=__version__, source_root=str(source_root(reader)), config=numbers,
                      label_scale=list(reader.label_scale or ()), label_kinds=dict(reader.label_kinds),
-                     transcripts=config.transcripts, asr_model=config.asr or "", corpus_wer=corpus_wer)
+                     transcripts=config.transcripts, asr=dict(asr_record or {}))
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -456,7 +456,8 @@ def with_asr_transcripts(rows: Rows, config: ExtractConfig) -> Rows:
     note = (f"transcripts: ASR ({config.asr}); WER {100 * asr.corpus_wer:.1f}% against the corpus' transcripts "
             f"over {scored} rows" if scored else f"transcripts: ASR ({config.asr}); the corpus has no transcripts "
             "to compute a WER against")
-    return replace(rows, utterances=asr.utterances, info=info, notes=rows.notes + [note], corpus_wer=asr.corpus_wer)
+    record = {"model": config.asr, "corpus_wer": asr.corpus_wer if scored else None, "scored_rows": scored}
+    return replace(rows, utterances=asr.utterances, info=info, notes=rows.notes + [note], asr=record)
 
 
 def ready_encoders(config: ExtractConfig, device: torch.device,
@@ -496,7 +497,7 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
     plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
 
-    meta = cache_meta(config, reader, audio, text, fp16, rows.corpus_wer)
+    meta = cache_meta(config, reader, audio, text, fp16, rows.asr)
     writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
     try:
         for line in class_report(rows, reader.task):  # once the output is known to be usable, before encoding

@@ -23,8 +23,9 @@ Layout (SCHEMA_VERSION 2), N utterances:
         no further kinds; readers must treat both as absent.
     /reference_transcript (N,) utf-8, /wer (N,) float32   optional, only when attrs["transcripts"]
         is "asr": `transcript` then holds the ASR text the text features come from, these the
-        corpus' own transcript and the row's WER against it (NaN without one); attrs["asr_model"],
-        attrs["corpus_wer"]. Absent in gold caches and older ones.
+        corpus' own transcript and the row's WER against it (NaN without one); attrs["asr"] =
+        {"model", "corpus_wer" (null without references), "scored_rows"}. Absent in gold caches
+        and older ones.
 
     attrs: format, schema_version, complete, and every field of CacheMeta
            (lists and dicts as JSON strings).
@@ -63,7 +64,7 @@ STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source
 # A cache file's own label is a class or a score; "dimensional" (several scores at once) exists only
 # in the training view of a cache (swrr_core/targets.py) and in the bundles trained on it.
 TASKS = ("classification", "regression", "dimensional")
-JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds")  # CacheMeta fields stored as JSON strings
+JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds", "asr")  # CacheMeta fields stored as JSON strings
 MISSING_CLASS = -1  # a classes label kind's index where the row has none
 DTYPES = ("float16", "float32")
 
@@ -97,8 +98,7 @@ class CacheMeta:
     label_scale: List[float] = field(default_factory=list)  # [lo, hi] of a regression label; [] = not stated
     label_kinds: Dict = field(default_factory=dict)  # further label kinds: name -> {"type", "scale" | "names"}
     transcripts: str = "gold"  # "asr": the transcript column (and the text features) come from speech recognition
-    asr_model: str = ""
-    corpus_wer: float = float("nan")  # ASR caches: jiwer's WER against the corpus' transcripts
+    asr: Dict = field(default_factory=dict)  # ASR caches: {"model", "corpus_wer", "scored_rows"}; {} for gold
 
     def __post_init__(self):
         if self.task not in TASKS:

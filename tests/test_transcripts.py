@@ -47,7 +47,7 @@ def test_an_asr_cache_stores_asr_text_references_and_wer(iemocap_tree, whisper, 
     summary = run_extraction(_config(iemocap_tree.root, out, whisper))
     gold, asr = open_cache(gold_out), open_cache(out)
     assert list(asr.utt_id) == list(gold.utt_id) and (asr.label == gold.label).all()
-    assert asr.meta.transcripts == "asr" and asr.meta.asr_model == str(whisper) and gold.meta.transcripts == "gold"
+    assert asr.meta.transcripts == "asr" and asr.meta.asr["model"] == str(whisper) and gold.meta.transcripts == "gold"
     assert gold.wer is None and asr.meta.config["transcripts"] == "asr"
     assert list(asr.reference_transcript) == list(gold.transcript)
     row = list(asr.utt_id).index("Ses01F_impro01_F000")
@@ -63,7 +63,7 @@ def test_an_asr_cache_stores_asr_text_references_and_wer(iemocap_tree, whisper, 
             assert np.isnan(asr.wer[i])
     corpus = jiwer.wer([asr.reference_transcript[i] for i in scored], [asr.transcript[i] for i in scored],
                        reference_transform=transform, hypothesis_transform=transform)
-    assert asr.meta.corpus_wer == pytest.approx(corpus)
+    assert asr.meta.asr["corpus_wer"] == pytest.approx(corpus) and asr.meta.asr["scored_rows"] == len(scored)
     assert any(f"WER {100 * corpus:.1f}%" in note and f"over {len(scored)} rows" in note for note in summary.notes)
     assert not progress_path(out).exists()  # removed once the cache is complete
     assert not (asr.transcript == gold.transcript).all()  # the random model's words are not the corpus'
