@@ -30,9 +30,9 @@ def _config(root, out, whisper, **kw):
 
 @pytest.fixture
 def whisper(tmp_path):
-    from test_predict import save_tiny_whisper
+    from swrr.predict.asr import save_random_whisper
 
-    return save_tiny_whisper(tmp_path / "whisper")
+    return save_random_whisper(tmp_path / "whisper")
 
 
 @pytest.mark.slow
