@@ -30,7 +30,7 @@ from typing import Iterator, List, Optional
 from swrr.extract.video import INSTALL_HINT, have_pyav
 
 from .base import DatasetError, DatasetReader, Utterance, class_kind
-from .manifest import read_csv_table
+from .manifest import check_values, read_csv_table
 
 EMOTIONS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SENTIMENTS = ("negative", "neutral", "positive")
@@ -93,10 +93,7 @@ class MeldReader(DatasetReader):
     def _table(self, path: Path):
         table = read_csv_table(path, COLUMNS)
         for column, known in (("Emotion", EMOTIONS), ("Sentiment", SENTIMENTS)):
-            values = {v.strip().lower() for v in table[column]}
-            if not values <= set(known):
-                raise DatasetError(f"{path}: unknown {column} value(s) {sorted(values - set(known))}; "
-                                   f"expected {', '.join(known)}")
+            check_values(path, table, column, known, ", ".join(known))
         return table
 
     def index_files(self) -> List[Path]:

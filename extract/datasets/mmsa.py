@@ -24,7 +24,7 @@ from typing import Iterator, List, Optional, Tuple
 from swrr.extract.video import INSTALL_HINT, VIDEO_SUFFIXES, have_pyav, is_video
 
 from .base import DatasetError, DatasetReader, Utterance, score_kind
-from .manifest import SPLITS, is_number, read_csv_table
+from .manifest import SPLITS, check_values, is_number, read_csv_table
 
 LABEL_CSV_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 CLIP_SUFFIXES = (".wav", ".flac") + VIDEO_SUFFIXES  # audio first: no decoding of the video needed
@@ -69,10 +69,7 @@ class MmsaReader(DatasetReader):
             raise DatasetError(f"MMSA root {self.root}: no label.csv in it; expected MMSA's layout label.csv "
                                "(video_id, clip_id, text, label, mode, ...) with Raw/<video_id>/<clip_id>.mp4")
         self.table = read_csv_table(self.label_csv, LABEL_CSV_COLUMNS)
-        modes = {m.strip().lower() for m in self.table["mode"]}
-        if not modes <= set(SPLITS):
-            raise DatasetError(f"{self.label_csv}: unknown mode value(s) {sorted(modes - set(SPLITS))}; "
-                               "expected train, valid, test")
+        check_values(self.label_csv, self.table, "mode", set(SPLITS) - {""}, "train, valid, test")
         self.corpus = corpus_of(self.root, self.table)
         self.label_scale = SCALES[self.corpus]
         self.unimodal = [c for c in UNIMODAL if c in self.table.columns] if self.corpus == "sims" else []

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator, List
 
 from .base import DatasetError, DatasetReader, Utterance, score_kind
-from .manifest import is_number, read_csv_table
+from .manifest import check_values, is_number, read_csv_table
 
 LABELS_FILE = Path("Labels") / "labels_consensus.csv"
 COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Split_Set")
@@ -59,15 +59,9 @@ class MspPodcastReader(DatasetReader):
             raise DatasetError(f"MSP-Podcast root {self.root} has no Transcripts/ folder: this release carries no "
                                "transcripts, and every row would be skipped for lack of text")
         self.table = read_csv_table(self.labels_file, COLUMNS)
-        splits = {s.strip().lower() for s in self.table["Split_Set"]}
-        if not splits <= set(SPLITS):
-            raise DatasetError(f"{self.labels_file}: unknown Split_Set value(s) {sorted(splits - set(SPLITS))}; "
-                               "expected Train, Development, Test1, Test2, Test3")
-        classes = {c.strip() for c in self.table["EmoClass"]} - {""}
-        unknown = classes - set(CATEGORIES) - set(OPTIONAL)
-        if unknown:
-            raise DatasetError(f"{self.labels_file}: unknown EmoClass value(s) {sorted(unknown)}; "
-                               f"expected {', '.join(CATEGORIES + OPTIONAL)}")
+        check_values(self.labels_file, self.table, "Split_Set", SPLITS, "Train, Development, Test1, Test2, Test3")
+        check_values(self.labels_file, self.table, "EmoClass", CATEGORIES + OPTIONAL, ", ".join(CATEGORIES + OPTIONAL),
+                     normalise=str)
 
     def index_files(self) -> List[Path]:
         return [self.labels_file]
