@@ -162,3 +162,26 @@ def test_target_options_are_checked(tmp_path):
     with pytest.raises(TargetError, match="has no label 'joy'"):
         run(_config(path, tmp_path / "runs", target="joy"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sims_scale_run_reports_mmsa_sims_metrics(tmp_path):
+    """A regression cache on [-1, 1] (CH-SIMS) is scored with Acc2/Acc3/Acc5/F1/MAE/Corr."""
+    rng = np.random.default_rng(1)
+    n = 40
+    score = np.round(rng.uniform(-1, 1, n), 1)
+    meta = CacheMeta(dataset="mmsa", task="regression", label_names=[], audio_encoder="synthetic",
+                     text_encoder="synthetic", audio_dim=DIM, text_dim=DIM, max_frames=FRAMES, max_tokens=TOKENS,
+                     label_scale=[-1.0, 1.0])
+    rows = [RowInfo(utt_id=f"u{i:03d}", label=float(score[i]), split=("train", "train", "valid", "test")[i % 4])
+            for i in range(n)]
+    writer = CacheWriter.open(tmp_path / "sims.h5", meta, rows)
+    writer.write(np.arange(n), rng.normal(size=(n, FRAMES, DIM)).astype(np.float32), np.full(n, FRAMES),
+                 rng.normal(size=(n, TOKENS, DIM)).astype(np.float32), np.full(n, TOKENS))
+    run_dir = run(_config(writer.finalize(), tmp_path / "runs", epochs=1))
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert summary["key"].tolist() == ["acc2", "acc3", "acc5", "f1", "mae", "corr"]
+    assert set(summary["scale"]) == {"sentiment -1 to 1"}
+    table = pd.read_csv(run_dir / "fold01" / "predictions.csv")
+    metrics = json.loads((run_dir / "fold01" / "metrics.json").read_text())["metrics"]
+    metrics.pop("loss")
+    assert metrics == pytest.approx(M.sims_metrics(table["label"], table["prediction"]), rel=1e-4, nan_ok=True)
