@@ -108,3 +108,33 @@ def test_a_dimensional_model_on_another_scale(iemocap_tree, msp_podcast_tree, tm
     with torch.no_grad():
         raw_out = model(*(torch.from_numpy(np.asarray(data[k])) for k in ("audio", "audio_len", "text", "text_len")))
     assert table["prediction_valence"][0] == pytest.approx(1 + (float(raw_out[0, 0]) - 1) * 6 / 4, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_swrr_predict_writes_one_score_column_per_dimension(iemocap_tree, tmp_path):
+    """A dimensional bundle through swrr-predict on a wav and on an mp4 clip: score_<dim> columns, the
+    wav's scores equal to the model's outputs on that utterance's cache row (the trainer's view)."""
+    import torch
+
+    from corpora_trees import write_mp4
+    from swrr.bundle import load_bundle
+    from swrr.cache import FeatureCache
+    from swrr.predict.runner import PredictConfig, run_predict
+
+    cache_path = _extract("iemocap", iemocap_tree.root, tmp_path / "iemocap.h5")
+    bundle = _train(cache_path, tmp_path / "runs", target="valence,arousal") / "fold01" / "model"
+    wav = iemocap_tree.root / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
+    clip = write_mp4(tmp_path / "clip.mp4", seconds=0.5)
+    out = tmp_path / "p.csv"
+    run_predict(PredictConfig(model=str(bundle), inputs=[str(wav), str(clip)], texts=["Excuse me.", "hello"],
+                              out=out, device="cpu", progress=False, segment="none", workers=0))
+    table = pd.read_csv(out, keep_default_na=False)
+    assert {"score_valence", "score_arousal"} <= set(table.columns) and "score" not in table.columns
+    assert (table["error"] == "").all() and np.isfinite(table[["score_valence", "score_arousal"]].to_numpy()).all()
+    cache = FeatureCache(cache_path)
+    data = cache.read_rows([list(cache.utt_id).index("Ses01F_impro01_F000")])
+    with torch.no_grad():
+        expected = load_bundle(bundle).model(*(torch.from_numpy(np.asarray(data[k]))
+                                               for k in ("audio", "audio_len", "text", "text_len")))[0]
+    got = table.iloc[0][["score_valence", "score_arousal"]].to_numpy(dtype=float)
+    assert got == pytest.approx(expected.numpy(), abs=1e-3)
