@@ -138,3 +138,14 @@ def test_swrr_predict_writes_one_score_column_per_dimension(iemocap_tree, tmp_pa
                                                for k in ("audio", "audio_len", "text", "text_len")))[0]
     got = table.iloc[0][["score_valence", "score_arousal"]].to_numpy(dtype=float)
     assert got == pytest.approx(expected.numpy(), abs=1e-3)
+
+
+def test_swrr_evaluate_and_targets_import_no_media_or_transformers_library():
+    blocked = ("import sys\n"
+               "for name in ('librosa', 'soundfile', 'transformers', 'av'):\n"
+               "    sys.modules[name] = None\n"
+               "import swrr.train.evaluate_cli, swrr.targets, swrr.train.runner\n"
+               "print(swrr.evaluate.__module__)\n")
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "swrr.train.evaluate"
