@@ -66,6 +66,7 @@ STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source
 TASKS = ("classification", "regression", "dimensional")
 JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds", "asr")  # CacheMeta fields stored as JSON strings
 MISSING_CLASS = -1  # a classes label kind's index where the row has none
+OPTIONAL_FIELDS = ("label_scale", "label_kinds", "transcripts", "asr")  # CacheMeta fields older caches lack
 DTYPES = ("float16", "float32")
 
 
@@ -111,6 +112,14 @@ class CacheMeta:
         for key, value in asdict(self).items():
             out[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
         return out
+
+    def identity_attrs(self) -> Dict:
+        """to_attrs() without the optional fields that are at their defaults (OPTIONAL_FIELDS): what a
+        fingerprint hashes, so a cache made before those fields existed keeps the fingerprint it had."""
+        empty = CacheMeta(dataset="", task="classification", label_names=[], audio_encoder="", text_encoder="",
+                          audio_dim=0, text_dim=0)
+        return {k: v for k, v in self.to_attrs().items()
+                if not (k in OPTIONAL_FIELDS and getattr(self, k) == getattr(empty, k))}
 
     @classmethod
     def from_attrs(cls, attrs) -> "CacheMeta":

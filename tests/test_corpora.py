@@ -247,3 +247,14 @@ def test_a_cache_without_label_kinds_opens_as_before(iemocap_tree, tmp_path):
     cache = open_cache(out)
     assert cache.extra_labels == {} and cache.meta.label_kinds == {} and cache.meta.label_scale == []
     assert len(cache) == 8
+
+
+def test_the_new_optional_fields_leave_an_old_caches_fingerprint_as_it_was():
+    from swrr.cache import OPTIONAL_FIELDS, CacheMeta
+
+    plain = CacheMeta(dataset="iemocap", task="classification", label_names=["neu"], audio_encoder="a",
+                      text_encoder="t", audio_dim=4, text_dim=4)
+    assert not set(OPTIONAL_FIELDS) & set(plain.identity_attrs())  # as a cache written before them hashes
+    assert {k: v for k, v in plain.to_attrs().items() if k not in OPTIONAL_FIELDS} == plain.identity_attrs()
+    kinds = CacheMeta(**{**plain.__dict__, "label_kinds": {"valence": {"type": "score", "scale": [1.0, 5.0]}}})
+    assert "label_kinds" in kinds.identity_attrs()

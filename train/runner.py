@@ -140,7 +140,9 @@ def prepare(config: TrainConfig) -> Plan:
     model_cfg = model_config(config, meta)
     cache_fp = _cache_fingerprint(cache)
     # a unit (fold x seed) is identified by its own seed, not by the run's list of seeds
-    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")}
+    # (target options left at None stay out, so runs started before they existed resume)
+    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")
+                       and not (k in ("target", "target_loss") and v is None)}
     model_dict, recipe = asdict(model_cfg), asdict(meta)
     jobs = []
     for seed in unit_seeds(config):
@@ -325,7 +327,7 @@ def _finished_fold(fold_dir: Path) -> Optional[Dict]:
 
 def _cache_fingerprint(cache: FeatureCache) -> str:
     ids = hashlib.sha256("\n".join(cache.utt_id.tolist()).encode()).hexdigest()
-    return fingerprint({"meta": cache.meta.to_attrs(), "rows": len(cache), "utt_ids": ids})
+    return fingerprint({"meta": cache.meta.identity_attrs(), "rows": len(cache), "utt_ids": ids})
 
 
 def task_digest(cache: FeatureCache) -> str:
