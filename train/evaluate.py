@@ -208,7 +208,8 @@ def _new_folder(out, model: Path, cache_path: Path) -> Path:
         if folder.exists():
             raise EvaluateError(f"--out {folder} already exists; choose another folder")
     else:
-        name = model.parent.name if model.name == "model" else model.name
+        # runs/X/fold01/model -> X-fold01; a run folder runs/X -> X
+        name = f"{model.parent.parent.name}-{model.parent.name}" if model.name == "model" else model.name
         base = Path("runs") / f"eval-{name}-on-{cache_path.stem}"
         folder, n = base, 1
         while folder.exists():
