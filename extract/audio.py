@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -34,7 +34,8 @@ NON_FINITE = "non-finite samples"
 NO_SAMPLES = "no samples"
 OUTSIDE = "segment outside the audio"
 TOO_SHORT = "shorter than one WavLM frame"
-FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile subtypes that can hold non-finite samples
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+EXAMPLES = 3  # files named per skip reason  # soundfile subtypes that can hold non-finite samples
 
 
 class AudioError(Exception):
@@ -177,12 +178,26 @@ def check_samples(info: AudioInfo, start=None, end=None) -> None:
         _read_frames(info.path, *segment_frames(info, start, end))
 
 
+class SkipCounts(Counter):
+    """Skips by reason (a Counter) that also names the first EXAMPLES files of each reason."""
+
+    def __init__(self):
+        super().__init__()
+        self.examples: Dict[str, List[str]] = {}
+
+    def add(self, reason: str, path) -> None:
+        self[reason] += 1
+        named = self.examples.setdefault(reason, [])
+        if len(named) < EXAMPLES:
+            named.append(str(path))
+
+
 class CheckedUtterances(NamedTuple):
     """What `check_utterances` found: the usable utterances, their lengths, the skips."""
 
     utterances: List  # the usable utterances, in input order
     samples: np.ndarray  # (n,) int64: samples each will have at the sample rate, before any max_samples cap
-    skipped: Counter  # reason -> count of utterances left out
+    skipped: "SkipCounts"  # reason -> count of utterances left out (and the first files of each)
 
 
 def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedUtterances:
@@ -192,7 +207,7 @@ def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedU
     of a crash mid-run. Headers of files shared by several segments are read once. Float files
     are also read whole for NaN/inf samples.
     """
-    good, samples, skipped = [], [], Counter()
+    good, samples, skipped = [], [], SkipCounts()
     infos = {}  # path -> AudioInfo, or the AudioError its probe raised
     for utt in utts:
         path = Path(utt.audio_path)
@@ -207,7 +222,7 @@ def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedU
             n = check_audio(infos[path], utt.start, utt.end, sample_rate)
             check_samples(infos[path], utt.start, utt.end)
         except AudioError as err:
-            skipped[err.reason] += 1
+            skipped.add(err.reason, path)
         else:
             good.append(utt)
             samples.append(n)

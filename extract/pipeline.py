@@ -168,8 +168,9 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
     dropped = Counter()
     if labels is not None or reader.optional_labels:
         utterances = _only_labels(utterances, set(names), dropped)
-    utterances, samples, skipped = check_utterances(utterances, sample_rate)
-    skipped = reader.skipped + dropped + skipped  # the reader counted its own skips during that pass
+    utterances, samples, checked = check_utterances(utterances, sample_rate)
+    skipped = reader.skipped + dropped + checked  # the reader counted its own skips during that pass
+    notes = [named_skips(reason, items) for reason, items in {**reader.skipped_items, **checked.examples}.items()]
     class_index = {name: i for i, name in enumerate(names)}
     root = source_root(reader)
     info = []
@@ -183,7 +184,13 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
         info.append(RowInfo(utt_id=utt.utt_id, label=label, speaker=utt.speaker, session=utt.session,
                             split=utt.split, transcript=utt.transcript, source=_source(utt, root),
                             extra_labels=encoded_extra_labels(utt, reader.label_kinds)))
-    return Rows(utterances, info, samples, skipped, names)
+    return Rows(utterances, info, samples, skipped, names, notes)
+
+
+def named_skips(reason: str, items: Sequence[str], shown: int = 5) -> str:
+    """A summary line naming what was skipped for `reason` (the first `shown`)."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"skipped ({reason}): {', '.join(items[:shown])}{more}"
 
 
 def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:

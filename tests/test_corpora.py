@@ -82,7 +82,7 @@ def test_meld_reader(meld_tree):
     assert Counter(u.split for u in utts.values()) == expected["per_split"]
     assert Counter(u.label for u in utts.values()) == expected["per_class"]
     assert Counter(u.speaker for u in utts.values()) == expected["per_speaker"]
-    assert dict(reader.skipped) == expected["skipped"] and reader.missing_clips == expected["missing"]
+    assert dict(reader.skipped) == expected["skipped"] and reader.skipped_items == {"missing clip": expected["missing"]}
     for utt_id, text in expected["texts"].items():
         assert utts[utt_id].transcript == text
     assert not any("\u0080" <= ch <= "\u009f" for u in utts.values() for ch in u.transcript)
@@ -97,6 +97,9 @@ def test_meld_extraction_stores_emotion_and_sentiment(meld_tree, tmp_path):
     summary = _extract("meld", meld_tree.root, tmp_path / "meld.h5")
     expected = meld_tree.expected
     assert summary.skipped == {"missing clip": 1, "unreadable video file": 1}
+    bad_clip = meld_tree.root / "output_repeated_splits_test" / "dia0_utt2.mp4"
+    assert set(summary.notes) == {"skipped (missing clip): valid/dia0_utt2",
+                                  f"skipped (unreadable video file): {bad_clip}"}  # named, not only counted
     assert summary.per_split == {"train": 7, "valid": 2, "test": 2}
     cache = open_cache(tmp_path / "meld.h5")
     assert expected["unreadable"] not in set(cache.utt_id)

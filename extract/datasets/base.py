@@ -86,6 +86,7 @@ class DatasetReader:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.skipped: Counter = Counter()
+        self.skipped_items: Dict[str, List[str]] = {}  # reason -> what was skipped, where a reader names it
 
     @classmethod
     def candidate_roots(cls) -> List[Path]:
@@ -98,6 +99,7 @@ class DatasetReader:
 
     def utterances(self) -> Iterator[Utterance]:
         self.skipped.clear()  # a second pass must not count the same skips twice
+        self.skipped_items = {}
         yield from self._read()
 
     def _read(self) -> Iterator[Utterance]:
@@ -107,5 +109,8 @@ class DatasetReader:
         """The files (other than audio) the reader reads: label lists, manifests. `--out` must not be one."""
         return []
 
-    def skip(self, reason: str, count: int = 1) -> None:
+    def skip(self, reason: str, count: int = 1, item: str = "") -> None:
+        """Count `count` skips for `reason`; `item` names what was skipped (listed in the summary)."""
         self.skipped[reason] += count
+        if item:
+            self.skipped_items.setdefault(reason, []).append(item)

@@ -17,7 +17,7 @@ Quirks of the release handled here:
 - Transcripts whose punctuation is stored as C1 control characters (U+0092 for ’, U+0097 for —,
   U+0085 for …): Windows-1252 bytes once decoded as Latin-1. They are mapped back to the
   characters they stand for (`repair_c1`).
-- Clips missing from the release: counted skips "missing clip" (the ids are in `missing_clips`).
+- Clips missing from the release: counted skips "missing clip", named in the summary.
   Clips that are present but do not decode become the audio check's counted skips
   ("unreadable video file", "video without an audio track").
 """
@@ -88,7 +88,6 @@ class MeldReader(DatasetReader):
         if not have_pyav():
             raise DatasetError(f"MELD clips are .mp4 files; {INSTALL_HINT}")
         self.tables = {split: self._table(path) for split, path in self.csv_files.items()}
-        self.missing_clips: List[str] = []
 
     def _table(self, path: Path):
         table = read_csv_table(path, COLUMNS)
@@ -100,15 +99,13 @@ class MeldReader(DatasetReader):
         return list(self.csv_files.values())
 
     def _read(self) -> Iterator[Utterance]:
-        self.missing_clips = []
         for split, table in self.tables.items():
             clips = self.clip_dirs[split]
             for row in table.itertuples(index=False):
                 name = f"dia{row.Dialogue_ID.strip()}_utt{row.Utterance_ID.strip()}"
                 clip = clips / f"{name}.mp4" if clips is not None else None
                 if clip is None or not clip.is_file():
-                    self.skip(MISSING_CLIP)
-                    self.missing_clips.append(f"{split}/{name}")
+                    self.skip(MISSING_CLIP, item=f"{split}/{name}")
                     continue
                 yield Utterance(
                     utt_id=f"{split}_{name}", audio_path=clip, transcript=repair_c1(row.Utterance).strip(),
