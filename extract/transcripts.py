@@ -17,6 +17,7 @@ deleted once the cache is complete.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from dataclasses import replace
@@ -94,6 +95,8 @@ def transcribe(utterances: Sequence[Utterance], model: str, device, sample_rate:
     from swrr.predict.asr import Transcriber
     from swrr.predict.inputs import PredictError
 
+    if importlib.util.find_spec("jiwer") is None:
+        raise EncoderError("--transcripts asr computes WER with jiwer: pip install 'swrr[asr]' (or pip install jiwer)")
     progress = progress_path(out)
     done = _load_progress(progress, model)
     todo = [u for u in utterances if u.utt_id not in done]

@@ -3,13 +3,14 @@ transcripts, references and per-row WER equal jiwer's), resume from the progress
 run and an ASR run of the same rows paired by swrr-compare."""
 import json
 
-import jiwer
 import numpy as np
 import pytest
 
 from swrr.cache import open_cache
 from swrr.extract.pipeline import ExtractConfig, run_extraction
 from swrr.extract.transcripts import progress_path, word_error_rates
+
+jiwer = pytest.importorskip("jiwer")
 
 
 def test_word_error_rates_by_hand():
