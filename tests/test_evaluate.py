@@ -149,3 +149,17 @@ def test_swrr_evaluate_and_targets_import_no_media_or_transformers_library():
     done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "swrr.train.evaluate"
+
+
+@pytest.mark.slow
+def test_a_model_of_another_label_kind_is_scored_on_that_kind(meld_tree, tmp_path):
+    """A MELD model trained with --target sentiment is scored on the cache's sentiment classes."""
+    meld = _extract("meld", meld_tree.root, tmp_path / "meld.h5")
+    run_dir = _train(meld, tmp_path / "runs", target="sentiment")
+    out = swrr.evaluate(run_dir, meld, out=tmp_path / "eval", device="cpu")
+    results = json.loads((out / "results.json").read_text())
+    assert results["scored_rows"] == 11 and results["skipped"] == {}
+    table = pd.read_csv(out / "unit01" / "predictions.csv")
+    sentiments = ["negative", "neutral", "positive"]
+    truth = {u: sentiments[k] for u, k in zip(table["utt_id"], table["label"])}
+    assert truth["train_dia1_utt0"] == "positive" and truth["valid_dia0_utt1"] == "negative"

@@ -101,26 +101,31 @@ def scoring(bundle: Bundle, cache: FeatureCache, label_map: Dict[str, str]) -> S
     """The rows of `cache` the model can be scored on and their truth in the model's label terms."""
     task, meta = bundle.task, cache.meta
     if task == "classification":
-        if meta.task != "classification":
-            raise EvaluateError(f"{cache.path} holds {meta.task} labels; the model {bundle.path} classifies")
-        unknown = sorted(set(label_map) - set(meta.label_names))
+        # the label the model learnt: the cache's own classes, or the class kind it was trained on (--target)
+        target = resolve_target(cache, bundle.provenance.get("train", {}).get("target"))
+        if target.task != "classification":
+            raise EvaluateError(f"{cache.path} holds {target.task} labels; the model {bundle.path} classifies")
+        names = target.label_names
+        unknown = sorted(set(label_map) - set(names))
         bad_targets = sorted(set(label_map.values()) - set(bundle.label_names))
         if unknown or bad_targets:
             raise EvaluateError("--label-map: " + "; ".join(filter(None, [
-                f"{', '.join(unknown)} not among the cache's classes ({', '.join(meta.label_names)})" if unknown else "",
+                f"{', '.join(unknown)} not among the cache's classes ({', '.join(names)})" if unknown else "",
                 f"{', '.join(bad_targets)} not among the model's classes ({', '.join(bundle.label_names)})"
                 if bad_targets else ""])))
         model_index = {name: i for i, name in enumerate(bundle.label_names)}
-        counterpart = [model_index.get(label_map.get(name, name), -1) for name in meta.label_names]
+        counterpart = [model_index.get(label_map.get(name, name), -1) for name in names]
         if max(counterpart) < 0:
-            raise EvaluateError(f"no class of {cache.path} ({', '.join(meta.label_names)}) matches one of the "
+            raise EvaluateError(f"no class of {cache.path} ({', '.join(names)}) matches one of the "
                                 f"model's ({', '.join(bundle.label_names)}); give --label-map, e.g. "
-                                f"'{meta.label_names[0]}={bundle.label_names[0]},...'")
-        truth = np.asarray(counterpart)[cache.label]
-        skipped = {f"label {name}: {NO_COUNTERPART}": int(np.sum(cache.label == i))
-                   for i, name in enumerate(meta.label_names) if counterpart[i] < 0 and np.any(cache.label == i)}
-        rows = np.flatnonzero(truth >= 0)
-        return Scoring(rows, truth, skipped, [])
+                                f"'{names[0]}={bundle.label_names[0]},...'")
+        labels = np.where(target.rated, target.labels, 0)
+        truth = np.where(target.rated, np.asarray(counterpart)[labels], -1)
+        skipped = {f"label {name}: {NO_COUNTERPART}": int(np.sum(target.rated & (labels == i)))
+                   for i, name in enumerate(names) if counterpart[i] < 0 and np.any(target.rated & (labels == i))}
+        if not target.rated.all():
+            skipped[f"no {target.name} value"] = int((~target.rated).sum())
+        return Scoring(np.flatnonzero(truth >= 0), truth, skipped, [])
     if task == "regression":
         if meta.task != "regression":
             raise EvaluateError(f"{cache.path} holds {meta.task} labels; the model {bundle.path} predicts a "
