@@ -34,8 +34,8 @@ NON_FINITE = "non-finite samples"
 NO_SAMPLES = "no samples"
 OUTSIDE = "segment outside the audio"
 TOO_SHORT = "shorter than one WavLM frame"
-FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
-EXAMPLES = 3  # files named per skip reason  # soundfile subtypes that can hold non-finite samples
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile subtypes that can hold non-finite samples
+EXAMPLES = 3  # files named per skip reason
 
 
 class AudioError(Exception):
