@@ -18,9 +18,8 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from swrr.extract.audio import probe_audio
 from swrr.extract.batching import AUTO, parse_batch_seconds
-from swrr.extract.pipeline import default_workers
+from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import Predictor, value_columns
 from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
 from swrr.bundle import load_bundle
@@ -170,10 +169,10 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
         start = item.start or 0.0
         end = item.end
         if end is None and not item.error:  # to the end of the file
-            if item.path not in durations:  # one probe per file, however many segments it has
-                durations[item.path] = probe_audio(item.path).duration
-            end = durations[item.path]
-        row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
+            if item.file_id not in durations:  # one probe per input, however many segments it has
+                durations[item.file_id] = item.source.probe().duration
+            end = durations[item.file_id]
+        row = {"id": item.item_id, "file": str(item.path) if item.path is not None else "", "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})
         row.update({"transcript": item.text if item.text is not None else "", "text_source": item.text_source,

@@ -10,7 +10,8 @@ from swrr.cache import open_cache
 from swrr.extract.audio import check_utterances, load_audio
 from swrr.extract.datasets import DatasetError, get_reader
 from swrr.extract.datasets.meld import repair_c1
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.extract.video import decode_audio_track
 
 pytest.importorskip("av")

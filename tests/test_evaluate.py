@@ -11,7 +11,8 @@ import pytest
 
 import swrr
 from swrr import metrics as M
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.train.config import TrainConfig
 from swrr.train.evaluate import EvaluateError, parse_label_map
 from swrr.train.runner import run

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from swrr.cache import open_cache
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.extract.transcripts import progress_path, word_error_rates
 
 jiwer = pytest.importorskip("jiwer")

@@ -32,14 +32,16 @@ import numpy as np
 import torch
 
 from swrr import objectives
-from swrr.bundle import Bundle, fold_bundles, load_bundle
+from swrr.bundle import Bundle, load_bundle, unit_bundles
 from swrr.cache import CacheMeta, FeatureCache, differing_config_keys
 from swrr.device import resolve_device
 from swrr.metrics import compute_metrics, metric_options
+from swrr.rundir import CONFUSION_PLOT, UNIT_BUNDLE, RunFolder, UnitFolder, write_json
 from swrr.targets import resolve_target, scale_text, with_target
 from swrr.train import report
 from swrr.train.data import ResidentSource
-from swrr.train.loop import predict, write_json, write_predictions
+from swrr.train.loop import predict
+from swrr.train.unit_files import write_predictions
 
 # Extraction config keys that describe the data, not how its features are made.
 DATA_KEYS = ("dataset", "labels", "transcripts", "asr_model")
@@ -93,8 +95,7 @@ def model_bundles(model) -> List[Path]:
     path = Path(model).expanduser()
     if not path.exists():
         raise EvaluateError(f"--model {path}: no such bundle or run folder")
-    bundles = fold_bundles(path)
-    return bundles or [path]
+    return [unit.bundle for unit in unit_bundles(path)] or [path]
 
 
 def scoring(bundle: Bundle, cache: FeatureCache, label_map: Dict[str, str]) -> Scoring:
@@ -176,15 +177,16 @@ def evaluate(model, cache, label_map: Optional[str] = None, out=None, device: st
     results = []
     try:
         for number, bundle in enumerate(bundles, start=1):
-            results.append(_score(bundle, source, plan, folder / f"unit{number:02d}", torch_device, batch_size,
-                                  number, options))
+            # Decision: an evaluation's units are named unit01, unit02, ... (not fold01: they test no fold)
+            results.append(_score(bundle, source, plan, UnitFolder(folder / f"unit{number:02d}"), torch_device,
+                                  batch_size, number, options))
     finally:
         source.close()
     _write_reports(folder, results, first, features, plan, mapping, options, model)
     return folder
 
 
-def _score(bundle: Bundle, source, plan: Scoring, unit_dir: Path, device: torch.device, batch_size: int,
+def _score(bundle: Bundle, source, plan: Scoring, unit: UnitFolder, device: torch.device, batch_size: int,
            number: int, options: Dict) -> Dict:
     model = bundle.model.to(device)
     outputs, _ = predict(model, source, plan.rows, batch_size, device, amp=device.type == "cuda")
@@ -197,13 +199,13 @@ def _score(bundle: Bundle, source, plan: Scoring, unit_dir: Path, device: torch.
         scores = cache_lo + (scores - model_lo) * (cache_hi - cache_lo) / (model_hi - model_lo)
     truth = plan.truth[plan.rows]
     metrics = compute_metrics(bundle.task, truth, scores, len(bundle.label_names), **options)
-    unit_dir.mkdir(parents=True)
+    unit.path.mkdir(parents=True)
     predictions = scores if bundle.task == "dimensional" else outputs
-    write_predictions(unit_dir / "predictions.csv", source.utt_id[plan.rows], truth, predictions, bundle.task,
+    write_predictions(unit.predictions, source.utt_id[plan.rows], truth, predictions, bundle.task,
                       bundle.label_names, bundle.objective)
     result = {"fold": number, "seed": bundle.provenance.get("train", {}).get("seed", 0), "name": str(bundle.path),
               "metrics": metrics, "rows": int(len(plan.rows))}
-    write_json(unit_dir / "metrics.json", result)
+    write_json(unit.metrics, result)
     return result
 
 
@@ -214,7 +216,7 @@ def _new_folder(out, model: Path, cache_path: Path) -> Path:
             raise EvaluateError(f"--out {folder} already exists; choose another folder")
     else:
         # runs/X/fold01/model -> X-fold01; a run folder runs/X -> X
-        name = f"{model.parent.parent.name}-{model.parent.name}" if model.name == "model" else model.name
+        name = f"{model.parent.parent.name}-{model.parent.name}" if model.name == UNIT_BUNDLE else model.name
         base = Path("runs") / f"eval-{name}-on-{cache_path.stem}"
         folder, n = base, 1
         while folder.exists():
@@ -232,11 +234,12 @@ def _write_reports(folder: Path, results: List[Dict], bundle: Bundle, features: 
     random = meta.random_encoders or bundle.recipe.random_encoders
     scale = scale_text(bundle.task, bundle.label_names, meta.label_kinds, meta.label_scale)
     rows = report.summarize(results, bundle.task, {}, random, options, scale)
+    reports = RunFolder(folder)
     if bundle.task == "classification":
-        report.plot_confusion(folder / "confusion.png", report.pooled_confusion(results), bundle.label_names,
+        report.plot_confusion(reports.plot(CONFUSION_PLOT), report.pooled_confusion(results), bundle.label_names,
                               " (random encoders)" if random else "")
-    pd.DataFrame(rows).to_csv(folder / "summary.csv", index=False)
-    (folder / "results.json").write_text(json.dumps({
+    pd.DataFrame(rows).to_csv(reports.summary, index=False)
+    reports.results.write_text(json.dumps({
         "model": str(model), "bundles": [r["name"] for r in results], "cache": str(features.path),
         "trained_on": bundle.recipe.dataset, "evaluated_on": meta.dataset, "task": bundle.task,
         "label_map": mapping, "scored_rows": int(len(plan.rows)), "skipped": plan.skipped, "notes": plan.notes,
@@ -245,7 +248,7 @@ def _write_reports(folder: Path, results: List[Dict], bundle: Bundle, features: 
 
 def summary_lines(folder: Path) -> List[str]:
     """What swrr-evaluate prints: the headline metrics and the skips."""
-    results = json.loads((folder / "results.json").read_text())
+    results = json.loads(RunFolder(folder).results.read_text())
     lines = [f"{results['model']} ({results['trained_on']}) on {results['cache']} ({results['evaluated_on']}): "
              f"{results['scored_rows']} rows scored"]
     lines += [f"  {row['metric']:<14} {row['mean']:.2f}" + (f" ± {row['std']:.2f}" if np.isfinite(row["std"]) else "")
