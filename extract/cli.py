@@ -11,6 +11,7 @@ from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds
 from swrr.extract.datasets import READERS, DatasetError
 from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
 from swrr.extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
+from swrr import layers as hidden_layers
 from swrr.cache import CacheError, partial_path
 from swrr.cli import CONTEXT, OneLineErrors
 from swrr.device import DeviceError
@@ -26,6 +27,13 @@ def _label_list(text):
     if not names:
         raise click.BadParameter("give at least one class, e.g. --labels ang,hap,neu,sad", param_hint="--labels")
     return names
+
+
+def _layers(ctx, param, value):
+    try:
+        return None if value is None else hidden_layers.canonical(value)
+    except hidden_layers.LayerError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _batch_seconds(ctx, param, value):
@@ -46,16 +54,23 @@ def _batch_seconds(ctx, param, value):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="The cache file to write. Default: cache/<dataset>.h5.")
 @click.option("--audio-encoder", default=None,
-              help=f"Hugging Face hub id or local folder of a WavLM/wav2vec2-style model. "
+              help=f"Hugging Face hub id or local folder of an audio model: WavLM, HuBERT, wav2vec2, data2vec-audio or "
+                   f"Whisper (its encoder; every clip runs on Whisper's 30 s window). "
                    f"Default: {DEFAULT_AUDIO_ENCODER}.")
 @click.option("--text-encoder", default=None,
-              help=f"Hugging Face hub id or local folder of a BERT-style model. Default: {DEFAULT_TEXT_ENCODER}.")
+              help=f"Hugging Face hub id or local folder of a text encoder: BERT (incl. multilingual), RoBERTa, XLM-R, "
+                   f"DeBERTa-v2/v3, DistilBERT, ELECTRA or MPNet. Default: {DEFAULT_TEXT_ENCODER}.")
 @click.option("--encoders", type=click.Choice(PRESETS), default="pretrained", show_default=True,
               help="pretrained: load the two encoders above. tiny: small RANDOMLY initialised encoders "
                    "built offline, for tests and demos; the cache records that they are random.")
-@click.option("--layer", type=int, default=-1, show_default=True,
-              help="Hidden layer of both encoders to store: -1 = the last, 0 = the transformer's input, "
-                   "N = the output of layer N.")
+@click.option("--layer", type=int, default=None,
+              help="Hidden layer of both encoders to store: -1 = the last (default), 0 = the transformer's input, "
+                   "N = the output of layer N. The one-layer spelling of --layers.")
+@click.option("--layers", "layers", default=None, callback=_layers, metavar="SPEC",
+              help="Hidden states of both encoders to store along the cache's layer axis: all | last | N | A,B,C | "
+                   "A:B (B included); 0 = the transformer's input, L = the last layer's output (hidden_states[L] of "
+                   "transformers, for every family). Default: last, the paper's choice. `all` multiplies the "
+                   "audio features' size by L + 1 (13 for base models); the size is printed before the run.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the encoders run; auto = cuda when torch sees a GPU, else cpu.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True,
@@ -77,7 +92,7 @@ def _batch_seconds(ctx, param, value):
               help="Replace an existing swrr cache (never any other file), or discard an interrupted one made "
                    "with another config or dataset, or damaged. An interrupted run of the same command resumes "
                    "where it stopped, with or without --overwrite.")
-def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, device, dtype, batch_seconds,
+def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, layers, device, dtype, batch_seconds,
          workers, labels, overwrite):
     """Extract WavLM (audio) and BERT (text) features of a dataset into one HDF5 cache,
     which `swrr-train --cache` then reads.
@@ -91,9 +106,12 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
     if encoders == "tiny" and (audio_encoder or text_encoder):
         raise click.UsageError("--encoders tiny builds its own random encoders; leave out "
                                "--audio-encoder/--text-encoder, or use --encoders pretrained")
+    if layer is not None and layers is not None:
+        raise click.UsageError("give --layer N or --layers SPEC, not both (--layer N is --layers N)")
     config = ExtractConfig(dataset=dataset, root=root, out=out,
                            audio_encoder=audio_encoder or DEFAULT_AUDIO_ENCODER,
-                           text_encoder=text_encoder or DEFAULT_TEXT_ENCODER, encoders=encoders, layer=layer,
+                           text_encoder=text_encoder or DEFAULT_TEXT_ENCODER, encoders=encoders,
+                           layer=-1 if layer is None else layer, layers=layers,
                            device=device, dtype=dtype, batch_seconds=batch_seconds, overwrite=overwrite,
                            num_workers=default_workers() if workers is None else workers,
                            labels=_label_list(labels))

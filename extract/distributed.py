@@ -41,7 +41,7 @@ import torch
 
 from swrr.extract.batching import BatchPlan, plan_batches
 from swrr.extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending,
-                              _split_counts, cache_meta, class_report, read_rows, ready_encoders,
+                              _split_counts, cache_meta, read_rows, ready_encoders, say_before_encoding,
                               resolve_batch_seconds)
 from swrr.extract.encoders import describe
 from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, partial_done, partial_path, refuse_finished,
@@ -153,8 +153,7 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
             done |= source_done
     pending = plan.pending(done)
     shares, loads = deal_batches(pending, plan.lengths, ranks.world)
-    for line in class_report(rows, reader.task):  # as a single process says it, before encoding
-        print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
+    say_before_encoding(meta, rows, reader.task)  # as a single process says it
     return Job(rows, meta, plan, batch_budget, pending, shares, loads, int(done.sum()))
 
 

@@ -29,9 +29,10 @@ from swrr.extract.audio import AudioError, check_utterances, load_audio
 from swrr.extract.batching import AUTO, BatchPlan, auto_batch_seconds, parse_batch_seconds, plan_batches
 from swrr.extract.datasets import DatasetError, Utterance, get_reader
 from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
-                              TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
+                              TextEncoder, describe, load_encoders, tokenize)
 from swrr._version import __version__
-from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
+from swrr import layers as hidden_layers
+from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, estimated_bytes, is_swrr_cache
 from swrr.device import resolve_device
 from swrr.guards import die_with_parent
 from swrr.progress import progress_bar
@@ -55,7 +56,8 @@ class ExtractConfig:
     audio_encoder: str = DEFAULT_AUDIO_ENCODER
     text_encoder: str = DEFAULT_TEXT_ENCODER
     encoders: str = "pretrained"  # "tiny": small random encoders built in code (offline)
-    layer: int = -1  # hidden layer of both encoders; -1 = last
+    layer: int = -1  # hidden layer of both encoders; -1 = last (the one-layer spelling of `layers`)
+    layers: Optional[str] = None  # hidden states of both encoders (swrr.layers: all|last|N|A,B,C|A:B); None = `layer`
     device: str = "auto"  # auto = cuda when available
     dtype: str = "float16"  # cache dtype; float16 also means fp16 autocast on CUDA
     batch_seconds: Union[float, str] = AUTO  # padded audio per batch; "auto": from the GPU's memory
@@ -73,6 +75,7 @@ class ExtractConfig:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         self.batch_seconds = parse_batch_seconds(self.batch_seconds)
+        self.layers = hidden_layers.canonical(self.layer if self.layers is None else self.layers)
 
     @property
     def out_path(self) -> Path:
@@ -242,6 +245,7 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
         "audio_encoder_revision": audio.revision,
         "text_encoder_revision": text.revision,
         "layer": config.layer,
+        "layers": config.layers,
         "dtype": config.dtype,
         "precision": "fp16-autocast" if fp16 else "fp32",
         "max_frames": config.max_frames,
@@ -252,15 +256,36 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
     return CacheMeta(dataset=config.dataset, task=reader.task, label_names=kept_labels(reader, config.labels),
                      audio_encoder=audio.name, text_encoder=text.name, audio_dim=audio.dim, text_dim=text.dim,
                      max_frames=config.max_frames, max_tokens=config.max_tokens, dtype=config.dtype,
-                     layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
+                     layer=_one_layer(config.layers), audio_layers=audio.layers, text_layers=text.layers,
+                     frame_seconds=(audio.samples_for(2) - audio.samples_for(1)) / config.sample_rate,
+                     sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
                      tool_version=__version__, source_root=str(source_root(reader)), config=numbers)
+
+
+def _one_layer(layers: str) -> int:
+    """CacheMeta.layer, kept for one-layer readers: the hidden state of a one-number spelling, else -1."""
+    return int(layers) if layers.lstrip("-").isdigit() else -1
+
+
+def size_line(meta: CacheMeta, rows: int) -> str:
+    """What the cache will take on disk, said before the run starts (the free-disk check uses the same sum)."""
+    audio, text = meta.stored_layers("audio"), meta.stored_layers("text")
+    return (f"the cache will take about {estimated_bytes(meta, rows) / 1e9:.2f} GB: {rows} rows x "
+            f"{len(audio)} audio layers x {meta.max_frames} x {meta.audio_dim} + {len(text)} text layers x "
+            f"{meta.max_tokens} x {meta.text_dim}, {meta.dtype}")
+
+
+def say_before_encoding(meta: CacheMeta, rows: Rows, task: str) -> None:
+    """The lines printed before encoding starts: the cache's size, then the classes."""
+    for line in [size_line(meta, len(rows.info)), *class_report(rows, task)]:
+        print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------- loading
 class LoadedBatch(NamedTuple):
     rows: List[int]
-    input_values: torch.Tensor  # (B, S) zero-padded waveforms
+    input_values: torch.Tensor  # (B, S) zero-padded waveforms (Whisper: (B, mel, window) log-mel features)
     sample_lengths: torch.Tensor  # (B,)
     tokens: Dict[str, torch.Tensor]  # (B, T) each
 
@@ -276,14 +301,15 @@ class LoadFailure(NamedTuple):
 class BatchInputs(torch.utils.data.Dataset):
     """Planned batch i -> its decoded, prepared and padded inputs (runs in DataLoader workers).
 
-    Holds only the feature extractor and the tokenizer, never the models.
+    Holds only the audio front end (feature extractor + frame arithmetic) and the tokenizer,
+    never the models.
     """
 
-    def __init__(self, batches: Sequence[np.ndarray], utterances: Sequence[Utterance], feature_extractor,
+    def __init__(self, batches: Sequence[np.ndarray], utterances: Sequence[Utterance], front_end,
                  tokenizer, sample_rate: int, max_samples: int, max_tokens: int):
         self.batches = [list(map(int, b)) for b in batches]
         self.utterances = utterances
-        self.feature_extractor, self.tokenizer = feature_extractor, tokenizer
+        self.front_end, self.tokenizer = front_end, tokenizer
         self.sample_rate, self.max_samples, self.max_tokens = sample_rate, max_samples, max_tokens
 
     def __len__(self) -> int:
@@ -293,11 +319,10 @@ class BatchInputs(torch.utils.data.Dataset):
         rows = self.batches[i]
         utts = [self.utterances[r] for r in rows]
         try:
-            waves = [prepare_waveform(self.feature_extractor, load_audio(u, self.sample_rate, self.max_samples))
-                     for u in utts]
+            waves = [self.front_end.prepare(load_audio(u, self.sample_rate, self.max_samples)) for u in utts]
         except AudioError as err:  # returned, not raised: a worker's exception would carry its traceback
             return LoadFailure(str(err.path), err.reason, err.detail)
-        input_values, lengths = AudioEncoder.collate(waves)
+        input_values, lengths = self.front_end.collate(waves)
         return LoadedBatch(rows, input_values, lengths, tokenize(self.tokenizer, [u.transcript for u in utts],
                                                                  self.max_tokens))
 
@@ -432,9 +457,12 @@ def ready_encoders(config: ExtractConfig, device: torch.device,
                    encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None):
     """-> (audio, text, fp16): both encoders loaded (or given), checked and on `device`."""
     audio, text = encoders or load_encoders(config.encoders, config.audio_encoder, config.text_encoder,
-                                            config.layer, config.max_tokens)
+                                            config.layers, config.max_tokens)
     if audio.sample_rate != config.sample_rate:
         raise EncoderError(f"{audio.name} expects {audio.sample_rate} Hz audio, not {config.sample_rate} Hz")
+    if audio.max_frames is not None and config.max_frames > audio.max_frames:
+        raise EncoderError(f"{audio.name} gives at most {audio.max_frames} frames per clip (its window), "
+                           f"not max_frames {config.max_frames}")
     return audio, text, place_encoders(audio, text, device, config.dtype)
 
 
@@ -468,8 +496,7 @@ def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder,
     meta = cache_meta(config, reader, audio, text, fp16)
     writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
     try:
-        for line in class_report(rows, reader.task):  # once the output is known to be usable, before encoding
-            print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
+        say_before_encoding(meta, rows, reader.task)  # once the output is known to be usable
         write_seconds = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
         path = writer.finalize()
     finally:
@@ -490,7 +517,7 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
     the other rows are written, EncoderError names them.
     """
     pending = plan.pending(writer.done_mask())
-    inputs = BatchInputs(pending, rows.utterances, audio.feature_extractor, text.tokenizer,
+    inputs = BatchInputs(pending, rows.utterances, audio.front_end, text.tokenizer,
                          config.sample_rate, max_samples, config.max_tokens)
     loader = decoding_loader(inputs, min(config.num_workers, len(pending)), audio.device.type == "cuda")
     background = BackgroundWriter(writer)

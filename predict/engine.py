@@ -129,7 +129,7 @@ class Predictor:
         """(rows, head outputs) per planned batch, in plan order; rows that fail go to `failed`."""
         recipe = self.recipe
         plan = plan_batches(np.minimum(samples, self.max_samples), recipe.sample_rate, self.batch_seconds)
-        inputs = BatchInputs(plan.batches, utts, self.audio.feature_extractor, self.text.tokenizer,
+        inputs = BatchInputs(plan.batches, utts, self.audio.front_end, self.text.tokenizer,
                              recipe.sample_rate, self.max_samples, recipe.max_tokens)
         for encoded in encode_ahead(self._loaded(inputs, failed), self.audio, self.text, recipe.dtype):
             yield encoded.rows, self._head(encoded)
@@ -143,7 +143,7 @@ class Predictor:
                 yield batch
                 continue
             for row in inputs.batches[i]:
-                single = BatchInputs([[row]], inputs.utterances, inputs.feature_extractor, inputs.tokenizer,
+                single = BatchInputs([[row]], inputs.utterances, inputs.front_end, inputs.tokenizer,
                                      inputs.sample_rate, inputs.max_samples, inputs.max_tokens)[0]
                 if isinstance(single, LoadFailure):
                     failed[row] = single.reason + (f" ({single.detail})" if single.detail else "")
