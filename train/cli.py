@@ -144,6 +144,18 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE",
               help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "
                    "(non-paper; repeatable).")
+@click.option("--layers", default="all", show_default=True, metavar="SPEC",
+              help="Which of the cache's hidden states the head reads: all | last | N | A,B,C | A:B (B included), "
+                   "by the encoders' numbering (0 = the transformer's input); only those are read from disk. "
+                   "A one-layer cache has nothing to choose.")
+@click.option("--layer-mix", default="learned", show_default=True, metavar="learned|mean|LAYER",
+              help="How several hidden states become one per modality before the shared LSTM: learned = one "
+                   "softmax-normalised weight per layer and modality, trained with the head (SUPERB's "
+                   "featurizer; the weights go into results.json and layer_weights.png); mean = equal fixed "
+                   "weights (MERBench); LAYER = only hidden state LAYER (e.g. 8).")
+@click.option("--layer-norm", is_flag=True,
+              help="LayerNorm (no affine) each hidden state before mixing, as s3prl offers: layers of different "
+                   "scale mix on equal terms. Not used with one layer.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run folders.")
 @click.option("--name", help="Run folder name. Default: <dataset>-<protocol>[-<ablation>], numbered if taken.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

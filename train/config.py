@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
 from swrr.cache import CacheMeta
+from swrr import layers as hidden_layers
 from swrr import objectives
-from swrr.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
+from swrr.model import ABLATIONS, LAYER_MIXES, READINGS, SWRRConfig, ablation_config
 
 PROTOCOLS = ("loso-speaker", "loso-session", "split", "all")  # all: one model on every row, to deploy
 SELECT_RULES = ("auto", "last", "valid")
@@ -83,6 +84,10 @@ class TrainConfig:
     mosei_objective: Optional[str] = None  # regression caches: l1 | ce7 (swrr_core.objectives); None = l1
     seeds: Optional[List[int]] = None  # run every fold once per seed (units fold03-seed2 ...); None = `seed` only
     model: Dict[str, Any] = field(default_factory=dict)  # SWRRConfig overrides (non-paper sizes)
+    # hidden states of a multi-layer cache (a one-layer cache trains as it always did)
+    layers: str = "all"  # which cached hidden states the head reads (swrr.layers spelling)
+    layer_mix: str = "learned"  # learned (softmax weights, SUPERB) | mean | LAYER (one hidden state, e.g. "8")
+    layer_norm: bool = False  # LayerNorm each hidden state before mixing (s3prl's option)
     # execution
     runs_dir: str = "runs"
     name: Optional[str] = None
@@ -169,6 +174,13 @@ def check(config: TrainConfig) -> None:
         problems.append(f"--folds takes 1-based fold numbers, got {config.folds}")
     if config.seeds is not None:
         problems += seed_problems(config.seeds)
+    try:
+        hidden_layers.canonical(config.layers)
+    except hidden_layers.LayerError as exc:
+        problems.append(str(exc))
+    if config.layer_mix not in LAYER_MIXES and not config.layer_mix.lstrip("-").isdigit():
+        problems.append(f"--layer-mix must be one of {', '.join(LAYER_MIXES)} or a hidden-state number, "
+                        f"got {config.layer_mix!r}")
     if problems:
         raise TrainError("; ".join(problems))
 
@@ -178,13 +190,36 @@ def _plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
+def training_layers(config: TrainConfig, meta: CacheMeta) -> Dict[str, List[int]]:
+    """Positions along each modality's stored layers that the head reads: `--layers` picks among
+    the cached hidden states, `--layer-mix LAYER` then keeps hidden state LAYER of every modality
+    that still has several (a modality with one keeps it). TrainError when a layer is not cached."""
+    picked = {}
+    for modality in ("audio", "text"):
+        stored = meta.stored_layers(modality)
+        try:
+            positions = hidden_layers.select(config.layers, stored, f"the cache's {modality}")
+            if config.layer_mix not in LAYER_MIXES and len(positions) > 1:
+                chosen = [stored[p] for p in positions]
+                positions = [positions[p] for p in hidden_layers.select(config.layer_mix, chosen,
+                                                                        f"--layers {config.layers} of {modality}")]
+        except hidden_layers.LayerError as exc:
+            raise TrainError(f"{config.cache}: {exc}") from None
+        picked[modality] = positions
+    return picked
+
+
 def model_config(config: TrainConfig, meta: CacheMeta) -> SWRRConfig:
     """The SWRR config for a resolved run: sizes from the cache, overrides, then the ablation."""
+    layers = training_layers(config, meta)
     base = SWRRConfig(audio_dim=meta.audio_dim, text_dim=meta.text_dim, max_frames=meta.max_frames,
                       max_tokens=meta.max_tokens,
-                      num_outputs=objectives.num_outputs(objective(config, meta.task), len(meta.label_names)))
+                      num_outputs=objectives.num_outputs(objective(config, meta.task), len(meta.label_names)),
+                      audio_layers=len(layers["audio"]), text_layers=len(layers["text"]),
+                      layer_mix=config.layer_mix if config.layer_mix in LAYER_MIXES else "learned",
+                      layer_norm=config.layer_norm)
     known = {f.name for f in fields(SWRRConfig)} - {"audio_dim", "text_dim", "max_frames", "max_tokens",
-                                                    "num_outputs"}
+                                                    "num_outputs", "audio_layers", "text_layers"}
     unknown = sorted(set(config.model) - known)
     if unknown:
         raise TrainError(f"unknown model option(s) {unknown}; valid: {', '.join(sorted(known))}")

@@ -3,7 +3,7 @@
 Both sources take the same lists of row indices (from `epoch_batches`) and yield the same
 batches, so a run gives identical numbers either way; only speed and memory differ.
 
-    batch = {"audio": (B, N, Da) cache dtype, "audio_len": (B,) int64 on the host,
+    batch = {"audio": (B, N, Da) cache dtype ((B, L, N, Da) when the head mixes L hidden states), "audio_len": (B,) int64 on the host,
              "text": (B, T, Dt) cache dtype, "text_len": (B,) int64 on the host,
              "label": (B,) int64 (classification) or float32 (regression)}
 
@@ -21,10 +21,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from swrr.cache import CacheError, FeatureCache, estimated_bytes
-from swrr.train.config import TrainError
+from swrr.train.config import TrainConfig, TrainError, training_layers
 
 Batch = Dict[str, torch.Tensor]
 LENGTHS = ("audio_len", "text_len")  # the columns that stay on the host
+
+
+def training_cache(config: TrainConfig, cache: Optional[FeatureCache] = None) -> FeatureCache:
+    """The run's cache (opened here, or `cache`), reading only the hidden states the head uses
+    (`--layers`, `--layer-mix LAYER`) from now on."""
+    cache = cache or FeatureCache(config.cache)
+    layers = training_layers(config, cache.meta)
+    return cache.select_layers(layers["audio"], layers["text"])
 
 
 def epoch_batches(rows: np.ndarray, batch_size: int, generator: Optional[torch.Generator] = None) -> List[np.ndarray]:

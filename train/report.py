@@ -206,6 +206,7 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     plot_learning_curves(run_dir / "learning_curve.png", fold_dirs, meta.task, suffix)
     plot_attention(run_dir / "attention.png", fold_dirs, [r["sizes"]["test"] for r in results],
                    plan.jobs[0].model_config, suffix)
+    plot_layer_weights(run_dir / "layer_weights.png", results, plan.cache.layers, suffix)
     # last: a kill while plotting must not leave results beside the INCOMPLETE marker
     (run_dir / "results.json").write_text(json.dumps(
         {"protocol": protocol_statement(plan, results), "folds": results, "summary": rows,
@@ -314,6 +315,28 @@ def plot_attention(path: Path, fold_dirs: List[Path], test_sizes: List[int], mod
     ax.set_title(f"Mean attention coefficients on test data ({what}){suffix}", fontsize=10)
     ax.set_xlabel("audio frame")
     ax.set_ylabel("text token")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_layer_weights(path: Path, results: List[Dict], layers: Dict[str, List[int]], suffix: str) -> None:
+    """One bar per hidden state: the mixing weight, mean +- std over units, audio and text side by
+    side (the picture SUPERB-style papers print). Nothing for a one-layer head."""
+    mixed = [m for m in ("audio", "text") if any(m in r.get("layer_weights", {}) for r in results)]
+    if not mixed:
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(mixed), figsize=(5 * len(mixed), 3.2), squeeze=False)
+    for ax, modality in zip(axes[0], mixed):
+        weights = np.array([r["layer_weights"][modality] for r in results if modality in r.get("layer_weights", {})])
+        std = weights.std(axis=0, ddof=1) if len(weights) > 1 else np.zeros(weights.shape[1])
+        ax.bar([str(k) for k in layers[modality]], weights.mean(axis=0), yerr=std, capsize=3, color="tab:blue")
+        ax.axhline(1 / weights.shape[1], color="grey", linestyle=":", linewidth=1, label="equal weights")
+        ax.set_title(f"{modality} layer weights, mean ± std over {len(weights)} units{suffix}", fontsize=9)
+        ax.set_xlabel("hidden state (0 = transformer input)")
+        ax.set_ylabel("softmax weight")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

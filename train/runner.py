@@ -33,7 +33,7 @@ from swrr.train import report
 from swrr.train.distributed import in_rank_group, on_every_rank, on_rank0
 from swrr.train.config import (FULL_MODEL, INCOMPLETE, RESUMABLE_FIELDS, TrainConfig, TrainError, check,
                           fingerprint, model_config, resolve, unit_seeds)
-from swrr.train.data import make_source
+from swrr.train.data import make_source, training_cache
 from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
 from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds
 from swrr.train.tensorboard_log import require_tensorboard
@@ -130,6 +130,7 @@ def prepare(config: TrainConfig) -> Plan:
     meta = cache.meta
     _check_lengths(cache)
     config = resolve(config, meta, default_protocol(meta.task, cache.speaker, cache.split))
+    training_cache(config, cache)  # reads only the hidden states the head uses
     all_folds = make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
                            config.early_stop_speaker, cache_name=str(cache.path))
     folds = pick_folds(all_folds, config.folds)
