@@ -138,7 +138,9 @@ def prepare(config: TrainConfig) -> Plan:
     cache_fp = _cache_fingerprint(cache)
     # a unit (fold x seed) is identified by its own seed, not by the run's list of seeds
     identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")}
-    model_dict, recipe = asdict(model_cfg), asdict(meta)
+    # the recipe names the hidden states the head reads (a subset of the cache's with --layers)
+    model_dict = asdict(model_cfg)
+    recipe = {**asdict(meta), "audio_layers": cache.layers["audio"], "text_layers": cache.layers["text"]}
     jobs = []
     for seed in unit_seeds(config):
         unit_config = replace(config, seed=seed)
