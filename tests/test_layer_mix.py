@@ -159,3 +159,21 @@ def test_mean_mix_streamed_equals_resident_and_a_layer_subset_reads_only_it(tmp_
     result = unit_results(runs / "resident")[0]
     assert result["layer_weights"] == {"audio": [0.5, 0.5], "text": [0.5, 0.5]}
     assert not any("layer_mix" in k for k in best_weights(runs / "resident"))  # mean: no parameters
+
+
+def test_layer_sweep_trains_one_run_per_cached_layer_into_layers_csv(tmp_path):
+    from swrr.train.compare import compare_runs, load_runs
+
+    cache = layered_cache(tmp_path / "multi.h5")
+    runs = tmp_path / "runs"
+    top = run(config(cache, runs, layer_sweep=True, epochs=2))
+    assert top.name == "synthetic-loso-speaker-layers"
+    table = __import__("pandas").read_csv(top / "layers.csv")
+    assert list(table["variant"]) == ["layer-0", "layer-4", "layer-8"]
+    direct = run(config(cache, runs, name="direct4", layer_mix="4", epochs=2))
+    assert_same_training(top / "layer-4", direct)  # each sweep unit is the --layer-mix K run
+    rows = compare_runs(load_runs([top]), metrics=["ua"], resamples=200)
+    assert {row["run"] for row in rows} == {"layer-4", "layer-8"}  # against layer-0, the first
+    one_layer = layered_cache(tmp_path / "one.h5", keep=[4])
+    with pytest.raises(TrainError, match="--layer-sweep: .* holds one hidden state per modality"):
+        run(config(one_layer, runs, layer_sweep=True))

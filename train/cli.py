@@ -156,6 +156,11 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--layer-norm", is_flag=True,
               help="LayerNorm (no affine) each hidden state before mixing, as s3prl offers: layers of different "
                    "scale mix on equal terms. Not used with one layer.")
+@click.option("--layer-sweep", is_flag=True,
+              help="Train one run per cached hidden state (the layer-wise probing table papers show): runs "
+                   "<dataset>-<protocol>-layers/layer-K with --layer-mix K, and layers.csv with one row per layer "
+                   "beside their summaries; swrr-compare tests layer against layer (e.g. its layer-4 layer-8 "
+                   "folders). Resume it with --resume like --ablation all.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run folders.")
 @click.option("--name", help="Run folder name. Default: <dataset>-<protocol>[-<ablation>], numbered if taken.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -88,6 +88,7 @@ class TrainConfig:
     layers: str = "all"  # which cached hidden states the head reads (swrr.layers spelling)
     layer_mix: str = "learned"  # learned (softmax weights, SUPERB) | mean | LAYER (one hidden state, e.g. "8")
     layer_norm: bool = False  # LayerNorm each hidden state before mixing (s3prl's option)
+    layer_sweep: bool = False  # one run per cached hidden state (--layer-mix K each), layers.csv
     # execution
     runs_dir: str = "runs"
     name: Optional[str] = None
@@ -181,6 +182,8 @@ def check(config: TrainConfig) -> None:
     if config.layer_mix not in LAYER_MIXES and not config.layer_mix.lstrip("-").isdigit():
         problems.append(f"--layer-mix must be one of {', '.join(LAYER_MIXES)} or a hidden-state number, "
                         f"got {config.layer_mix!r}")
+    if config.layer_sweep and config.ablation == "all":
+        problems.append("--layer-sweep and --ablation all are two grids; run them one at a time")
     if problems:
         raise TrainError("; ".join(problems))
 

@@ -342,9 +342,10 @@ def plot_layer_weights(path: Path, results: List[Dict], layers: Dict[str, List[i
     plt.close(fig)
 
 
-def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
-    """ablations.csv: one row per variant: per headline metric the mean, the std over all units and
-    the std of the per-seed means (summary.csv's std and seed_std), the paper's value; the unit count."""
+def write_ablation_table(top: Path, runs: Dict[str, Path], file_name: str = "ablations.csv") -> None:
+    """ablations.csv (layers.csv for --layer-sweep): one row per variant: per headline metric the
+    mean, the std over all units and the std of the per-seed means (summary.csv's std and
+    seed_std), the paper's value; the unit count."""
     import pandas as pd
 
     rows = []
@@ -365,8 +366,8 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
         row["note"] = RANDOM_NOTE if config["cache"]["random_encoders"] else ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.to_csv(top / "ablations.csv", index=False)
-    print("ablations (Table 3):")
+    table.to_csv(top / file_name, index=False)
+    print("layers (one hidden state each):" if file_name == "layers.csv" else "ablations (Table 3):")
     print(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if rows and rows[0]["note"]:
         print(f"WARNING: {RANDOM_NOTE}")

@@ -60,7 +60,7 @@ def run(config: TrainConfig, rerun: Optional[Dict[str, Any]] = None) -> Path:
     `rerun` (from `swrr-train --config FILE`): {"config_file": FILE, "overrides": {option: value}},
     recorded in the run's config.json."""
     check(config)
-    if config.ablation == "all":
+    if config.ablation == "all" or config.layer_sweep:
         return _run_grid(config, resume_dir=None, rerun=rerun)
     plan = on_every_rank(lambda: prepare(config))
     run_dir = on_rank0(lambda: _start_run_dir(plan, rerun))
@@ -90,7 +90,7 @@ def resume(run_dir, **runtime: Any) -> Path:
     config = replace(TrainConfig.from_dict(saved["train"]), stop_after_epochs=None, progress=True)
     config = replace(config, **runtime, runs_dir=str(run_dir.parent), name=run_dir.resolve().name)
     with run_lock(run_dir):  # held from here: a second --resume of this run is refused, not mixed in
-        if config.ablation == "all":
+        if config.ablation == "all" or config.layer_sweep:
             return _run_grid(config, resume_dir=run_dir)
         plan = on_every_rank(lambda: prepare(config))
         if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
@@ -373,37 +373,53 @@ def _read_config(run_dir: Path) -> Dict[str, Any]:
 
 
 def _start_grid_dir(plan: Plan, config: TrainConfig, variants: List[str], rerun: Optional[Dict[str, Any]]) -> Path:
-    top = _new_run_dir(replace(plan.config, ablation="ablations"), plan.cache.meta.dataset)
+    top = _new_run_dir(replace(plan.config, ablation="layers" if config.layer_sweep else "ablations"),
+                       plan.cache.meta.dataset)
     write_json(top / "config.json", {**({"rerun": rerun} if rerun else {}), "train": config.to_dict(),
                                      "grid": variants, "swrr_version": __version__})
     return top
 
 
 def _run_grid(config: TrainConfig, resume_dir: Optional[Path], rerun: Optional[Dict[str, Any]] = None) -> Path:
-    """--ablation all: the full model and every Table 3 row, each a run folder inside one folder."""
-    variants = [FULL_MODEL, *ABLATIONS]
+    """--ablation all: the full model and every Table 3 row; --layer-sweep: one run per cached
+    hidden state (--layer-mix LAYER); each a run folder inside one folder."""
+    # check the request once, with the full model, before anything is written
+    plan = on_every_rank(lambda: prepare(replace(config, ablation=None, layer_sweep=False)))
+    variants = _grid_variants(config, plan)
     if resume_dir is None:
-        # check the request once, with the full model, before anything is written
-        plan = on_every_rank(lambda: prepare(replace(config, ablation=None)))
-        top = on_rank0(lambda: _start_grid_dir(plan, config, variants, rerun))
+        top = on_rank0(lambda: _start_grid_dir(plan, config, list(variants), rerun))
         with run_lock(top):
             return _train_grid(config, top, variants)
     return _train_grid(config, resume_dir, variants)  # resume() holds the lock of resume_dir
 
 
-def _train_grid(config: TrainConfig, top: Path, variants: List[str]) -> Path:
+def _grid_variants(config: TrainConfig, plan: Plan) -> Dict[str, TrainConfig]:
+    """The grid's runs by folder name: Table 3's rows, or "layer-K" for each hidden state K the
+    head reads (those of the modalities with several; with one, a modality keeps it)."""
+    if not config.layer_sweep:
+        return {variant: replace(config, ablation=variant) for variant in [FULL_MODEL, *ABLATIONS]}
+    several = [layers for layers in plan.cache.layers.values() if len(layers) > 1]
+    if not several:
+        raise TrainError(f"--layer-sweep: {plan.cache.path} holds one hidden state per modality "
+                         f"({plan.cache.layers}); extract with swrr-extract --layers all to sweep layers")
+    common = sorted(set(several[0]).intersection(*several[1:]))
+    return {f"layer-{k}": replace(config, layer_sweep=False, layer_mix=str(k)) for k in common}
+
+
+def _train_grid(config: TrainConfig, top: Path, variants: Dict[str, TrainConfig]) -> Path:
     runs = {}
     try:
-        for variant in variants:
+        for variant, variant_config in variants.items():
             sub = top / variant
             if on_rank0(lambda: (sub / "config.json").exists()):  # all ranks take the same branch
                 runs[variant] = resume(sub, **{k: getattr(config, k) for k in RESUMABLE_FIELDS})
             else:
-                runs[variant] = run(replace(config, ablation=variant, runs_dir=str(top), name=variant))
+                runs[variant] = run(replace(variant_config, runs_dir=str(top), name=variant))
     except (RunInterrupted, KeyboardInterrupt, TrainError):
-        print(f"the ablation grid {top} is incomplete. Continue it with: swrr-train --resume {top}")
+        print(f"the {'layer sweep' if config.layer_sweep else 'ablation grid'} {top} is incomplete. "
+              f"Continue it with: swrr-train --resume {top}")
         raise
     if Ranks.from_env().is_main:
-        report.write_ablation_table(top, runs)
+        report.write_ablation_table(top, runs, "layers.csv" if config.layer_sweep else "ablations.csv")
         (top / INCOMPLETE).unlink(missing_ok=True)
     return top
