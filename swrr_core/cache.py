@@ -41,7 +41,7 @@ import glob
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -645,6 +645,11 @@ class FeatureCache:
     def layers(self) -> Dict[str, List[int]]:
         """The hidden states being read, per modality (indices as the encoders count them)."""
         return {m: [self.meta.stored_layers(m)[p] for p in self.layer_positions[m]] for m in ("audio", "text")}
+
+    def embedding_bytes(self) -> int:
+        """The size of what `load()` returns: every row's embeddings at the selected layers."""
+        selected = replace(self.meta, audio_layers=self.layers["audio"], text_layers=self.layers["text"])
+        return estimated_bytes(selected, len(self))
 
     def _embeddings(self, name: str, idx: Optional[np.ndarray] = None) -> np.ndarray:
         """The selected layers of all rows (idx None) or of rows idx, row by row (one chunk per row

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from swrr.cache import CacheError, FeatureCache, estimated_bytes
+from swrr.cache import CacheError, FeatureCache
 from swrr.train.config import TrainConfig, TrainError, training_layers
 
 Batch = Dict[str, torch.Tensor]
@@ -64,19 +64,26 @@ class ResidentSource:
     def __init__(self, cache: FeatureCache, device: torch.device):
         self.device = device
         self.labels, self.utt_id = cache.label, cache.utt_id
+        need = cache.embedding_bytes()  # sized before loading: Linux kills a process that overcommits
+        free = available_host_bytes()
+        if free is not None and need > 0.9 * free:
+            raise TrainError(too_big(cache, need, f"the {free / 1e9:.1f} GB of free host memory"))
         try:
             tensors = as_tensors(cache.load())
         except MemoryError:
-            gb = estimated_bytes(cache.meta, len(cache)) / 1e9
-            raise TrainError(f"{cache.path} ({gb:.1f} GB) does not fit in memory; train with --stream") from None
+            raise TrainError(too_big(cache, need, "memory")) from None
         self.lengths = {k: tensors.pop(k) for k in LENGTHS}
         self.pin = device.type == "cuda"
         self.store = device
         if self.pin:
             need = sum(t.numel() * t.element_size() for t in tensors.values())
-            if need > 0.5 * torch.cuda.mem_get_info(device)[0]:
+            free_gpu = torch.cuda.mem_get_info(device)[0]
+            if need > 0.5 * free_gpu:
                 self.store = torch.device("cpu")
                 tensors = {k: v.pin_memory() for k, v in tensors.items()}
+                print(f"swrr-train: the cache's embeddings ({need / 1e9:.1f} GB) take more than half of the GPU's "
+                      f"free memory ({free_gpu / 1e9:.1f} GB): kept in pinned host memory, each batch copied over",
+                      flush=True)
         self.tensors = {k: v.to(self.store) for k, v in tensors.items()}
 
     def batches(self, batch_rows: List[np.ndarray]) -> Iterator[Batch]:
@@ -99,6 +106,25 @@ class ResidentSource:
 
     def close(self) -> None:
         self.tensors = {}
+
+
+def available_host_bytes() -> Optional[int]:
+    """MemAvailable of /proc/meminfo (Linux); None where there is none."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def too_big(cache: FeatureCache, need: int, where: str) -> str:
+    layers = cache.layers
+    return (f"{cache.path}: its embeddings ({need / 1e9:.1f} GB: {len(cache)} rows, {len(layers['audio'])} audio and "
+            f"{len(layers['text'])} text hidden states) do not fit in {where}; train with --stream (rows read from "
+            "the file per batch, bounded memory) or read fewer hidden states with --layers")
 
 
 class _CacheRows(Dataset):
