@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import to_old_layout
 from swrr import cache as cache_mod
 from swrr.cache import (SCHEMA_VERSION, CacheError, CacheMeta, CacheWriter, FeatureCache, RowInfo,
                              partial_path)
@@ -344,18 +345,10 @@ def test_a_missing_cache_says_how_to_make_one(tmp_path):
 
 
 def write_the_old_way(path, version):
-    """A cache as schema 1/2 wrote it: (N, frames, dim) embeddings, one chunk per row, no layer axis
-    and no layer attributes."""
-    path = write_all(path)
-    with h5py.File(path, "r+") as h5:
-        for name in ("audio", "text"):
-            values = h5[name][:, 0]
-            del h5[name]
-            h5.create_dataset(name, data=values, chunks=(1, *values.shape[1:]), fletcher32=True)
-        for key in ("audio_layers", "text_layers", "frame_seconds"):
-            del h5.attrs[key]
-        h5.attrs["schema_version"] = version
-        if version == 1:
+    """A cache as schema 1/2 wrote it (conftest.to_old_layout)."""
+    path = to_old_layout(write_all(path), version)
+    if version == 1:
+        with h5py.File(path, "r+") as h5:
             del h5.attrs["source_root"]
     return path
 

@@ -2,11 +2,11 @@
 --layer-mix learned|mean|LAYER, the reports, and that a one-layer cache trains as before."""
 import json
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
+from conftest import to_old_layout
 from swrr.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo
 from swrr.model import SWRR, LayerMix, SWRRConfig
 from swrr.train.config import TrainConfig, TrainError
@@ -103,14 +103,7 @@ def test_a_one_layer_cache_trains_bit_identically_to_a_cache_written_the_old_way
     new = layered_cache(tmp_path / "new.h5", keep=[8])
     old = tmp_path / "old.h5"
     old.write_bytes(new.read_bytes())
-    with h5py.File(old, "r+") as h5:
-        for name in ("audio", "text"):
-            values = h5[name][:, 0]
-            del h5[name]
-            h5.create_dataset(name, data=values, chunks=(1, *values.shape[1:]), fletcher32=True)
-        for key in ("audio_layers", "text_layers", "frame_seconds"):
-            del h5.attrs[key]
-        h5.attrs["schema_version"] = 2
+    to_old_layout(old, 2)
     assert FeatureCache(old).load()["audio"].ndim == 3
     run(config(new, tmp_path / "runs", name="new"))
     run(config(old, tmp_path / "runs", name="old"))
