@@ -240,8 +240,6 @@ def family_of(role: str, model_type: str, where: str):
 class WaveformFrontEnd:
     """Waveform models (wav2vec2-style conv feature encoder): input_values zero padded, frames from the convs."""
 
-    input_name = "input_values"
-
     def __init__(self, feature_extractor, kernels: Sequence[int], strides: Sequence[int]):
         self.feature_extractor = feature_extractor
         self.kernels, self.strides = list(kernels), list(strides)
@@ -274,6 +272,12 @@ class WaveformFrontEnd:
             batch[i, : len(w)] = torch.from_numpy(w)
         return batch, lengths
 
+    @staticmethod
+    def model_inputs(inputs: torch.Tensor, lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The forward's keyword inputs for a collated batch on the device: values and attention mask."""
+        mask = torch.arange(inputs.shape[1], device=inputs.device)[None, :] < lengths[:, None]
+        return {"input_values": inputs, "attention_mask": mask.long()}
+
 
 class LogMelFrontEnd:
     """Whisper: log-mel features over the fixed window (30 s: 3,000 mel frames -> 1,500 encoder frames).
@@ -284,16 +288,14 @@ class LogMelFrontEnd:
     n // hop encoder frames (hop = mel hop x conv stride = 320 samples, 20 ms): the frames whose
     20 ms lie inside the clip."""
 
-    input_name = "input_features"
-
     def __init__(self, feature_extractor, hop: int, window_frames: int):
         self.feature_extractor = feature_extractor
         self.hop, self.window_frames = int(hop), int(window_frames)
 
     def frames(self, n_samples):
-        n = np.asarray(n_samples, dtype=np.int64) if not torch.is_tensor(n_samples) else n_samples
-        return (n // self.hop).clamp(max=self.window_frames) if torch.is_tensor(n) else \
-            np.minimum(n // self.hop, self.window_frames)
+        if torch.is_tensor(n_samples):
+            return (n_samples // self.hop).clamp(max=self.window_frames)
+        return np.minimum(np.asarray(n_samples, dtype=np.int64) // self.hop, self.window_frames)
 
     def samples_for(self, n_frames: int) -> int:
         return n_frames * self.hop
@@ -307,6 +309,22 @@ class LogMelFrontEnd:
         features = fe(list(waves), sampling_rate=fe.sampling_rate, return_tensors="np")["input_features"]
         return torch.from_numpy(np.asarray(features, dtype=np.float32)), \
             torch.tensor([len(w) for w in waves], dtype=torch.long)
+
+    @staticmethod
+    def model_inputs(inputs: torch.Tensor, lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"input_features": inputs}  # no mask: Whisper always sees its whole window
+
+
+def _waveform_front_end(model: nn.Module, feature_extractor) -> WaveformFrontEnd:
+    return WaveformFrontEnd(feature_extractor, model.config.conv_kernel, model.config.conv_stride)
+
+
+def _log_mel_front_end(encoder: nn.Module, feature_extractor) -> LogMelFrontEnd:
+    stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]  # mel frames per encoder frame
+    return LogMelFrontEnd(feature_extractor, feature_extractor.hop_length * stride, encoder.config.max_source_positions)
+
+
+FRONT_ENDS = {"waveform": _waveform_front_end, "log-mel": _log_mel_front_end}  # AudioFamily.input_kind
 
 
 def prepare_waveform(feature_extractor, wave: np.ndarray) -> np.ndarray:
@@ -383,13 +401,8 @@ class AudioEncoder(_Encoder):
         super().__init__(model, name, revision, layers, random_init)
         self.feature_extractor = feature_extractor
         self.sample_rate = int(feature_extractor.sampling_rate)
-        if self.family.input_kind == "log-mel":
-            stride = int(np.prod([conv.stride[0] for conv in (model.conv1, model.conv2)]))
-            self.front_end = LogMelFrontEnd(feature_extractor, feature_extractor.hop_length * stride,
-                                            model.config.max_source_positions)
-        else:
-            self.front_end = WaveformFrontEnd(feature_extractor, model.config.conv_kernel, model.config.conv_stride)
-        self._steps = [s for s in (EXACT_STEPS[name](model) for name in self.family.exact_steps) if s is not None]
+        self.front_end = FRONT_ENDS[self.family.input_kind](model, feature_extractor)
+        self._steps = [s for s in (EXACT_STEPS[step](model) for step in self.family.exact_steps) if s is not None]
 
     @property
     def max_frames(self) -> Optional[int]:
@@ -415,10 +428,7 @@ class AudioEncoder(_Encoder):
         inputs = inputs.to(self.device, non_blocking=True)
         lengths = lengths.to(self.device, non_blocking=True)
         frame_lengths = self.frames(lengths)
-        feed = {self.front_end.input_name: inputs}
-        if self.family.input_kind == "waveform":
-            mask = torch.arange(inputs.shape[1], device=self.device)[None, :] < lengths[:, None]
-            feed["attention_mask"] = mask.long()
+        feed = self.front_end.model_inputs(inputs, lengths)
         with contextlib.ExitStack() as exact, warnings.catch_warnings():
             for step in self._steps:
                 exact.enter_context(step.active(lengths, frame_lengths))
