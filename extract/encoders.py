@@ -549,13 +549,15 @@ def build_tiny_text(hidden_size: int = TINY_HIDDEN_SIZE, seed: int = TINY_SEED):
     return model, tokenizer
 
 
-def tiny_encoders(layers: LayerSpec = -1, max_tokens: int = 50) -> Tuple[AudioEncoder, TextEncoder]:
-    """The offline preset: small random WavLM and BERT built in code, the same on every run."""
+def tiny_encoders(layers: LayerSpec = -1, max_tokens: int = 50,
+                  text_layers: Optional[LayerSpec] = None) -> Tuple[AudioEncoder, TextEncoder]:
+    """The offline preset: small random WavLM and BERT built in code, the same on every run.
+    `layers` picks the hidden states of both, or of the audio one when `text_layers` is given."""
     audio_model, feature_extractor = build_tiny_audio()
     text_model, tokenizer = build_tiny_text()
     audio = AudioEncoder(audio_model, feature_extractor, TINY_AUDIO_NAME, "random", layers, random_init=True)
-    text = TextEncoder(text_model, tokenizer, TINY_TEXT_NAME, "random", layers, random_init=True,
-                       max_tokens=max_tokens)
+    text = TextEncoder(text_model, tokenizer, TINY_TEXT_NAME, "random", layers if text_layers is None else text_layers,
+                       random_init=True, max_tokens=max_tokens)
     return audio, text
 
 
@@ -566,10 +568,7 @@ def load_encoders(preset: str = "pretrained", audio_encoder: str = DEFAULT_AUDIO
     `layers` picks the hidden states of both, or of the audio one when `text_layers` is given."""
     text_layers = layers if text_layers is None else text_layers
     if preset == "tiny":
-        audio, text = tiny_encoders(layers, max_tokens)
-        if text_layers != layers:
-            text = TextEncoder(text.model, text.tokenizer, text.name, text.revision, text_layers, True, max_tokens)
-        return audio, text
+        return tiny_encoders(layers, max_tokens, text_layers)
     if preset != "pretrained":
         raise EncoderError(f"unknown encoders preset {preset!r}; choose one of {PRESETS}")
     return load_audio_encoder(audio_encoder, layers), load_text_encoder(text_encoder, text_layers, max_tokens)
