@@ -30,7 +30,6 @@ those of an uninterrupted single-process run.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
