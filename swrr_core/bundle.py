@@ -127,7 +127,7 @@ def model_card(config: Dict[str, Any]) -> str:
 - Scores: {scores}.
 - Input: {needs}. Audio is cut to its first {recipe['max_frames']} frames, text to {recipe['max_tokens']} tokens.
 - Features: {recipe['audio_encoder']} (revision {recipe['audio_encoder_revision'] or '?'}) and
-  {recipe['text_encoder']} (revision {recipe['text_encoder_revision'] or '?'}), {_layers_text(recipe, config['model'])},
+  {recipe['text_encoder']} (revision {recipe['text_encoder_revision'] or '?'}), {_layers_text(CacheMeta(**recipe), config['model'])},
   {recipe['sample_rate']} Hz, rounded to {recipe['dtype']}.
 - Trained on: {recipe['dataset']}, protocol {prov.get('protocol', '?')}, held out: {prov.get('test_group') or 'nothing'};
   reported epoch {prov.get('selected_epoch', '?')} ({prov.get('selection', '?')}).
@@ -143,9 +143,9 @@ Use it:
 """
 
 
-def _layers_text(recipe: Dict[str, Any], model: Dict[str, Any]) -> str:
+def _layers_text(recipe: CacheMeta, model: Dict[str, Any]) -> str:
     """Which hidden states the head reads and how it mixes them, for the model card."""
-    layers = {m: recipe.get(f"{m}_layers") or [recipe["layer"]] for m in ("audio", "text")}
+    layers = {m: recipe.stored_layers(m) for m in ("audio", "text")}
     if all(len(v) == 1 for v in layers.values()):
         return "layer " + (str(layers["audio"][0]) if layers["audio"] == layers["text"]
                            else f"{layers['audio'][0]} (audio) / {layers['text'][0]} (text)")
