@@ -57,8 +57,8 @@ class EncoderError(Exception):
 class MaskedGroupNormConv(nn.Module):
     """Drop-in for the first conv layer of a group-norm feature encoder.
 
-    Same parameters (conv, layer_norm, activation) as the layer it wraps; while `valid_samples`
-    is active, GroupNorm statistics come from each row's valid frames only. Without lengths it
+    Same parameters (conv, layer_norm, activation) as the layer it wraps; while `active` is
+    entered, GroupNorm statistics come from each row's valid frames only. Without lengths it
     behaves exactly like the original layer.
     """
 
@@ -70,9 +70,10 @@ class MaskedGroupNormConv(nn.Module):
         self.sample_lengths: Optional[torch.Tensor] = None
 
     @contextlib.contextmanager
-    def valid_samples(self, lengths: torch.Tensor):
-        """lengths: (B,) valid samples of each row of the next forward's input."""
-        self.sample_lengths = lengths
+    def active(self, sample_lengths: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None):
+        """sample_lengths: (B,) valid samples of each row of the next forward's input (the
+        encoder's frame lengths are not needed here: an exact-batching step's common face)."""
+        self.sample_lengths = sample_lengths
         try:
             yield
         finally:
@@ -156,21 +157,6 @@ class PositionalConvMask:
             self.frame_lengths = None
 
 
-class _GroupNormStep:
-    """MaskedGroupNormConv behind the same `active(samples, frames)` face as PositionalConvMask."""
-
-    def __init__(self, layer: MaskedGroupNormConv):
-        self.layer = layer
-
-    def active(self, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor):
-        return self.layer.valid_samples(sample_lengths)
-
-
-def _masked_group_norm_step(model: nn.Module) -> Optional[_GroupNormStep]:
-    layer = _install_masked_group_norm(model)
-    return _GroupNormStep(layer) if layer is not None else None
-
-
 def _positional_conv_step(model: nn.Module) -> PositionalConvMask:
     layers = getattr(getattr(getattr(model, "encoder", None), "pos_conv_embed", None), "layers", None)
     if layers is None:
@@ -180,7 +166,7 @@ def _positional_conv_step(model: nn.Module) -> PositionalConvMask:
 
 
 # What each family needs so that a padded row equals a one-utterance run (steps named in the table).
-EXACT_STEPS = {"masked-group-norm": _masked_group_norm_step, "masked-positional-conv": _positional_conv_step}
+EXACT_STEPS = {"masked-group-norm": _install_masked_group_norm, "masked-positional-conv": _positional_conv_step}
 
 
 # ---------------------------------------------------------------------------------- families
