@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+from swrr.errors import SwrrError
 
 from swrr import layers as hidden_layers
 from swrr.layers import LayerSpec
@@ -49,7 +50,7 @@ TINY_SEED = 0
 TINY_VOCAB = Path(str(resources.files("swrr.extract") / "tiny_vocab.txt"))
 
 
-class EncoderError(Exception):
+class EncoderError(SwrrError):
     """An encoder that cannot be loaded or used as asked; the message says what to do."""
 
 

@@ -14,16 +14,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from swrr.extract.audio import probe_audio
 from swrr.extract.batching import AUTO, parse_batch_seconds
-from swrr.extract.pipeline import default_workers
+from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import Predictor
 from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
 from swrr.bundle import load_bundle
+from swrr.errors import option
 from swrr.progress import progress_bar
 
 FORMATS = ("csv", "jsonl")
@@ -39,7 +39,7 @@ class PredictConfig:
     model: str  # a bundle folder, a run folder (+ fold), or a hub id
     inputs: List[str]
     texts: List[str] = field(default_factory=list)
-    out: Path = Path("predictions.csv")
+    out: Optional[Path] = Path("predictions.csv")  # None: only return the table (the Python API)
     fold: Optional[int] = None
     format: Optional[str] = None  # None: from the --out suffix (.jsonl -> jsonl), else csv
     device: str = "auto"
@@ -56,23 +56,26 @@ class PredictConfig:
     progress: bool = True
 
     def __post_init__(self):
-        self.out = Path(self.out)
-        self.format = self.format or ("jsonl" if self.out.suffix.lower() in (".jsonl", ".json") else "csv")
+        self.out = None if self.out is None else Path(self.out)
+        suffix = self.out.suffix.lower() if self.out is not None else ""
+        self.format = self.format or ("jsonl" if suffix in (".jsonl", ".json") else "csv")
         problems = []
+        if self.plot and self.out is None:
+            problems.append("plot=True needs out=PATH: the timelines are written as <out>.<file>.png beside the table")
         if self.format not in FORMATS:
-            problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+            problems.append(f"{option('format')} must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.segment not in SEGMENT_MODES:
-            problems.append(f"--segment must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
+            problems.append(f"{option('segment')} must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
         if self.aggregate not in (None, *AGGREGATES):
-            problems.append(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+            problems.append(f"{option('aggregate')} must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if self.hop is not None and not self.hop > 0:
-            problems.append(f"--hop must be > 0 seconds, got {self.hop}")
+            problems.append(f"{option('hop')} must be > 0 seconds, got {self.hop}")
         if self.asr_all and not self.asr:
-            problems.append("--asr-all needs --asr MODEL")
+            problems.append(f"{option('asr_all')} needs {option('asr', 'MODEL')}")
         try:
             self.batch_seconds = parse_batch_seconds(self.batch_seconds)
         except ValueError as exc:
-            problems.append(f"--batch-seconds: {exc}")
+            problems.append(f"{option('batch_seconds')}: {exc}")
         if problems:
             raise PredictError("; ".join(problems))
 
@@ -87,6 +90,7 @@ class Summary:
     seconds: float
     random_encoders: bool
     warnings: List[str]
+    table: Any = field(default=None, repr=False)  # the pandas.DataFrame written to `out`
 
     def lines(self) -> List[str]:
         rate = self.predicted / self.seconds if self.seconds > 0 else 0.0
@@ -103,22 +107,29 @@ class Summary:
 def check_output(out: Path) -> None:
     """Refuse an --out that cannot be written, before any work."""
     if out.is_dir():
-        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
+        raise PredictError(f"{option('out', str(out))} is a folder; give a file path such as {out / 'predictions.csv'}")
     folder = out.parent
     if not folder.is_dir():
-        raise PredictError(f"--out {out}: the folder {folder} does not exist")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise PredictError(f"--out {out}: the folder {folder} is not writable")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} is not writable")
 
 
-def run_predict(config: PredictConfig) -> Summary:
-    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes."""
+def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
+                items: Optional[List[Item]] = None) -> Summary:
+    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes.
+
+    The table is written to `config.out` (unless it is None) and is the summary's `table` either
+    way. `predictor`: one already loaded for `config.model` (the Python API keeps it between calls);
+    `items`: what to score instead of `config.inputs` (the API's waveforms in memory)."""
     started = time.perf_counter()
-    check_output(config.out)
-    items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
-    bundle = load_bundle(config.model, fold=config.fold)
-    predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
-                          config.batch_seconds, config.workers)
+    if config.out is not None:
+        check_output(config.out)
+    if items is None:
+        items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
+    if predictor is None:
+        predictor = Predictor(load_bundle(config.model, fold=config.fold), config.device, config.audio_encoder,
+                              config.text_encoder, config.batch_seconds, config.workers)
     warnings = _revision_warnings(predictor)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
@@ -139,7 +150,8 @@ def run_predict(config: PredictConfig) -> Summary:
     table = _table(items, predictor.scores(outputs), predictor)
     if config.aggregate == "mean":
         table = _with_file_means(table, predictor)
-    _write(table, config.out, config.format)
+    if config.out is not None:
+        _write(table, config.out, config.format)
     if config.plot:
         from swrr.predict.plot import plot_timelines
 
@@ -148,7 +160,7 @@ def run_predict(config: PredictConfig) -> Summary:
     done = table[(table["error"] == "") & (table["kind"] != "file-mean")]
     return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings)
+                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table)
 
 
 def _revision_warnings(predictor: Predictor) -> List[str]:
@@ -170,10 +182,10 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
         start = item.start or 0.0
         end = item.end
         if end is None and not item.error:  # to the end of the file
-            if item.path not in durations:  # one probe per file, however many segments it has
-                durations[item.path] = probe_audio(item.path).duration
-            end = durations[item.path]
-        row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
+            if item.file_id not in durations:  # one probe per input, however many segments it has
+                durations[item.file_id] = item.source.probe().duration
+            end = durations[item.file_id]
+        row = {"id": item.item_id, "file": str(item.path) if item.path is not None else "", "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})
         row.update({"transcript": item.text if item.text is not None else "", "text_source": item.text_source,
@@ -212,4 +224,4 @@ def _write(table, out: Path, fmt: str) -> None:
         os.replace(partial, out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise PredictError(f"--out {out}: cannot write the predictions ({exc})") from exc
+        raise PredictError(f"{option('out', str(out))}: cannot write the predictions ({exc})") from exc

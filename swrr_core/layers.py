@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import List, Sequence, Union
 
+from swrr.errors import SwrrError, option
+
 LayerSpec = Union[str, int, Sequence[int]]
 HELP = "all | last | N | A,B,C | A:B (0 = the transformer's input, -1 = the last; A:B includes B)"
 
 
-class LayerError(ValueError):
+class LayerError(SwrrError, ValueError):
     """A layer spelling that does not parse or does not fit the encoder / cache; the message says why."""
 
 
@@ -41,9 +43,9 @@ def canonical(spec: LayerSpec) -> str:
             return f"{start}:{stop}"
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise LayerError(f"--layers {spec!r}: expected {HELP}") from None
+        raise LayerError(f"{option('layers', spec)}: expected {HELP}") from None
     if len(values) > 1 and min(values) < 0:
-        raise LayerError(f"--layers {spec!r}: a list names hidden states 0..L (-1 only alone)")
+        raise LayerError(f"{option('layers', spec)}: a list names hidden states 0..L (-1 only alone)")
     return ",".join(str(v) for v in values)
 
 
@@ -61,7 +63,7 @@ def resolve(spec: LayerSpec, n_layers: int, name: str) -> List[int]:
         wanted = [n_layers if v == -1 else v for v in (int(part) for part in text.split(","))]
     bad = [v for v in wanted if not 0 <= v <= n_layers]
     if bad:
-        raise LayerError(f"--layer(s) {text} is out of range for {name}: it has {n_layers} layers; use 0..{n_layers} "
+        raise LayerError(f"{option('layers', text)} is out of range for {name}: it has {n_layers} layers; use 0..{n_layers} "
                          "(0 = the transformer's input) or -1 for the last")
     return sorted(set(wanted))
 
@@ -85,5 +87,5 @@ def select(spec: LayerSpec, stored: Sequence[int], where: str) -> List[int]:
         picked = [stored.index(v) for v in wanted if v in stored]
     missing = [v for v in wanted if v not in stored] if ":" not in text else []
     if missing or not picked:
-        raise LayerError(f"--layers {text}: {where} holds the hidden states {stored}, not {missing or wanted}")
+        raise LayerError(f"{option('layers', text)}: {where} holds the hidden states {stored}, not {missing or wanted}")
     return sorted(set(picked))

@@ -140,7 +140,7 @@ def test_layer_picks_a_hidden_state(saved, waves):
     both, _ = picked(*picked.collate(waves[2:3]))
     torch.testing.assert_close(both[0, 1], ref.hidden_states[2][0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(both[0, 0], ref.hidden_states[0][0], atol=1e-4, rtol=1e-4)
-    with pytest.raises(EncoderError, match="--layer\\(s\\) 3 is out of range"):
+    with pytest.raises(EncoderError, match="layers='3' is out of range"):
         load_text_encoder(str(text_dir), 3)
 
 

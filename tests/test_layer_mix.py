@@ -168,7 +168,7 @@ def test_layer_sweep_trains_one_run_per_cached_layer_into_layers_csv(tmp_path):
     rows = compare_runs(load_runs([top]), metrics=["ua"], resamples=200)
     assert {row["run"] for row in rows} == {"layer-4", "layer-8"}  # against layer-0, the first
     one_layer = layered_cache(tmp_path / "one.h5", keep=[4])
-    with pytest.raises(TrainError, match="--layer-sweep: .* holds one hidden state per modality"):
+    with pytest.raises(TrainError, match="layer_sweep: .* holds one hidden state per modality"):
         run(config(one_layer, runs, layer_sweep=True))
 
 
@@ -182,7 +182,7 @@ def test_a_resident_cache_larger_than_free_memory_is_refused_before_loading(tmp_
     assert need == 2 * N * 3 * (FRAMES * DIM + TOKENS * DIM)
     monkeypatch.setattr(data, "available_host_bytes", lambda: need)  # 90% of it is the limit
     with pytest.raises(TrainError, match=r"3 audio and 3 text hidden states\) do not fit in the 0.0 GB of free "
-                                         r"host memory; train with --stream"):
+                                         r"host memory; train with stream"):
         run(config(cache, tmp_path / "runs", name="resident"))
     run(config(cache, tmp_path / "runs", name="layers8", layers="8"))  # a third of it fits
     run(config(cache, tmp_path / "runs", name="stream", stream=True, workers=0, epochs=1))

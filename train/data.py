@@ -14,6 +14,7 @@ the GPU to hand them back.
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
@@ -21,7 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from swrr.cache import CacheError, FeatureCache
+from swrr.errors import option
 from swrr.train.config import TrainConfig, TrainError, training_layers
+
+logger = logging.getLogger("swrr.train")  # the commands show its INFO lines on stdout (swrr.cli)
 
 Batch = Dict[str, torch.Tensor]
 LENGTHS = ("audio_len", "text_len")  # the columns that stay on the host
@@ -81,9 +85,9 @@ class ResidentSource:
             if need > 0.5 * free_gpu:
                 self.store = torch.device("cpu")
                 tensors = {k: v.pin_memory() for k, v in tensors.items()}
-                print(f"swrr-train: the cache's embeddings ({need / 1e9:.1f} GB) take more than half of the GPU's "
-                      f"free memory ({free_gpu / 1e9:.1f} GB): kept in pinned host memory, each batch copied over",
-                      flush=True)
+                logger.info(f"swrr-train: the cache's embeddings ({need / 1e9:.1f} GB) take more than half of the "
+                            f"GPU's free memory ({free_gpu / 1e9:.1f} GB): kept in pinned host memory, each batch "
+                            "copied over")
         self.tensors = {k: v.to(self.store) for k, v in tensors.items()}
 
     def batches(self, batch_rows: List[np.ndarray]) -> Iterator[Batch]:
@@ -123,8 +127,8 @@ def available_host_bytes() -> Optional[int]:
 def too_big(cache: FeatureCache, need: int, where: str) -> str:
     layers = cache.layers
     return (f"{cache.path}: its embeddings ({need / 1e9:.1f} GB: {len(cache)} rows, {len(layers['audio'])} audio and "
-            f"{len(layers['text'])} text hidden states) do not fit in {where}; train with --stream (rows read from "
-            "the file per batch, bounded memory) or read fewer hidden states with --layers")
+            f"{len(layers['text'])} text hidden states) do not fit in {where}; train with {option('stream')} (rows "
+            f"read from the file per batch, bounded memory) or read fewer hidden states with {option('layers')}")
 
 
 class _CacheRows(Dataset):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from swrr._version import __version__
 from swrr.cache import FeatureCache
 from swrr.device import resolve_device
+from swrr.errors import option
 from swrr.guards import LockHeld
 from swrr.model import ABLATIONS
 from swrr.ranks import Ranks
@@ -60,6 +62,7 @@ class Plan:
 
 
 T = TypeVar("T")
+logger = logging.getLogger("swrr.train")  # the commands show its INFO lines on stdout (swrr.cli)
 
 
 class OneProcess:
@@ -268,7 +271,7 @@ def execute(plan: Plan, run_dir: Path) -> Path:
     try:
         results.update(collect_units(plan, pending, plan.device))
     except (RunInterrupted, KeyboardInterrupt, TrainError):
-        print(stopped_message(run_dir))
+        logger.info(stopped_message(run_dir))
         raise
     return finish(plan, run_dir, results)
 
@@ -291,7 +294,7 @@ def finished_units(plan: Plan):
         if result is not None:
             result = {"seed": job.config.seed, **result}  # runs before seeds lack "seed"
             results[job.unit_key()] = result
-            print(_unit_line(plan, result) + "  (done before)")
+            logger.info(_unit_line(plan, result) + "  (done before)")
         else:
             pending.append(job)
     return results, pending
@@ -329,7 +332,7 @@ def train_units(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterat
         try:
             for job in jobs:
                 result = train_fold(job, source, device, budget)
-                print(_unit_line(plan, result), flush=True)
+                logger.info(_unit_line(plan, result))
                 yield result
         finally:
             source.close()
@@ -363,7 +366,8 @@ def _finished_unit(unit: UnitFolder) -> Optional[Dict]:
             np.load(unit.attention)  # never pickles: allow_pickle is off
         return result
     except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
-        print(f"{unit.path}: a result file is damaged ({type(exc).__name__}: {exc}); evaluating the fold again")
+        logger.warning(f"{unit.path}: a result file is damaged ({type(exc).__name__}: {exc}); "
+                       "evaluating the fold again")
         for path in unit.results_files:
             path.unlink(missing_ok=True)
         return None
@@ -444,7 +448,7 @@ def _grid_variants(config: TrainConfig, plan: Plan) -> Dict[str, TrainConfig]:
         return {variant: replace(config, ablation=variant) for variant in [FULL_MODEL, *ABLATIONS]}
     several = [layers for layers in plan.cache.layers.values() if len(layers) > 1]
     if not several:
-        raise TrainError(f"--layer-sweep: {plan.cache.path} holds one hidden state per modality "
+        raise TrainError(f"{option('layer_sweep')}: {plan.cache.path} holds one hidden state per modality "
                          f"({plan.cache.layers}); extract with swrr-extract --layers all to sweep layers")
     common = sorted(set(several[0]).intersection(*several[1:]))
     return {f"layer-{k}": replace(config, layer_sweep=False, layer_mix=str(k)) for k in common}
@@ -462,8 +466,8 @@ def _train_grid(config: TrainConfig, top: Path, variants: Dict[str, TrainConfig]
                 runs[variant] = run(replace(variant_config, runs_dir=str(top), name=variant),
                                     coordination=coordination)
     except (RunInterrupted, KeyboardInterrupt, TrainError):
-        print(f"the {'layer sweep' if config.layer_sweep else 'ablation grid'} {top} is incomplete. "
-              f"Continue it with: swrr-train --resume {top}")
+        logger.warning(f"the {'layer sweep' if config.layer_sweep else 'ablation grid'} {top} is incomplete. "
+                       f"Continue it with: swrr-train --resume {top}")
         raise
     if coordination.is_main:
         report.write_ablation_table(top, runs, config.layer_sweep)
