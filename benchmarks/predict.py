@@ -79,15 +79,15 @@ def cold_latency(bundle: Path, clip: Path, out: Path, device: str) -> float:
 def forward_seconds(predictor: Predictor, wave: np.ndarray, text: str) -> float:
     """The encoders' and the head's own forward on one clip, its inputs prepared beforehand
     (decoded, cut to the model's span, tokenized): the floor of a warm prediction."""
-    input_values, lengths = predictor.audio.collate([predictor.audio.prepare(wave[:predictor.max_samples])])
+    input_values, lengths = predictor.audio.collate([predictor.audio.prepare(wave[:predictor.featurizer.max_samples])])
     tokens = predictor.text.tokenize([text])
     recipe, device = predictor.recipe, predictor.device
     start = time.perf_counter()
     audio, frames = predictor.audio(input_values, lengths)
     words, token_count = predictor.text(tokens)
     with torch.no_grad():
-        predictor.model(F.pad(audio, (0, 0, 0, recipe.max_frames - audio.shape[1])), torch.as_tensor(frames),
-                        F.pad(words, (0, 0, 0, recipe.max_tokens - words.shape[1])), torch.as_tensor(token_count))
+        predictor.model(F.pad(audio, (0, 0, 0, recipe.max_frames - audio.shape[-2])), torch.as_tensor(frames),
+                        F.pad(words, (0, 0, 0, recipe.max_tokens - words.shape[-2])), torch.as_tensor(token_count))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks in one go: what the README's GPU figures come from.
 #   benchmarks/run_gpu.sh [OUT_DIR]     (default gpu-results/; about 5 minutes on one H200)
-# PARTS picks parts (default "tests train run extract"); TRAIN_ARGS adds options to
+# PARTS picks parts (default "tests train run extract"; "layers" too on request); TRAIN_ARGS adds options to
 # benchmarks/train.py (e.g. "--profile"). Each part has its own time limit, so one that hangs
 # does not take the others with it.
 set -u
@@ -30,4 +30,7 @@ fi
 if [[ $parts == *extract* ]]; then
     timeout 200 python3 benchmarks/extract.py --device cuda --profile --per-utt-n 150 --budgets 160,400 \
         2>&1 | tee "$out/extract.txt"
+fi
+if [[ $parts == *layers* ]]; then  # issue 19: 1 vs 13 hidden states (cache size, reads, training); not in the default parts
+    timeout 400 python3 benchmarks/layers.py --device cuda --rows "${LAYER_ROWS:-1024}" 2>&1 | tee "$out/layers.txt"
 fi

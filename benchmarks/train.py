@@ -52,20 +52,23 @@ IEMOCAP_ROWS, IEMOCAP_FOLDS, IEMOCAP_EPOCHS = 5531, 10, 50
 CLASSES = ["neu", "ang", "sad", "hap"]
 
 
-def make_cache(path: Path, rows: int, dim: int, frames: int = 255, tokens: int = 50, seed: int = 0) -> Path:
-    """Random float16 features with IEMOCAP-like lengths, written in chunks of 256 rows."""
+def make_cache(path: Path, rows: int, dim: int, frames: int = 255, tokens: int = 50, seed: int = 0,
+               layers: int = 1) -> Path:
+    """Random float16 features with IEMOCAP-like lengths, written in chunks of 256 rows (of
+    256 / layers rows when `layers` hidden states are stored per row)."""
     rng = np.random.default_rng(seed)
     meta = CacheMeta(dataset="synthetic-iemocap", task="classification", label_names=CLASSES,
                      audio_encoder="synthetic", text_encoder="synthetic", audio_dim=dim, text_dim=dim,
-                     max_frames=frames, max_tokens=tokens, random_encoders=True, config={"rows": rows, "dim": dim})
+                     max_frames=frames, max_tokens=tokens, random_encoders=True, config={"rows": rows, "dim": dim},
+                     audio_layers=list(range(layers)), text_layers=list(range(layers)))
     infos = [RowInfo(f"u{i:05d}", i % 4, speaker=f"Ses0{i % 5 + 1}{'FM'[i % 2]}") for i in range(rows)]
     writer = CacheWriter.open(path, meta, infos, overwrite=True)
-    for start in range(0, rows, 256):
-        idx = np.arange(start, min(rows, start + 256))
+    for start in range(0, rows, max(1, 256 // layers)):
+        idx = np.arange(start, min(rows, start + max(1, 256 // layers)))
         # most IEMOCAP utterances fill the 5.1 s cap; the rest are shorter
         a_len = np.where(rng.random(len(idx)) < 0.55, frames, rng.integers(40, frames, len(idx)))
-        writer.write(idx, rng.standard_normal((len(idx), frames, dim), dtype=np.float32).astype(np.float16), a_len,
-                     rng.standard_normal((len(idx), tokens, dim), dtype=np.float32).astype(np.float16),
+        writer.write(idx, rng.standard_normal((len(idx), layers, frames, dim), dtype=np.float32).astype(np.float16),
+                     a_len, rng.standard_normal((len(idx), layers, tokens, dim), dtype=np.float32).astype(np.float16),
                      rng.integers(5, tokens + 1, len(idx)))
     return writer.finalize()
 

@@ -31,16 +31,23 @@ from swrr.cli import CONTEXT, OneLineErrors
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="The cache file to write. Default: cache/<dataset>.h5.")
 @click.option("--audio-encoder", default=None,
-              help=f"Hugging Face hub id or local folder of a WavLM/wav2vec2-style model. "
+              help=f"Hugging Face hub id or local folder of an audio model: WavLM, HuBERT, wav2vec2, data2vec-audio or "
+                   f"Whisper (its encoder; every clip runs on Whisper's 30 s window). "
                    f"Default: {DEFAULT_AUDIO_ENCODER}.")
 @click.option("--text-encoder", default=None,
-              help=f"Hugging Face hub id or local folder of a BERT-style model. Default: {DEFAULT_TEXT_ENCODER}.")
+              help=f"Hugging Face hub id or local folder of a text encoder: BERT (incl. multilingual), RoBERTa, XLM-R, "
+                   f"DeBERTa-v2/v3, DistilBERT, ELECTRA or MPNet. Default: {DEFAULT_TEXT_ENCODER}.")
 @click.option("--encoders", type=click.Choice(PRESETS), default="pretrained", show_default=True,
               help="pretrained: load the two encoders above. tiny: small RANDOMLY initialised encoders "
                    "built offline, for tests and demos; the cache records that they are random.")
-@click.option("--layer", type=int, default=-1, show_default=True,
-              help="Hidden layer of both encoders to store: -1 = the last, 0 = the transformer's input, "
-                   "N = the output of layer N.")
+@click.option("--layer", type=int, default=None,
+              help="Hidden layer of both encoders to store: -1 = the last (default), 0 = the transformer's input, "
+                   "N = the output of layer N. The one-layer spelling of --layers.")
+@click.option("--layers", default=None, metavar="SPEC",
+              help="Hidden states of both encoders to store along the cache's layer axis: all | last | N | A,B,C | "
+                   "A:B (B included); 0 = the transformer's input, L = the last layer's output (hidden_states[L] of "
+                   "transformers, for every family). Default: last, the paper's choice. `all` multiplies the "
+                   "audio features' size by L + 1 (13 for base models); the size is printed before the run.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the encoders run; auto = cuda when torch sees a GPU, else cpu.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True,
@@ -70,7 +77,7 @@ from swrr.cli import CONTEXT, OneLineErrors
               help="Replace an existing swrr cache (never any other file), or discard an interrupted one made "
                    "with another config or dataset, or damaged. An interrupted run of the same command resumes "
                    "where it stopped, with or without --overwrite.")
-def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, device, dtype, batch_seconds,
+def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, layers, device, dtype, batch_seconds,
          workers, labels, transcripts, asr, overwrite):
     """Extract WavLM (audio) and BERT (text) features of a dataset into one HDF5 cache,
     which `swrr-train --cache` then reads.
@@ -83,9 +90,9 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
       swrr-extract --dataset iemocap --transcripts asr --asr openai/whisper-small --out cache/iemocap-asr.h5
     """
     config = extract_config(dataset, root, out, audio_encoder=audio_encoder, text_encoder=text_encoder,
-                            encoders=encoders, layer=layer, device=device, dtype=dtype, batch_seconds=batch_seconds,
-                            workers=workers, labels=labels, transcripts=transcripts, asr=asr,
-                            overwrite=overwrite)
+                            encoders=encoders, layer=layer, layers=layers, device=device, dtype=dtype,
+                            batch_seconds=batch_seconds, workers=workers, labels=labels, transcripts=transcripts,
+                            asr=asr, overwrite=overwrite)
     try:
         summary = run_extraction(config)
     except KeyboardInterrupt:

@@ -141,7 +141,7 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
             done |= source_done
     pending = plan.pending(done)
     shares, loads = deal_batches(pending, plan.lengths, ranks.world)
-    extraction.report_classes()  # as a single process says it, before encoding
+    extraction.report_before_encoding()  # as a single process says it
     return Job(extraction, pending, shares, loads, int(done.sum()))
 
 

@@ -7,13 +7,14 @@ features, shared by swrr-extract and swrr-predict.
                Source("mem", waveform=samples, sampling_rate=44100, transcript="hello")]
     plan = featurizer.plan([featurizer.check(s)[1] for s in sources], batch_seconds=160)
     for batch in featurizer.encode(sources, plan.batches, workers=2):
-        batch.rows, batch.audio, batch.text  # (B, F, D), (B, T, D) in the cache dtype
+        batch.rows, batch.audio, batch.text  # (B, L, F, D), (B, L, T, D) in the cache dtype
 
 A `Source` is a file (audio_path) or a waveform in memory at its sampling rate, optionally only
 [start, end) seconds of it, and its transcript. `encode` loads, resamples, mixes down and cuts
 the audio to max_frames (extract/audio.py; a waveform in memory takes the file's steps after its
-frames are read), runs the feature extractor and the tokenizer, in DataLoader worker processes;
-encodes the planned length-sorted batches exactly (extract/encoders.py), with one batch in flight
+frames are read), runs the audio encoder's front end (its feature extractor) and the tokenizer, in
+DataLoader worker processes; encodes the planned length-sorted batches exactly, keeping the hidden
+states the encoders were built for (L of them, extract/encoders.py), with one batch in flight
 on the GPU (`encode_ahead`); and rounds the features to the cache dtype, checking each row is
 finite. swrr-extract (extract/pipeline.py) writes the batches into the cache; swrr-predict
 (predict/engine.py) feeds them to the model's head, so a clip scored by swrr-predict gets the
@@ -32,7 +33,7 @@ import torch
 from swrr.extract.audio import (AudioError, AudioInfo, check_audio, load_audio, load_waveform, probe_audio,
                                 waveform_frames, waveform_info)
 from swrr.extract.batching import AUTO, BatchPlan, auto_batch_seconds, plan_batches
-from swrr.extract.encoders import AudioEncoder, EncoderError, TextEncoder, prepare_waveform, tokenize
+from swrr.extract.encoders import AudioEncoder, EncoderError, TextEncoder, tokenize
 from swrr.guards import die_with_parent
 
 
@@ -88,7 +89,7 @@ class Source:
 # ---------------------------------------------------------------------------------- loading
 class LoadedBatch(NamedTuple):
     rows: List[int]
-    input_values: torch.Tensor  # (B, S) zero-padded waveforms
+    input_values: torch.Tensor  # (B, S) zero-padded waveforms (Whisper: (B, mel, window) log-mel features)
     sample_lengths: torch.Tensor  # (B,)
     tokens: Dict[str, torch.Tensor]  # (B, T) each
 
@@ -109,14 +110,15 @@ class LoadFailure(NamedTuple):
 class BatchInputs(torch.utils.data.Dataset):
     """Planned batch i -> its decoded, prepared and padded inputs (runs in DataLoader workers).
 
-    Holds only the feature extractor and the tokenizer, never the models.
+    Holds only the audio encoder's front end (feature extractor + frame arithmetic) and the
+    tokenizer, never the models.
     """
 
-    def __init__(self, batches: Sequence[Sequence[int]], sources: Sequence[Source], feature_extractor,
+    def __init__(self, batches: Sequence[Sequence[int]], sources: Sequence[Source], front_end,
                  tokenizer, sample_rate: int, max_samples: int, max_tokens: int):
         self.batches = [list(map(int, b)) for b in batches]
         self.sources = sources
-        self.feature_extractor, self.tokenizer = feature_extractor, tokenizer
+        self.front_end, self.tokenizer = front_end, tokenizer
         self.sample_rate, self.max_samples, self.max_tokens = sample_rate, max_samples, max_tokens
 
     def __len__(self) -> int:
@@ -129,11 +131,10 @@ class BatchInputs(torch.utils.data.Dataset):
         """The inputs of `rows` as one padded batch, or the LoadFailure of the first that fails."""
         sources = [self.sources[r] for r in rows]
         try:
-            waves = [prepare_waveform(self.feature_extractor, s.load(self.sample_rate, self.max_samples))
-                     for s in sources]
+            waves = [self.front_end.prepare(s.load(self.sample_rate, self.max_samples)) for s in sources]
         except AudioError as err:  # returned, not raised: a worker's exception would carry its traceback
             return LoadFailure(str(err.path), err.reason, err.detail)
-        input_values, lengths = AudioEncoder.collate(waves)
+        input_values, lengths = self.front_end.collate(waves)
         return LoadedBatch(rows, input_values, lengths, tokenize(self.tokenizer, [s.transcript for s in sources],
                                                                  self.max_tokens))
 
@@ -179,9 +180,9 @@ class EncodedBatch(NamedTuple):
     """One batch's features on the host, as the cache writer takes them."""
 
     rows: List[int]
-    audio: np.ndarray  # (B, F, D) in the cache dtype
+    audio: np.ndarray  # (B, L, F, D) in the cache dtype: the L hidden states the audio encoder keeps
     audio_len: np.ndarray  # (B,) frames
-    text: np.ndarray  # (B, T, D)
+    text: np.ndarray  # (B, L, T, D)
     text_len: np.ndarray  # (B,) tokens
     finite: np.ndarray  # (B,) bool: every stored value of the row is finite
 
@@ -214,7 +215,7 @@ class PendingBatch:
 
 
 def finite_rows(x: torch.Tensor) -> torch.Tensor:
-    """(B, L, D) -> (B,) bool: the row holds no NaN or inf. One reduction, on x's device."""
+    """(B, ...) -> (B,) bool: the row holds no NaN or inf. One reduction, on x's device."""
     return torch.isfinite(x).flatten(1).all(dim=1)
 
 
@@ -281,6 +282,9 @@ class Featurizer:
                  sample_rate: int):
         if audio.sample_rate != sample_rate:
             raise EncoderError(f"{audio.name} expects {audio.sample_rate} Hz audio, not {sample_rate} Hz")
+        if audio.max_frames is not None and max_frames > audio.max_frames:
+            raise EncoderError(f"{audio.name} gives at most {audio.max_frames} frames per clip (its window), "
+                               f"not max_frames {max_frames}")
         self.audio, self.text = audio, text
         self.dtype, self.max_frames, self.max_tokens, self.sample_rate = dtype, max_frames, max_tokens, sample_rate
         self.max_samples = audio.samples_for(max_frames)  # 81,680 for WavLM's 255 frames
@@ -313,7 +317,7 @@ class Featurizer:
         processes. A source that fails to decode raises its AudioError (so every batch comes out
         whole, as planned), or, with `on_failure`, goes to on_failure(row, failure) while the other
         rows of its batch are encoded one by one."""
-        inputs = BatchInputs(batches, sources, self.audio.feature_extractor, self.text.tokenizer,
+        inputs = BatchInputs(batches, sources, self.audio.front_end, self.text.tokenizer,
                              self.sample_rate, self.max_samples, self.max_tokens)
         # Decision: one batch is decoded in this process; a worker would only add its start-up.
         loader = decoding_loader(inputs, max(0, min(workers, len(inputs) - 1)), self.device.type == "cuda")

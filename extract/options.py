@@ -14,7 +14,7 @@ from swrr.errors import OptionError, option, refuse_unknown
 from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER
 from swrr.extract.pipeline import ExtractConfig, default_workers
 
-EXTRACT_OPTIONS = ("audio_encoder", "text_encoder", "encoders", "layer", "device", "dtype", "batch_seconds",
+EXTRACT_OPTIONS = ("audio_encoder", "text_encoder", "encoders", "layer", "layers", "device", "dtype", "batch_seconds",
                    "workers", "labels", "transcripts", "asr", "overwrite", "progress")
 
 
@@ -36,6 +36,11 @@ def extract_config(dataset: str, root=None, out=None, **options) -> ExtractConfi
         raise OptionError(f"{option('encoders', 'tiny')} builds its own random encoders; leave out "
                           f"{option('audio_encoder')}/{option('text_encoder')}, or use "
                           f"{option('encoders', 'pretrained')}")
+    if options.get("layer") is not None and options.get("layers") is not None:
+        raise OptionError(f"give {option('layer')} N or {option('layers')} SPEC, not both "
+                          f"({option('layer')} N is {option('layers')} N)")
+    if options.get("layer") is None:
+        options.pop("layer", None)  # ExtractConfig's default: the last
     workers = options.pop("workers", None)
     if workers is not None and not (isinstance(workers, int) and workers >= 0):
         raise OptionError(f"{option('workers')} must be a whole number >= 0 (0 = decode in the main process), "
@@ -47,5 +52,5 @@ def extract_config(dataset: str, root=None, out=None, **options) -> ExtractConfi
                                 "text_encoder": options.get("text_encoder") or DEFAULT_TEXT_ENCODER,
                                 "labels": label_list(options.get("labels"))},
                              num_workers=default_workers() if workers is None else workers)
-    except ValueError as exc:  # dtype, device, batch_seconds
+    except ValueError as exc:  # dtype, device, batch_seconds, layers (LayerError)
         raise OptionError(str(exc)) from None

@@ -36,7 +36,8 @@ from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, 
                                    TextEncoder, describe, load_encoders)
 from swrr.extract.featurizer import Featurizer, Source, default_workers, resolve_batch_seconds
 from swrr._version import __version__
-from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
+from swrr import layers as hidden_layers
+from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, estimated_bytes, is_swrr_cache
 from swrr.device import resolve_device
 from swrr.errors import option
 from swrr.progress import progress_bar
@@ -57,7 +58,8 @@ class ExtractConfig:
     audio_encoder: str = DEFAULT_AUDIO_ENCODER
     text_encoder: str = DEFAULT_TEXT_ENCODER
     encoders: str = "pretrained"  # "tiny": small random encoders built in code (offline)
-    layer: int = -1  # hidden layer of both encoders; -1 = last
+    layer: int = -1  # hidden layer of both encoders; -1 = last (the one-layer spelling of `layers`)
+    layers: Optional[str] = None  # hidden states of both encoders (swrr.layers: all|last|N|A,B,C|A:B); None = `layer`
     device: str = "auto"  # auto = cuda when available
     dtype: str = "float16"  # cache dtype; float16 also means fp16 autocast on CUDA
     batch_seconds: Union[float, str] = AUTO  # padded audio per batch; "auto": from the GPU's memory
@@ -81,6 +83,7 @@ class ExtractConfig:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         self.batch_seconds = parse_batch_seconds(self.batch_seconds)
+        self.layers = hidden_layers.canonical(self.layer if self.layers is None else self.layers)
 
     @property
     def out_path(self) -> Path:
@@ -260,6 +263,7 @@ def cache_meta(config: ExtractConfig, reader, featurizer: Featurizer, fp16: bool
         "audio_encoder_revision": audio.revision,
         "text_encoder_revision": text.revision,
         "layer": config.layer,
+        "layers": config.layers,
         "dtype": config.dtype,
         "precision": "fp16-autocast" if fp16 else "fp32",
         "max_frames": config.max_frames,
@@ -270,11 +274,26 @@ def cache_meta(config: ExtractConfig, reader, featurizer: Featurizer, fp16: bool
     return CacheMeta(dataset=config.dataset, task=reader.task, label_names=kept_labels(reader, config.labels),
                      audio_encoder=audio.name, text_encoder=text.name, audio_dim=audio.dim, text_dim=text.dim,
                      max_frames=config.max_frames, max_tokens=config.max_tokens, dtype=config.dtype,
-                     layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
+                     layer=_one_layer(config.layers), audio_layers=audio.layers, text_layers=text.layers,
+                     frame_seconds=(audio.samples_for(2) - audio.samples_for(1)) / config.sample_rate,
+                     sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
                      tool_version=__version__, source_root=str(source_root(reader)), config=numbers,
                      label_scale=list(reader.label_scale or ()), label_kinds=dict(reader.label_kinds),
                      transcripts=config.transcripts, asr=dict(asr_record or {}))
+
+
+def _one_layer(layers: str) -> int:
+    """CacheMeta.layer, kept for one-layer readers: the hidden state of a one-number spelling, else -1."""
+    return int(layers) if layers.lstrip("-").isdigit() else -1
+
+
+def size_line(meta: CacheMeta, rows: int) -> str:
+    """What the cache will take on disk, said before the run starts (the free-disk check uses the same sum)."""
+    audio, text = meta.stored_layers("audio"), meta.stored_layers("text")
+    return (f"the cache will take about {estimated_bytes(meta, rows) / 1e9:.2f} GB: {rows} rows x "
+            f"{len(audio)} audio layers x {meta.max_frames} x {meta.audio_dim} + {len(text)} text layers x "
+            f"{meta.max_tokens} x {meta.text_dim}, {meta.dtype}")
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -346,7 +365,7 @@ def ready_featurizer(config: ExtractConfig, device: torch.device,
                      encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Tuple[Featurizer, bool]:
     """-> (featurizer, fp16): both encoders loaded (or given), checked and on `device`."""
     audio, text = encoders or load_encoders(config.encoders, config.audio_encoder, config.text_encoder,
-                                            config.layer, config.max_tokens)
+                                            config.layers, config.max_tokens)
     featurizer = Featurizer(audio, text, config.dtype, config.max_frames, config.max_tokens, config.sample_rate)
     return featurizer, featurizer.to(device)
 
@@ -361,9 +380,9 @@ class Extraction:
     plan: BatchPlan
     batch_budget: str  # e.g. "400 s (auto, 140 GiB card, float16)"
 
-    def report_classes(self) -> None:
-        """The class counts and rare-class warnings, before encoding."""
-        for line in class_report(self.rows, self.meta.task):
+    def report_before_encoding(self) -> None:
+        """The cache's size, then the class counts and rare-class warnings, before encoding."""
+        for line in [size_line(self.meta, len(self.rows.info)), *class_report(self.rows, self.meta.task)]:
             (logger.warning if line.startswith("warning:") else logger.info)(f"swrr-extract: {line}")
 
     def summary(self, path: Path, resumed_rows: int, seconds: float, featurizer: Featurizer, write_seconds: float,
@@ -403,7 +422,7 @@ def run_one_process(config: ExtractConfig,
     job = plan_extraction(config, reader, rows, featurizer, device, fp16)
     writer = CacheWriter.open(config.out_path, job.meta, rows.info, overwrite=config.overwrite)
     try:
-        job.report_classes()  # once the output is known to be usable, before encoding
+        job.report_before_encoding()  # once the output is known to be usable
         write_seconds = encode_pending(job.plan, writer, rows, featurizer, config)
         path = writer.finalize()
     finally:

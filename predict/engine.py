@@ -37,13 +37,14 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
     """The encoders the bundle's recipe names (or local copies of them), checked against it."""
     recipe = bundle.recipe
     tiny = recipe.config.get("encoders") == "tiny"
+    audio_layers, text_layers = recipe.stored_layers("audio"), recipe.stored_layers("text")  # what the head reads
     try:
-        audio, text = (load_encoders("tiny", layer=recipe.layer, max_tokens=recipe.max_tokens) if tiny
-                       else (None, None))  # the offline preset is rebuilt in code, not loaded
+        audio, text = (load_encoders("tiny", layers=audio_layers, max_tokens=recipe.max_tokens,
+                                     text_layers=text_layers) if tiny else (None, None))  # the offline preset is rebuilt in code, not loaded
         if audio_override or not tiny:
-            audio = load_audio_encoder(audio_override or recipe.audio_encoder, recipe.layer)
+            audio = load_audio_encoder(audio_override or recipe.audio_encoder, audio_layers)
         if text_override or not tiny:
-            text = load_text_encoder(text_override or recipe.text_encoder, recipe.layer, recipe.max_tokens)
+            text = load_text_encoder(text_override or recipe.text_encoder, text_layers, recipe.max_tokens)
     except EncoderError as exc:
         raise PredictError(f"the model's recipe needs the encoders {recipe.audio_encoder} (revision "
                            f"{recipe.audio_encoder_revision or '?'}) and {recipe.text_encoder} (revision "
@@ -134,13 +135,14 @@ class Predictor:
 
     @torch.no_grad()
     def _head(self, encoded: EncodedBatch) -> np.ndarray:
-        """Features of one batch (cache dtype, B x F x D) -> outputs (B, C) float32, as the trainer's
-        evaluation computes them from cache rows (zero padded to max_frames / max_tokens)."""
+        """Features of one batch (cache dtype, B x L x F x D: the hidden states the head reads) ->
+        outputs (B, C) float32, as the trainer's evaluation computes them from cache rows (zero
+        padded to max_frames / max_tokens; the head mixes the L hidden states with its weights)."""
         recipe, device = self.recipe, self.device
         audio = torch.from_numpy(encoded.audio)
         text = torch.from_numpy(encoded.text)
-        audio = F.pad(audio, (0, 0, 0, recipe.max_frames - audio.shape[1])).to(device)
-        text = F.pad(text, (0, 0, 0, recipe.max_tokens - text.shape[1])).to(device)
+        audio = F.pad(audio, (0, 0, 0, recipe.max_frames - audio.shape[-2])).to(device)
+        text = F.pad(text, (0, 0, 0, recipe.max_tokens - text.shape[-2])).to(device)
         lengths = [torch.as_tensor(np.asarray(x), dtype=torch.long) for x in (encoded.audio_len, encoded.text_len)]
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             out = self.model(audio, lengths[0], text, lengths[1])

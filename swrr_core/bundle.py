@@ -9,6 +9,11 @@ read them. This module is the only code that knows the layout (FORMAT_VERSION 1)
                          "model": SWRRConfig fields,
                          "recipe": the cache's CacheMeta, copied (encoders + revisions, layer,
                                    max frames/tokens, sample rate, dtype, random encoders, ...),
+                                   with audio_layers / text_layers = the hidden states the head
+                                   reads (the cache's, or the subset swrr-train --layers chose);
+                                   the mixing rule is in "model" (audio_layers, layer_mix,
+                                   layer_norm), the learned weights in model.safetensors
+                                   (layer_mix.<modality>.logits, softmax-normalised when used),
                          "provenance": dataset, protocol, fold, test group, selected epoch,
                                    selection rule, metrics, swrr version, cache fingerprint}
     README.md           a short model card
@@ -124,7 +129,7 @@ def model_card(config: Dict[str, Any]) -> str:
 - Scores: {scores}.
 - Input: {needs}. Audio is cut to its first {recipe['max_frames']} frames, text to {recipe['max_tokens']} tokens.
 - Features: {recipe['audio_encoder']} (revision {recipe['audio_encoder_revision'] or '?'}) and
-  {recipe['text_encoder']} (revision {recipe['text_encoder_revision'] or '?'}), layer {recipe['layer']},
+  {recipe['text_encoder']} (revision {recipe['text_encoder_revision'] or '?'}), {_layers_text(CacheMeta(**recipe), config['model'])},
   {recipe['sample_rate']} Hz, rounded to {recipe['dtype']}.
 - Trained on: {recipe['dataset']}, protocol {prov.get('protocol', '?')}, held out: {prov.get('test_group') or 'nothing'};
   reported epoch {prov.get('selected_epoch', '?')} ({prov.get('selection', '?')}).
@@ -138,6 +143,16 @@ Use it:
     from swrr.bundle import load_bundle
     bundle = load_bundle("THIS_FOLDER")
 """
+
+
+def _layers_text(recipe: CacheMeta, model: Dict[str, Any]) -> str:
+    """Which hidden states the head reads and how it mixes them, for the model card."""
+    layers = {m: recipe.stored_layers(m) for m in ("audio", "text")}
+    if all(len(v) == 1 for v in layers.values()):
+        return "layer " + (str(layers["audio"][0]) if layers["audio"] == layers["text"]
+                           else f"{layers['audio'][0]} (audio) / {layers['text'][0]} (text)")
+    mix = model.get("layer_mix", "learned") + (" after a LayerNorm per layer" if model.get("layer_norm") else "")
+    return f"hidden states {layers['audio']} (audio) and {layers['text']} (text) mixed by {mix} weights"
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -2,11 +2,11 @@
 
 `swrr-extract` writes through `CacheWriter`, `swrr-train` reads through `FeatureCache`.
 
-Layout (SCHEMA_VERSION 2), N utterances:
+Layout (SCHEMA_VERSION 3), N utterances, La / Lt stored hidden states of each encoder:
 
-    /audio       (N, max_frames, audio_dim)  float16 (or float32), one chunk per row
+    /audio       (N, La, max_frames, audio_dim)  float16 (or float32), one chunk per row and layer
     /audio_len   (N,)  int32    valid frames of each row
-    /text        (N, max_tokens, text_dim)   float16 (or float32), one chunk per row
+    /text        (N, Lt, max_tokens, text_dim)   float16 (or float32), one chunk per row and layer
     /text_len    (N,)  int32    valid tokens of each row ([CLS] and [SEP] included)
     /label       (N,)  int64 class index into label_names, or float32 score (regression)
     /utt_id /speaker /session /split /transcript /source   (N,) utf-8 strings
@@ -28,7 +28,14 @@ Layout (SCHEMA_VERSION 2), N utterances:
         and older ones.
 
     attrs: format, schema_version, complete, and every field of CacheMeta
-           (lists and dicts as JSON strings).
+           (lists and dicts as JSON strings); audio_layers / text_layers name the hidden states
+           stored along the layer axis (0 = the transformer's input).
+
+Versions 1 and 2 have no layer axis ((N, max_frames, audio_dim)): they open as one-layer caches
+holding hidden state `layer` (-1: the last). Decision: one chunk per (row, layer), not one
+dataset per layer: reading k of L layers of a row touches exactly k chunks (one layer of an
+IEMOCAP-size row is 255 x 768 x 2 B = 392 kB, a good HDF5 chunk), the row and layer axes stay
+one array, and a distributed extraction still copies chunks as stored bytes.
 
 A cache is written to `<path>.partial` and renamed to `<path>` only when every row is
 written and `complete` is set, so a file at the final path is never a half-written one.
@@ -45,7 +52,7 @@ import glob
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -56,8 +63,9 @@ from swrr.guards import LockHeld, OutputLock
 from swrr.errors import SwrrError
 
 FORMAT_TAG = "swrr-feature-cache"
-SCHEMA_VERSION = 2  # 2: `source` relative to attrs["source_root"] (1: relative to the working folder)
-READABLE_SCHEMA_VERSIONS = (1, 2)  # what FeatureCache opens; a writer resumes only SCHEMA_VERSION
+SCHEMA_VERSION = 3  # 3: a layer axis; 2: `source` relative to attrs["source_root"] (1: relative to the working folder)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)  # what FeatureCache opens; a writer resumes only SCHEMA_VERSION
+LAYER_AXIS_SINCE = 3  # older versions store one hidden state, without a layer axis
 PARTIAL_SUFFIX = ".partial"
 SCRATCH_SUFFIX = ".new"  # <path>.partial.new: the layout being created, renamed to .partial when whole
 LOCK_OWNER = "swrr-extract"
@@ -65,7 +73,7 @@ STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source
 # A cache file's own label is a class or a score; "dimensional" (several scores at once) exists only
 # in the training view of a cache (swrr_core/targets.py) and in the bundles trained on it.
 TASKS = ("classification", "regression", "dimensional")
-JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds", "asr")  # CacheMeta fields stored as JSON strings
+JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds", "asr", "audio_layers", "text_layers")  # CacheMeta fields stored as JSON strings
 MISSING_CLASS = -1  # a classes label kind's index where the row has none
 OPTIONAL_FIELDS = ("label_scale", "label_kinds", "transcripts", "asr")  # CacheMeta fields older caches lack
 DTYPES = ("float16", "float32")
@@ -101,12 +109,20 @@ class CacheMeta:
     label_kinds: Dict = field(default_factory=dict)  # further label kinds: name -> {"type", "scale" | "names"}
     transcripts: str = "gold"  # "asr": the transcript column (and the text features) come from speech recognition
     asr: Dict = field(default_factory=dict)  # ASR caches: {"model", "corpus_wer", "scored_rows"}; {} for gold
+    audio_layers: List[int] = field(default_factory=list)  # hidden states along the layer axis; [] = [layer]
+    text_layers: List[int] = field(default_factory=list)
+    frame_seconds: float = 0.02  # audio frame hop (20 ms for every encoder family swrr knows)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise CacheError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.dtype not in DTYPES:
             raise CacheError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    def stored_layers(self, modality: str) -> List[int]:
+        """The hidden states the cache holds for "audio" or "text" ([layer] for a version 1/2 cache)."""
+        stored = self.audio_layers if modality == "audio" else self.text_layers
+        return [int(k) for k in stored] or [int(self.layer)]
 
     def to_attrs(self) -> Dict:
         out = {}
@@ -162,8 +178,10 @@ def differing_config_keys(old: Dict, new: Dict) -> List[str]:
 
 
 def estimated_bytes(meta: CacheMeta, n_rows: int) -> int:
+    """The embeddings' size on disk (and in memory when loaded whole), every stored layer counted."""
     itemsize = np.dtype(meta.dtype).itemsize
-    return n_rows * itemsize * (meta.max_frames * meta.audio_dim + meta.max_tokens * meta.text_dim)
+    return n_rows * itemsize * (len(meta.stored_layers("audio")) * meta.max_frames * meta.audio_dim
+                                + len(meta.stored_layers("text")) * meta.max_tokens * meta.text_dim)
 
 
 class CacheWriter:
@@ -217,8 +235,9 @@ class CacheWriter:
     def write(self, rows: Sequence[int], audio: np.ndarray, audio_len, text: np.ndarray, text_len) -> None:
         """Write the features of `rows` (indices into the row list given to `open`).
 
-        audio: (B, F, audio_dim) with F <= max_frames; text: (B, T, text_dim), T <= max_tokens.
-        Rows shorter than the maximum are zero padded here. The done mask is set only after
+        audio: (B, La, F, audio_dim) with F <= max_frames, La the stored layers ((B, F, audio_dim)
+        when one is stored); text: (B, Lt, T, text_dim), T <= max_tokens. Rows shorter than the
+        maximum are zero padded here. The done mask is set only after
         the data is flushed, so a kill between the two just recomputes the rows.
         """
         rows = np.asarray(rows, dtype=np.int64)
@@ -227,8 +246,10 @@ class CacheWriter:
         audio_len = np.asarray(audio_len)[order]
         text_len = np.asarray(text_len)[order]
         h5 = self._h5
-        audio = _pad_to(np.asarray(audio)[order], self.meta.max_frames, self.meta.dtype, "audio")
-        text = _pad_to(np.asarray(text)[order], self.meta.max_tokens, self.meta.dtype, "text")
+        audio = _pad_to(np.asarray(audio)[order], self.meta.max_frames, self.meta.dtype, "audio",
+                        len(self.meta.stored_layers("audio")))
+        text = _pad_to(np.asarray(text)[order], self.meta.max_tokens, self.meta.dtype, "text",
+                       len(self.meta.stored_layers("text")))
         try:
             # One row at a time: h5py's fancy-index write of scattered rows is 20-30x slower
             # (measured ~20 MB/s vs ~500 MB/s) than writing each one-row chunk directly.
@@ -258,8 +279,9 @@ class CacheWriter:
                 for name in ("audio", "text"):
                     src_id, dst_id = src[name].id, h5[name].id
                     for row in rows:
-                        mask, chunk = src_id.read_direct_chunk((int(row), 0, 0))
-                        dst_id.write_direct_chunk((int(row), 0, 0), chunk, mask)
+                        for layer in range(h5[name].shape[1]):
+                            mask, chunk = src_id.read_direct_chunk((int(row), layer, 0, 0))
+                            dst_id.write_direct_chunk((int(row), layer, 0, 0), chunk, mask)
                 for name in ("audio_len", "text_len"):
                     h5[name][rows] = src[name][rows]
             h5.flush()
@@ -301,12 +323,15 @@ class CacheWriter:
         self.close()
 
 
-def _pad_to(x: np.ndarray, length: int, dtype: str, name: str) -> np.ndarray:
-    """Zero-pad (B, L, D) to (B, length, D) in the cache dtype; refuse L > length."""
-    if x.ndim != 3 or x.shape[1] > length:
-        raise CacheError(f"{name} batch has shape {x.shape}; expected (B, <= {length}, D)")
-    out = np.zeros((x.shape[0], length, x.shape[2]), dtype=dtype)
-    out[:, : x.shape[1]] = x
+def _pad_to(x: np.ndarray, length: int, dtype: str, name: str, layers: int) -> np.ndarray:
+    """Zero-pad (B, layers, F, D) (or (B, F, D) when layers == 1) to (B, layers, length, D) in the
+    cache dtype; refuse F > length or another number of layers."""
+    if x.ndim == 3 and layers == 1:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != layers or x.shape[2] > length:
+        raise CacheError(f"{name} batch has shape {x.shape}; expected (B, {layers}, <= {length}, D)")
+    out = np.zeros((x.shape[0], layers, length, x.shape[3]), dtype=dtype)
+    out[:, :, : x.shape[2]] = x
     return out
 
 
@@ -505,11 +530,11 @@ def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> N
     h5.attrs["complete"] = False
     for key, value in meta.to_attrs().items():
         h5.attrs[key] = value
-    # One chunk per row: a random row read touches exactly one chunk of each modality.
-    h5.create_dataset("audio", (n, meta.max_frames, meta.audio_dim), dtype=meta.dtype,
-                      chunks=(1, meta.max_frames, meta.audio_dim), fletcher32=True, fillvalue=0)
-    h5.create_dataset("text", (n, meta.max_tokens, meta.text_dim), dtype=meta.dtype,
-                      chunks=(1, meta.max_tokens, meta.text_dim), fletcher32=True, fillvalue=0)
+    # One chunk per row and layer: reading k layers of a random row touches exactly k chunks.
+    for name, size, dim in (("audio", meta.max_frames, meta.audio_dim), ("text", meta.max_tokens, meta.text_dim)):
+        layers = len(meta.stored_layers(name))
+        h5.create_dataset(name, (n, layers, size, dim), dtype=meta.dtype, chunks=(1, 1, size, dim),
+                          fletcher32=True, fillvalue=0)
     h5.create_dataset("audio_len", (n,), dtype="int32", fillvalue=0)
     h5.create_dataset("text_len", (n,), dtype="int32", fillvalue=0)
     label_dtype = "int64" if meta.task == "classification" else "float32"
@@ -546,9 +571,10 @@ def _validate_layout(h5: h5py.File, path, versions: Sequence[int] = READABLE_SCH
         raise CacheError(f"{path} lacks the datasets {missing}; it is damaged: re-extract it with --overwrite")
     n = h5["done"].shape[0]
     meta = CacheMeta.from_attrs(attrs)
+    axis = (lambda name: (len(meta.stored_layers(name)),)) if version >= LAYER_AXIS_SINCE else (lambda name: ())
     expected = {
-        "audio": (n, meta.max_frames, meta.audio_dim),
-        "text": (n, meta.max_tokens, meta.text_dim),
+        "audio": (n, *axis("audio"), meta.max_frames, meta.audio_dim),
+        "text": (n, *axis("text"), meta.max_tokens, meta.text_dim),
     }
     for name in required:
         shape = h5[name].shape
@@ -637,6 +663,8 @@ class FeatureCache:
             asr = self.meta.transcripts == "asr" and "wer" in h5 and "reference_transcript" in h5
             self.reference_transcript = np.asarray(h5["reference_transcript"].asstr()[:], dtype=object) if asr else None
             self.wer = h5["wer"][:] if asr else None  # per row; None in a gold cache
+            self._layer_axis = int(h5.attrs["schema_version"]) >= LAYER_AXIS_SINCE
+            self.layer_positions = {m: list(range(len(self.meta.stored_layers(m)))) for m in ("audio", "text")}
         except (OSError, KeyError, ValueError, TypeError) as exc:
             self.close()
             raise CacheError(f"{self.path} is damaged or truncated ({exc}); re-extract it with --overwrite") from exc
@@ -656,6 +684,50 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return len(self.label)
+
+    def select_layers(self, audio: Optional[Sequence[int]] = None, text: Optional[Sequence[int]] = None) -> "FeatureCache":
+        """From now on read only these positions along each modality's layer axis (None: all stored).
+
+        Rows then come as (rows, k, frames, dim) for k > 1 selected layers and (rows, frames, dim)
+        for one; only the selected layers' chunks are read from disk."""
+        for modality, positions in (("audio", audio), ("text", text)):
+            stored = len(self.meta.stored_layers(modality))
+            positions = list(range(stored)) if positions is None else sorted(set(int(p) for p in positions))
+            if not positions or not all(0 <= p < stored for p in positions):
+                raise CacheError(f"{self.path}: layer positions {positions} outside the {stored} stored {modality} layers")
+            self.layer_positions[modality] = positions
+        return self
+
+    @property
+    def layers(self) -> Dict[str, List[int]]:
+        """The hidden states being read, per modality (indices as the encoders count them)."""
+        return {m: [self.meta.stored_layers(m)[p] for p in self.layer_positions[m]] for m in ("audio", "text")}
+
+    def embedding_bytes(self) -> int:
+        """The size of what `load()` returns: every row's embeddings at the selected layers."""
+        selected = replace(self.meta, audio_layers=self.layers["audio"], text_layers=self.layers["text"])
+        return estimated_bytes(selected, len(self))
+
+    def _embeddings(self, name: str, idx: Optional[np.ndarray] = None) -> np.ndarray:
+        """The selected layers of all rows (idx None) or of rows idx, row by row (one chunk per row
+        and layer: h5py's fancy-index read is ~30x slower, measured)."""
+        data = self._file()[name]
+        if not self._layer_axis:
+            return data[:] if idx is None else np.stack([data[i] for i in idx])
+        positions = self.layer_positions[name]
+        rows = data.shape[0] if idx is None else len(idx)
+        out = np.empty((rows, len(positions), *data.shape[2:]), dtype=data.dtype)
+        if idx is None:
+            for j, p in enumerate(positions):
+                data.read_direct(out, np.s_[:, p], np.s_[:, j])
+        elif positions == list(range(positions[0], positions[-1] + 1)):
+            for r, i in enumerate(idx):
+                data.read_direct(out, np.s_[int(i), positions[0]:positions[-1] + 1], np.s_[r])
+        else:
+            for r, i in enumerate(idx):
+                for j, p in enumerate(positions):
+                    data.read_direct(out, np.s_[int(i), p], np.s_[r, j])
+        return out[:, 0] if len(positions) == 1 else out
 
     @property
     def utt_id(self):
@@ -680,8 +752,7 @@ class FeatureCache:
     def load(self, rows: Optional[Iterable[int]] = None) -> Dict[str, np.ndarray]:
         """All (or the given) rows in memory: audio, audio_len, text, text_len, label."""
         try:
-            h5 = self._file()
-            audio, text = h5["audio"][:], h5["text"][:]
+            audio, text = self._embeddings("audio"), self._embeddings("text")
         except OSError as exc:
             raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
                              "the file is damaged: re-extract it with --overwrite") from exc
@@ -694,10 +765,7 @@ class FeatureCache:
         """Random access to some rows, in the order given."""
         idx = np.asarray(rows, dtype=np.int64)
         try:
-            h5 = self._file()
-            # Row by row: one chunk each; h5py's fancy-index read is ~30x slower (measured).
-            audio = np.stack([h5["audio"][i] for i in idx])
-            text = np.stack([h5["text"][i] for i in idx])
+            audio, text = self._embeddings("audio", idx), self._embeddings("text", idx)
         except OSError as exc:
             raise CacheError(f"{self.path}: reading rows failed ({exc}); "
                              "the file is damaged: re-extract it with --overwrite") from exc
@@ -731,17 +799,20 @@ class FeatureCache:
     def nonfinite_rows(self, chunk_rows: int = 128) -> np.ndarray:
         """Indices (sorted, int64) of the rows whose audio or text embeddings hold NaN or inf.
 
-        One pass over the embeddings, `chunk_rows` rows at a time, so memory stays at one chunk
-        (128 rows of IEMOCAP-size float16 features: 50 MB) whatever the cache's size.
+        One pass over the embeddings (every stored layer), `chunk_rows` rows of one layer at a
+        time, so memory stays at one chunk (128 rows of IEMOCAP-size float16 features: 50 MB)
+        whatever the cache's size.
         """
         bad = []
         try:
             h5 = self._file()
             for name in ("audio", "text"):
                 data = h5[name]
-                for start in range(0, len(data), chunk_rows):
-                    chunk = data[start:start + chunk_rows]
-                    bad.append(start + np.flatnonzero(~np.isfinite(chunk).all(axis=(1, 2))))
+                for layer in [None] if data.ndim == 3 else range(data.shape[1]):  # versions 1-2: no layer axis
+                    for start in range(0, len(data), chunk_rows):
+                        rows = np.s_[start:start + chunk_rows]
+                        chunk = data[rows] if layer is None else data[rows, layer]
+                        bad.append(start + np.flatnonzero(~np.isfinite(chunk).all(axis=(1, 2))))
         except OSError as exc:
             raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
                              "the file is damaged: re-extract it with --overwrite") from exc

@@ -29,6 +29,7 @@ CLASSIFIERS = ("fmc", "linear")
 LSTM_PADDINGS = ("pack", "align")
 PADDED_WINDOWS = ("fuse", "drop")
 REUSE_WEIGHTS = ("one", "score")
+LAYER_MIXES = ("learned", "mean")  # over the stacked hidden states of a multi-layer cache
 
 
 @dataclass
@@ -55,17 +56,21 @@ class SWRRConfig:
     classifier: str = "fmc"  # "fmc" | "linear"
     dropout: float = 0.1  # on the LSTM outputs and before the classifier
     lstm_padding: str = "align"  # "align" | "pack": how the BiLSTM skips padding (same numbers)
+    audio_layers: int = 1  # hidden states per audio row (B, L, N, Da); 1 = (B, N, Da), no mixing
+    text_layers: int = 1
+    layer_mix: str = "learned"  # "learned" (softmax weights, SUPERB) | "mean" (fixed equal weights)
+    layer_norm: bool = False  # LayerNorm (no affine) of each hidden state before mixing, as s3prl offers
 
     def __post_init__(self):
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)  # JSON gives lists
         for name, allowed in (("attention", ATTENTIONS), ("modalities", MODALITIES),
                               ("hrfr", HRFR_MODES), ("classifier", CLASSIFIERS),
                               ("lstm_padding", LSTM_PADDINGS), ("padded_windows", PADDED_WINDOWS),
-                              ("reuse_weight", REUSE_WEIGHTS)):
+                              ("reuse_weight", REUSE_WEIGHTS), ("layer_mix", LAYER_MIXES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SWRRConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = ("audio_dim", "text_dim", "max_frames", "max_tokens", "num_outputs", "lstm_hidden",
-                    "window", "cnn_kernel", "local_kernel")
+                    "window", "cnn_kernel", "local_kernel", "audio_layers", "text_layers")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SWRRConfig.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -199,6 +204,36 @@ class SharedLSTM(nn.Module):
 
     def forward(self, audio, audio_len, text, text_len):
         return self.encode_audio(audio, audio_len), self.run(text, text_len)
+
+
+class LayerMix(nn.Module):
+    """The SUPERB featurizer over cached hidden states: (B, L, S, D) -> (B, S, D), sum_l w_l x_l.
+
+    mode "learned": w = softmax(logits), one logit per layer, initialised to zero (the mean at
+    first, and no draw from the RNG); "mean": w = 1/L fixed (MERBench's way), no parameters.
+    layer_norm: each hidden state is LayerNorm'd over D (no affine) first, so layers of very
+    different scale (pre-LayerNorm residual streams) mix fairly; padded frames stay zero (the
+    cache stores them as zeros, and LayerNorm maps a zero vector to zero).
+    """
+
+    def __init__(self, layers: int, mode: str = "learned", layer_norm: bool = False):
+        super().__init__()
+        if mode not in LAYER_MIXES:
+            raise ValueError(f"LayerMix mode must be one of {LAYER_MIXES}, got {mode!r}")
+        self.layer_norm = layer_norm
+        if mode == "learned":
+            self.logits = nn.Parameter(torch.zeros(layers))
+        else:
+            self.register_buffer("logits", torch.zeros(layers), persistent=False)
+
+    def weights(self) -> torch.Tensor:
+        """(L,) softmax-normalised layer weights (they sum to 1)."""
+        return torch.softmax(self.logits.float(), dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer_norm:
+            x = F.layer_norm(x, x.shape[-1:])
+        return torch.einsum("l,blsd->bsd", self.weights().to(x.dtype), x)
 
 
 def shift_rows(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -429,6 +464,13 @@ class SWRR(nn.Module):
         super().__init__()
         self.config = cfg = config
         dim = cfg.model_dim
+        # Built before anything else draws from the RNG, and only for several layers: a one-layer
+        # model has no mixer at all, so it initialises and trains exactly as before mixing existed.
+        self.layer_mix = nn.ModuleDict({
+            modality: LayerMix(layers, cfg.layer_mix, cfg.layer_norm)
+            for modality, layers, used in (("audio", cfg.audio_layers, cfg.modalities != "text"),
+                                           ("text", cfg.text_layers, cfg.modalities != "audio"))
+            if layers > 1 and used})
         audio_dim = cfg.text_dim if cfg.modalities == "text" else cfg.audio_dim  # text-only: no projection
         self.encoder = SharedLSTM(audio_dim, cfg.text_dim, cfg.lstm_hidden, cfg.lstm_padding)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -463,10 +505,13 @@ class SWRR(nn.Module):
         lengths would need a host sync there). Host lengths (the trainer's) cost no sync."""
         cfg = self.config
         capturing = audio.is_cuda and torch.cuda.is_current_stream_capturing()
-        for name, x, lengths, size, dim in (("audio", audio, audio_len, cfg.max_frames, cfg.audio_dim),
-                                           ("text", text, text_len, cfg.max_tokens, cfg.text_dim)):
-            if x.dim() != 3 or x.shape[1] != size or x.shape[2] != dim:
-                raise ValueError(f"{name} must be (batch, {size}, {dim}), got {tuple(x.shape)}")
+        for name, x, lengths, size, dim, layers in (
+                ("audio", audio, audio_len, cfg.max_frames, cfg.audio_dim, cfg.audio_layers),
+                ("text", text, text_len, cfg.max_tokens, cfg.text_dim, cfg.text_layers)):
+            want = (layers, size, dim) if layers > 1 else (size, dim)
+            if tuple(x.shape[1:]) != want and not (layers == 1 and tuple(x.shape[1:]) == (1, size, dim)):
+                shape = ", ".join(map(str, want))
+                raise ValueError(f"{name} must be (batch, {shape}), got {tuple(x.shape)}")
             if lengths.shape != (x.shape[0],):
                 raise ValueError(f"{name}_len must be ({x.shape[0]},), got {tuple(lengths.shape)}")
             if capturing:
@@ -491,11 +536,23 @@ class SWRR(nn.Module):
             m, mask = self.encoder.run(text, text_len), lengths_to_mask(text_len, text.shape[1], text.device)
         return self.fusion(self.dropout(m)) * mask[..., None].to(m.dtype), None
 
+    def mixed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, S, D) hidden states -> (B, S, D) through the modality's mixer; (B, 1, S, D) of a
+        one-layer model is squeezed (swrr-predict hands the encoders' (B, L, S, D) as it is)."""
+        if modality in self.layer_mix:
+            return self.layer_mix[modality](x)
+        return x[:, 0] if x.dim() == 4 else x
+
+    def layer_weights(self) -> Dict[str, list]:
+        """The mixing weights per modality (learned or mean), for reports; empty for a one-layer model."""
+        return {m: [float(w) for w in mix.weights().detach().cpu()] for m, mix in self.layer_mix.items()}
+
     def forward(self, audio, audio_len, text, text_len, return_attention: bool = False):
         self.check_inputs(audio, audio_len, text, text_len)
         dtype = self.encoder.lstm.weight_ih_l0.dtype
         audio_len, text_len = audio_len.long(), text_len.long()
-        fused, attention = self.fuse(audio.to(dtype), audio_len, text.to(dtype), text_len)
+        audio, text = self.mixed("audio", audio.to(dtype)), self.mixed("text", text.to(dtype))
+        fused, attention = self.fuse(audio, audio_len, text, text_len)
         z = fused[:, None]  # (B, 1, H, D): the fused map as a one-channel image
         reused = None
         for i, level in enumerate(self.levels):

@@ -8,6 +8,7 @@ goes through here; no other module spells these names or parses a unit folder's 
         RANK-FAILED                 under torchrun: the first failing rank's message (cleared on relaunch)
         summary.csv  results.json   the run's reports, written only when every unit has finished
         confusion.png  learning_curve.png  attention.png
+        layer_weights.png           a head that mixes several hidden states: its weights over the units
         tb/<unit>/                  --tensorboard event files of each unit
         fold03/ | fold03-seed2/     one unit (fold x seed; "-seedS" only in a run with --seeds)
             last.pt                 checkpoint after the last finished epoch (resume)
@@ -20,6 +21,8 @@ goes through here; no other module spells these names or parses a unit folder's 
     runs/<grid>/                    --ablation all: config.json with "grid", ablations.csv, INCOMPLETE,
                                     one run folder per variant (swrr/, text-only/, ...), and
                                     compare/ once swrr-compare has compared the variants
+    runs/<grid>/                    --layer-sweep: the same with layers.csv and one run per hidden
+                                    state (layer-0/, layer-1/, ...)
 
 Plain paths and names; nothing here imports train, so compare, export, predict and TensorBoard
 read runs without the trainer.
@@ -42,7 +45,9 @@ RANK_FAILED = "RANK-FAILED"
 RESULTS = "results.json"
 SUMMARY = "summary.csv"
 ABLATION_TABLE = "ablations.csv"
+LAYER_TABLE = "layers.csv"
 CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT = "confusion.png", "learning_curve.png", "attention.png"
+LAYER_WEIGHTS_PLOT = "layer_weights.png"
 TENSORBOARD = "tb"
 COMPARISON = "compare"
 
@@ -148,10 +153,11 @@ class RunFolder:
     results = _inside(RESULTS, "every unit's result, the summary and how they were made")
     summary = _inside(SUMMARY, "one row per metric over the units")
     ablation_table = _inside(ABLATION_TABLE, "an --ablation all folder's table")
+    layer_table = _inside(LAYER_TABLE, "a --layer-sweep folder's table, one row per hidden state")
     comparison = _inside(COMPARISON, "swrr-compare's default output folder for an --ablation all folder")
 
     def plot(self, name: str) -> Path:
-        """One of CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT in this folder."""
+        """One of CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT, LAYER_WEIGHTS_PLOT in this folder."""
         return self.path / name
 
     def unit(self, fold: int, seed: Optional[int] = None) -> UnitFolder:

@@ -249,3 +249,19 @@ def msp_podcast_tree(tmp_path) -> MiniTree:
 
     root = tmp_path / "MSP-Podcast"
     return MiniTree(root, make_msp_podcast_tree(root, write_wav))
+
+
+def to_old_layout(path: Path, version: int) -> Path:
+    """Rewrite a one-layer cache as cache schema 1/2 wrote it: (N, frames, dim) embeddings with one
+    chunk per row, no layer axis and no layer attributes (issue 19: old caches still open)."""
+    import h5py
+
+    with h5py.File(path, "r+") as h5:
+        for name in ("audio", "text"):
+            values = h5[name][:, 0]
+            del h5[name]
+            h5.create_dataset(name, data=values, chunks=(1, *values.shape[1:]), fletcher32=True)
+        for key in ("audio_layers", "text_layers", "frame_seconds"):
+            del h5.attrs[key]
+        h5.attrs["schema_version"] = version
+    return path

@@ -47,7 +47,7 @@ def test_import_swrr_loads_no_stage_and_no_heavy_library():
 
 def test_the_face_lists_its_names_and_refuses_unknown_ones():
     names = {"extract_features", "ExtractResult", "train_model", "open_run", "Run", "compare", "open_cache",
-             "EmotionRecognizer", "Prediction", "SwrrError", "__version__"}
+             "EmotionRecognizer", "Prediction", "SwrrError", "evaluate", "__version__"}
     assert set(swrr.__all__) == names and names <= set(dir(swrr))
     for name in swrr.__all__:
         assert getattr(swrr, name) is not None
@@ -69,9 +69,10 @@ def test_every_user_error_is_a_swrr_error():
     from swrr.train.compare import CompareError
     from swrr.train.config import TrainError
     from swrr.train.evaluate import EvaluateError
+    from swrr.layers import LayerError
 
     for error in (AudioError, BundleError, CacheError, CompareError, DatasetError, DeviceError, EncoderError,
-                  EvaluateError, OptionError, PredictError, RankError, RunFolderError, TrainError):
+                  EvaluateError, LayerError, OptionError, PredictError, RankError, RunFolderError, TrainError):
         assert issubclass(error, SwrrError), error
     assert issubclass(DeviceError, ValueError)  # as before: callers catching ValueError still do
 
@@ -118,13 +119,15 @@ def test_extract_features_writes_the_cache_swrr_extract_writes(extracted, manife
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: swrr.extract_features("demo", encoder="tiny"), "unknown option encoder; valid options: audio_encoder"),
+    (lambda: swrr.extract_features("demo", encoder="tiny"), "unknown option encoder; valid options: asr, audio_encoder"),
     (lambda: swrr.extract_features("demo", encoders="tiny", audio_encoder="x"),
      "encoders='tiny' builds its own random encoders; leave out audio_encoder/text_encoder"),
     (lambda: swrr.extract_features("demo", labels=" , "), "labels: give at least one class"),
     (lambda: swrr.extract_features("demo", dtype="int8"), "dtype must be one of"),
     (lambda: swrr.extract_features("demo", batch_seconds="fast"), "batch seconds must be 'auto' or a number"),
     (lambda: swrr.extract_features("demo", workers=-1), "workers must be a whole number >= 0"),
+    (lambda: swrr.extract_features("demo", layer=1, layers="all"), "give layer N or layers SPEC, not both"),
+    (lambda: swrr.extract_features("demo", layers="3:1"), "layers='3:1': expected all | last | N | A,B,C | A:B"),
     (lambda: swrr.extract_features("nope"), "nope"),
 ])
 def test_bad_extraction_requests_are_swrr_errors_worded_for_python(call, message, tmp_path, monkeypatch):

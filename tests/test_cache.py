@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import to_old_layout
 from swrr import cache as cache_mod
 from swrr.cache import (SCHEMA_VERSION, CacheError, CacheMeta, CacheWriter, FeatureCache, RowInfo,
                              partial_path)
@@ -343,9 +344,74 @@ def test_a_missing_cache_says_how_to_make_one(tmp_path):
         FeatureCache(tmp_path / "missing.h5")
 
 
+def write_the_old_way(path, version):
+    """A cache as schema 1/2 wrote it (conftest.to_old_layout)."""
+    path = to_old_layout(write_all(path), version)
+    if version == 1:
+        with h5py.File(path, "r+") as h5:
+            del h5.attrs["source_root"]
+    return path
+
+
 def test_a_schema_1_cache_still_opens(tmp_path):
-    path = write_all(tmp_path / "toy.h5")
-    with h5py.File(path, "r+") as h5:
-        h5.attrs["schema_version"] = 1
-        del h5.attrs["source_root"]
+    path = write_the_old_way(tmp_path / "toy.h5", 1)
     assert FeatureCache(path).meta.source_root == ""
+
+
+def test_a_schema_2_cache_opens_as_a_one_layer_cache(tmp_path):
+    new = FeatureCache(write_all(tmp_path / "new.h5"))
+    old = FeatureCache(write_the_old_way(tmp_path / "old.h5", 2))
+    assert old.meta.stored_layers("audio") == [-1] == old.meta.stored_layers("text")
+    assert old.layers == {"audio": [-1], "text": [-1]}
+    for got, want in ((old.load(), new.load()), (old.read_rows([4, 1]), new.read_rows([4, 1]))):
+        assert got["audio"].shape == want["audio"].shape and got["audio"].ndim == 3
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    assert len(old.nonfinite_rows()) == 0
+
+
+LAYERS_A, LAYERS_T = [0, 3, 4, 5], [2, 6]
+
+
+def layered_features(rows, seed=0):
+    """features() with a layer axis: layer j of a row is (j + 1) x its one-layer features."""
+    audio, a_len, text, t_len = features(rows, seed)
+    stack = lambda x, n: np.stack([(j + 1) * x for j in range(n)], axis=1)
+    return stack(audio, len(LAYERS_A)), a_len, stack(text, len(LAYERS_T)), t_len
+
+
+def test_a_multi_layer_cache_reads_only_the_selected_layers(tmp_path, monkeypatch):
+    meta = make_meta(audio_layers=LAYERS_A, text_layers=LAYERS_T)
+    writer = CacheWriter.open(tmp_path / "layers.h5", meta, make_rows())
+    writer.write(list(range(N_ROWS)), *layered_features(list(range(N_ROWS))))
+    cache = FeatureCache(writer.finalize())
+    assert cache.meta.stored_layers("audio") == LAYERS_A and cache.meta.stored_layers("text") == LAYERS_T
+    audio, _, text, _ = layered_features(list(range(N_ROWS)))
+    whole = cache.read_rows([5, 0])
+    assert whole["audio"].shape == (2, 4, FRAMES, DIM_A) and whole["text"].shape == (2, 2, TOKENS, DIM_T)
+    np.testing.assert_array_equal(whole["audio"], audio[[5, 0]].astype(np.float16))
+    cache.select_layers(audio=[1, 3], text=[1])
+    assert cache.layers == {"audio": [3, 5], "text": [6]}
+    reads = []
+    real = h5py.Dataset.read_direct
+    monkeypatch.setattr(h5py.Dataset, "read_direct", lambda ds, dest, source_sel=None, dest_sel=None:
+                        reads.append((ds.name, source_sel)) or real(ds, dest, source_sel, dest_sel))
+    some = cache.read_rows([2])
+    np.testing.assert_array_equal(some["audio"], audio[[2]][:, [1, 3]].astype(np.float16))
+    np.testing.assert_array_equal(some["text"], text[[2], 1].astype(np.float16))  # one layer: no layer axis
+    assert sorted(reads, key=str) == sorted([("/audio", np.s_[2, 1]), ("/audio", np.s_[2, 3]),
+                                             ("/text", np.s_[2, 1:2])], key=str)
+    np.testing.assert_array_equal(cache.load([3])["audio"], audio[[3]][:, [1, 3]].astype(np.float16))
+    with pytest.raises(CacheError, match="outside the 2 stored text layers"):
+        cache.select_layers(text=[2])
+    with h5py.File(cache.path) as h5:  # the layout: one chunk per row and layer
+        assert h5["audio"].chunks == (1, 1, FRAMES, DIM_A) and h5["audio"].shape == (N_ROWS, 4, FRAMES, DIM_A)
+    assert cache_mod.estimated_bytes(cache.meta, N_ROWS) == 2 * N_ROWS * (4 * FRAMES * DIM_A + 2 * TOKENS * DIM_T)
+
+
+def test_a_batch_with_another_number_of_layers_is_refused(tmp_path):
+    writer = CacheWriter.open(tmp_path / "layers.h5", make_meta(audio_layers=LAYERS_A), make_rows())
+    audio, a_len, text, t_len = layered_features([0])
+    with pytest.raises(CacheError, match=r"expected \(B, 4, <= 7, D\)"):
+        writer.write([0], audio[:, :3], a_len, text[:, 0], t_len)
+    writer.close()

@@ -207,7 +207,7 @@ def test_msp_podcast_extraction_leaves_o_and_x_out_unless_asked(msp_podcast_tree
     assert got == pytest.approx(expected["dims"]["MSP-PODCAST_0002_0033"])
     with_o = _extract("msp-podcast", msp_podcast_tree.root, tmp_path / "msp_o.h5", labels=("N", "H", "O"))
     assert with_o.per_class == {"H": 1, "N": 1, "O": 1}
-    with pytest.raises(DatasetError, match="--labels: Q not among the dataset's classes"):
+    with pytest.raises(DatasetError, match="labels: Q not among the dataset's classes"):
         _extract("msp-podcast", msp_podcast_tree.root, tmp_path / "msp_q.h5", labels=("Q",))
 
 

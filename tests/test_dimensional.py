@@ -155,9 +155,9 @@ def test_a_dimensional_run_reports_the_ccc_of_its_predictions(tmp_path):
 
 def test_target_options_are_checked(tmp_path):
     path, _ = make_dimensional_cache(tmp_path / "vad.h5")
-    with pytest.raises(TrainError, match="--target-loss applies to dimensional targets"):
+    with pytest.raises(TrainError, match="target_loss applies to dimensional targets"):
         run(_config(path, tmp_path / "runs", target_loss="mse"))
-    with pytest.raises(TrainError, match="--target-loss must be one of ccc, mse, l1"):
+    with pytest.raises(TrainError, match="target_loss must be one of ccc, mse, l1"):
         run(_config(path, tmp_path / "runs", target="valence", target_loss="huber"))
     with pytest.raises(TargetError, match="has no label 'joy'"):
         run(_config(path, tmp_path / "runs", target="joy"))

@@ -144,9 +144,9 @@ def test_each_row_holds_its_own_utterance(reference, dataset):
     utts = {u.utt_id: u for u in get_reader("manifest", dataset).utterances()}
     for row, name in [(1, "b"), (2, "stereo"), (7, "h")]:
         features, frames = audio(*audio.collate([audio.prepare(load_audio(utts[name]))]))
-        np.testing.assert_allclose(data["audio"][row, : frames[0]], features[0].numpy(), atol=5e-3, rtol=5e-3)
+        np.testing.assert_allclose(data["audio"][row, : frames[0]], features[0, 0].numpy(), atol=5e-3, rtol=5e-3)
         features, n = text(text.tokenize([utts[name].transcript]))
-        np.testing.assert_allclose(data["text"][row, : n[0]], features[0].numpy(), atol=5e-3, rtol=5e-3)
+        np.testing.assert_allclose(data["text"][row, : n[0]], features[0, 0].numpy(), atol=5e-3, rtol=5e-3)
 
 
 def test_interrupted_run_resumes_to_the_same_file(reference, dataset, tmp_path, monkeypatch):
@@ -415,3 +415,53 @@ def test_cli_help_states_the_demo_clip_count():
     clips = len((BUNDLED_ROOT / "demo.csv").read_text().strip().splitlines()) - 1
     output = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
     assert f"demo ({clips} bundled clips" in output and clips == 96
+
+
+def test_layers_all_stores_every_hidden_state_of_a_non_default_pair(dataset, tmp_path):
+    """swrr-extract --layers all with data2vec-audio (the family whose batching needed a fix) and
+    RoBERTa (hidden sizes 48 vs 32): every cached row, at every hidden state, equals the plain
+    transformers forward of that utterance alone; the size is said before the run."""
+    import zoo
+    from transformers import AutoModel
+
+    audio_dir = zoo.save(lambda h: zoo.AUDIO["data2vec-audio"](48), tmp_path / "d2v")
+    text_dir = zoo.save(zoo.TEXT["roberta"], tmp_path / "roberta")
+    out = tmp_path / "layers.h5"
+    result = CliRunner().invoke(main, ["--dataset", "manifest", "--root", str(dataset), "--out", str(out),
+                                       "--audio-encoder", str(audio_dir), "--text-encoder", str(text_dir),
+                                       "--layers", "all", "--dtype", "float32", "--device", "cpu",
+                                       "--batch-seconds", "3", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "the cache will take about 0.00 GB: 8 rows x 3 audio layers x 255 x 48 + 3 text layers x 50 x 32, " \
+           "float32" in result.output
+    cache = open_cache(out)
+    assert cache.meta.stored_layers("audio") == [0, 1, 2] == cache.meta.stored_layers("text")
+    assert (cache.meta.audio_dim, cache.meta.text_dim, cache.meta.frame_seconds) == (48, 32, 0.02)
+    data = cache.load()
+    assert data["audio"].shape == (8, 3, 255, 48) and data["text"].shape == (8, 3, 50, 32)
+    audio_model, text_model = (AutoModel.from_pretrained(str(d)).eval() for d in (audio_dir, text_dir))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(text_dir))
+    utts = {u.utt_id: u for u in get_reader("manifest", dataset).utterances()}
+    for row, name in enumerate(cache.utt_id):
+        wave = load_audio(utts[name], max_samples=81680)
+        with torch.inference_mode():
+            audio_ref = audio_model(torch.from_numpy(wave)[None], output_hidden_states=True).hidden_states
+            text_ref = text_model(**tokenizer(utts[name].transcript, max_length=50, truncation=True,
+                                              return_tensors="pt"), output_hidden_states=True).hidden_states
+        frames, tokens = cache.audio_len[row], cache.text_len[row]
+        for k in range(3):
+            np.testing.assert_allclose(data["audio"][row, k, :frames], audio_ref[k][0], atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(data["text"][row, k, :tokens], text_ref[k][0], atol=1e-4, rtol=1e-4)
+    only = open_cache(out).select_layers(audio=[2], text=[0])
+    np.testing.assert_array_equal(only.read_rows([3])["audio"][0], data["audio"][3, 2])
+
+
+def test_layer_and_layers_together_are_refused(dataset, tmp_path):
+    result = CliRunner().invoke(main, ["--dataset", "manifest", "--root", str(dataset), "--encoders", "tiny",
+                                       "--layer", "1", "--layers", "all", "--out", str(tmp_path / "x.h5")])
+    assert result.exit_code == 2 and "give --layer N or --layers SPEC, not both" in result.output
+    result = CliRunner().invoke(main, ["--dataset", "manifest", "--root", str(dataset), "--encoders", "tiny",
+                                       "--layers", "3:1", "--out", str(tmp_path / "x.h5")])
+    assert result.exit_code == 2 and "expected all | last | N | A,B,C | A:B" in result.output

@@ -360,6 +360,46 @@ def test_manifest_times_that_are_not_finite_seconds_make_an_error_row(tmp_path, 
     assert "are not times in seconds" in item.error and item.error.startswith("line 2:")
 
 
+def test_a_multi_layer_bundle_of_a_non_default_pair_predicts_with_parity(tmp_path):
+    """HuBERT (48-d) + DistilBERT (32-d, no token type ids), every hidden state cached, the head
+    trained on a subset (--layers 1:2) with learned weights: swrr-predict extracts exactly those
+    hidden states, mixes them with the bundle's weights and equals the trainer's evaluation."""
+    import zoo
+    from swrr.predict.engine import load_recipe_encoders
+
+    audio_dir = zoo.save(lambda h: zoo.AUDIO["hubert"](48), tmp_path / "hubert")
+    text_dir = zoo.save(zoo.TEXT["distilbert"], tmp_path / "distilbert")
+    rows = demo_rows()
+    rows["path"] = [str(DEMO / p) for p in rows["path"]]
+    manifest = tmp_path / "manifest.csv"
+    rows.to_csv(manifest, index=False)
+    cache = tmp_path / "layers.h5"
+    run_extraction(ExtractConfig(dataset="manifest", root=manifest, out=cache, audio_encoder=str(audio_dir),
+                                 text_encoder=str(text_dir), layers="all", device="cpu", num_workers=0,
+                                 progress=False))
+    run_dir = run(TrainConfig(cache=str(cache), runs_dir=str(tmp_path / "runs"), name="layers", protocol="split",
+                              epochs=2, batch_size=4, lr=2e-2, model=dict(TINY_MODEL), threads=1, progress=False,
+                              device="cpu", layers="1:2"))
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    assert bundle.recipe.stored_layers("audio") == [1, 2] == bundle.recipe.stored_layers("text")
+    assert (bundle.model_config.audio_layers, bundle.model_config.layer_mix) == (2, "learned")
+    weights = bundle.model.layer_weights()
+    assert weights["audio"] != [0.5, 0.5]  # learned, and restored from model.safetensors
+    audio, text = load_recipe_encoders(bundle)
+    assert (audio.layers, text.layers, audio.family.label, text.family.label) == ([1, 2], [1, 2], "HuBERT", "DistilBERT")
+    test_rows = rows[rows["split"] == "test"][["utt_id", "path", "text", "label"]]
+    test_manifest = tmp_path / "test_rows.csv"
+    test_rows.to_csv(test_manifest, index=False)
+    summary, table = predict(tmp_path, run_dir, [test_manifest])
+    assert summary.predicted == 4 and not summary.errors
+    trainer = pd.read_csv(run_dir / "fold01" / "predictions.csv")
+    names = bundle.label_names
+    expected = torch.softmax(torch.from_numpy(trainer[[f"logit_{n}" for n in names]].to_numpy(np.float32)), -1).numpy()
+    got = table.set_index("id").loc[trainer["utt_id"], [f"prob_{n}" for n in names]].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0)
+    assert "mixed by learned weights" in (run_dir / "fold01" / "model" / "README.md").read_text()
+
+
 ONE_CLIP = """
 import sys
 from swrr.entry import predict

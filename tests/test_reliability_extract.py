@@ -554,7 +554,7 @@ def test_features_that_overflow_float16_stop_the_run_naming_the_utterance(clips,
     def loud(self, input_values, sample_lengths):
         features, frames = real_call(self, input_values, sample_lengths)
         scale = torch.where(sample_lengths == int(0.35 * 16000), 1e6, 1.0).to(features)
-        return features * scale[:, None, None], frames
+        return features * scale[:, None, None, None], frames  # (B, L, F, D)
 
     monkeypatch.setattr(AudioEncoder, "__call__", loud)
     out = tmp_path / "loud.h5"

@@ -193,7 +193,7 @@ def damage(path: Path, case: str) -> None:
         elif case == "empty text (text_len 0)":
             h5["text_len"][5] = 0
         elif case == "audio_len beyond max_frames":
-            h5["audio_len"][5] = h5["audio"].shape[1] + 1
+            h5["audio_len"][5] = h5["audio"].shape[-2] + 1  # (rows, layers, frames, dim)
         elif case == "NaN features in a test row":
             h5["audio"][0] = np.full(h5["audio"].shape[1:], np.nan, dtype=h5["audio"].dtype)
         elif case == "inf features in a training row":

@@ -342,8 +342,8 @@ def test_capture_gate_lets_a_capture_run_alone():
 def test_nonfinite_rows_finds_nan_and_inf_rows_in_any_chunking(tmp_path):
     path = make_cache(tmp_path / "nan.h5", nan_rows=3)
     with h5py.File(path, "r+") as h5:
-        h5["text"][10, 2, 5] = np.inf  # one value of one token
-        h5["audio"][47, 0, 0] = -np.inf  # the last row: a partial last chunk
+        h5["text"][10, 0, 2, 5] = np.inf  # one value of one token (row, layer, token, dim)
+        h5["audio"][47, 0, 0, 0] = -np.inf  # the last row: a partial last chunk
     with FeatureCache(path) as cache:
         for chunk_rows in (1, 5, 7, 1000):
             assert cache.nonfinite_rows(chunk_rows=chunk_rows).tolist() == [0, 1, 2, 10, 47]

@@ -88,6 +88,23 @@ RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cud
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE",
               help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "
                    "(non-paper; repeatable).")
+@click.option("--layers", default=DEFAULTS["layers"], show_default=True, metavar="SPEC",
+              help="Which of the cache's hidden states the head reads: all | last | N | A,B,C | A:B (B included), "
+                   "by the encoders' numbering (0 = the transformer's input); only those are read from disk. "
+                   "A one-layer cache has nothing to choose.")
+@click.option("--layer-mix", default=DEFAULTS["layer_mix"], show_default=True, metavar="learned|mean|LAYER",
+              help="How several hidden states become one per modality before the shared LSTM: learned = one "
+                   "softmax-normalised weight per layer and modality, trained with the head (SUPERB's "
+                   "featurizer; the weights go into results.json and layer_weights.png); mean = equal fixed "
+                   "weights (MERBench); LAYER = only hidden state LAYER (e.g. 8).")
+@click.option("--layer-norm", is_flag=True,
+              help="LayerNorm (no affine) each hidden state before mixing, as s3prl offers: layers of different "
+                   "scale mix on equal terms. Not used with one layer.")
+@click.option("--layer-sweep", is_flag=True,
+              help="Train one run per cached hidden state (the layer-wise probing table papers show): runs "
+                   "<dataset>-<protocol>-layers/layer-K with --layer-mix K, and layers.csv with one row per layer "
+                   "beside their summaries; swrr-compare tests layer against layer (e.g. its layer-4 layer-8 "
+                   "folders). Resume it with --resume like --ablation all.")
 @click.option("--runs-dir", default=DEFAULTS["runs_dir"], show_default=True, help="Folder that holds run folders.")
 @click.option("--name", help="Run folder name. Default: <dataset>-<protocol>[-<ablation>], numbered if taken.")
 @click.option("--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")

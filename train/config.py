@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from swrr.cache import CacheMeta
+from swrr import layers as hidden_layers
 from swrr import objectives
-from swrr.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
+from swrr.model import ABLATIONS, LAYER_MIXES, READINGS, SWRRConfig, ablation_config
 from swrr.errors import SwrrError, option
 from swrr.threads import training_threads
 
@@ -90,6 +91,11 @@ class TrainConfig:
     target_loss: Optional[str] = None  # dimensional targets: ccc | mse | l1; None = ccc
     seeds: Optional[List[int]] = None  # run every fold once per seed (units fold03-seed2 ...); None = `seed` only
     model: Dict[str, Any] = field(default_factory=dict)  # SWRRConfig overrides (non-paper sizes)
+    # hidden states of a multi-layer cache (a one-layer cache trains as it always did)
+    layers: str = "all"  # which cached hidden states the head reads (swrr.layers spelling)
+    layer_mix: str = "learned"  # learned (softmax weights, SUPERB) | mean | LAYER (one hidden state, e.g. "8")
+    layer_norm: bool = False  # LayerNorm each hidden state before mixing (s3prl's option)
+    layer_sweep: bool = False  # one run per cached hidden state (--layer-mix K each), layers.csv
     # execution
     runs_dir: str = "runs"
     name: Optional[str] = None
@@ -200,7 +206,8 @@ def resolve(config: TrainConfig, meta: CacheMeta, default_protocol: str) -> Trai
     if meta.task == "dimensional":
         filled["target_loss"] = config.target_loss or "ccc"
     elif config.target_loss is not None:
-        raise TrainError(f"--target-loss applies to dimensional targets (--target valence,arousal,dominance); "
+        raise TrainError(f"{option('target_loss')} applies to dimensional targets "
+                         f"({option('target', 'valence,arousal,dominance')}); "
                          f"this run's target is a {meta.task} one")
     config = replace(config, model=model, ablation=ablation, **filled)
     hidden = model.get("lstm_hidden", SWRRConfig.lstm_hidden)  # a bad value is refused by model_config
@@ -250,6 +257,16 @@ def check(config: TrainConfig) -> None:
         problems.append(f"{option('folds')} takes 1-based fold numbers, got {config.folds}")
     if config.seeds is not None:
         problems += seed_problems(config.seeds)
+    try:
+        hidden_layers.canonical(config.layers)
+    except hidden_layers.LayerError as exc:
+        problems.append(str(exc))
+    if config.layer_mix not in LAYER_MIXES and not config.layer_mix.lstrip("-").isdigit():
+        problems.append(f"{option('layer_mix')} must be one of {', '.join(LAYER_MIXES)} or a hidden-state number, "
+                        f"got {config.layer_mix!r}")
+    if config.layer_sweep and config.ablation == "all":
+        problems.append(f"{option('layer_sweep')} and {option('ablation', 'all')} are two grids; run them one at "
+                        "a time")
     if problems:
         raise TrainError("; ".join(problems))
 
@@ -259,13 +276,37 @@ def _plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
+def training_layers(config: TrainConfig, meta: CacheMeta) -> Dict[str, List[int]]:
+    """Positions along each modality's stored layers that the head reads: `--layers` picks among
+    the cached hidden states, `--layer-mix LAYER` then keeps hidden state LAYER of every modality
+    that still has several (a modality with one keeps it). TrainError when a layer is not cached."""
+    picked = {}
+    for modality in ("audio", "text"):
+        stored = meta.stored_layers(modality)
+        try:
+            positions = hidden_layers.select(config.layers, stored, f"the cache's {modality}")
+            if config.layer_mix not in LAYER_MIXES and len(positions) > 1:
+                chosen = [stored[p] for p in positions]
+                positions = [positions[p] for p in hidden_layers.select(config.layer_mix, chosen,
+                                                                        f"{option('layers', config.layers)} of "
+                                                                        f"{modality}")]
+        except hidden_layers.LayerError as exc:
+            raise TrainError(f"{config.cache}: {exc}") from None
+        picked[modality] = positions
+    return picked
+
+
 def model_config(config: TrainConfig, meta: CacheMeta) -> SWRRConfig:
     """The SWRR config for a resolved run: sizes from the cache, overrides, then the ablation."""
+    layers = training_layers(config, meta)
     base = SWRRConfig(audio_dim=meta.audio_dim, text_dim=meta.text_dim, max_frames=meta.max_frames,
                       max_tokens=meta.max_tokens,
-                      num_outputs=objectives.num_outputs(objective(config, meta.task), len(meta.label_names)))
+                      num_outputs=objectives.num_outputs(objective(config, meta.task), len(meta.label_names)),
+                      audio_layers=len(layers["audio"]), text_layers=len(layers["text"]),
+                      layer_mix=config.layer_mix if config.layer_mix in LAYER_MIXES else "learned",
+                      layer_norm=config.layer_norm)
     known = {f.name for f in fields(SWRRConfig)} - {"audio_dim", "text_dim", "max_frames", "max_tokens",
-                                                    "num_outputs"}
+                                                    "num_outputs", "audio_layers", "text_layers"}
     unknown = sorted(set(config.model) - known)
     if unknown:
         raise TrainError(f"unknown model option(s) {unknown}; valid: {', '.join(sorted(known))}")

@@ -3,7 +3,7 @@
 Both sources take the same lists of row indices (from `epoch_batches`) and yield the same
 batches, so a run gives identical numbers either way; only speed and memory differ.
 
-    batch = {"audio": (B, N, Da) cache dtype, "audio_len": (B,) int64 on the host,
+    batch = {"audio": (B, N, Da) cache dtype ((B, L, N, Da) when the head mixes L hidden states), "audio_len": (B,) int64 on the host,
              "text": (B, T, Dt) cache dtype, "text_len": (B,) int64 on the host,
              "label": (B,) int64 (classification) or float32 (regression)}
 
@@ -14,17 +14,33 @@ the GPU to hand them back.
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from swrr.cache import CacheError, FeatureCache, estimated_bytes
-from swrr.train.config import TrainError
+from swrr.cache import CacheError, FeatureCache
+from swrr.errors import option
+from swrr.targets import resolve_target, with_target
+from swrr.train.config import TrainConfig, TrainError, training_layers
+
+logger = logging.getLogger("swrr.train")  # the commands show its INFO lines on stdout (swrr.cli)
 
 Batch = Dict[str, torch.Tensor]
 LENGTHS = ("audio_len", "text_len")  # the columns that stay on the host
+
+
+def training_cache(config: TrainConfig, cache: Optional[FeatureCache] = None) -> FeatureCache:
+    """The run's cache as its units read it: `cache` (prepared by the runner), or opened here with
+    the labels of the run's --target (fold worker processes); reading only the hidden states the head
+    uses (`--layers`, `--layer-mix LAYER`) from now on."""
+    if cache is None:
+        cache = FeatureCache(config.cache)
+        cache = with_target(cache, resolve_target(cache, config.target))
+    layers = training_layers(config, cache.meta)
+    return cache.select_layers(layers["audio"], layers["text"])
 
 
 def epoch_batches(rows: np.ndarray, batch_size: int, generator: Optional[torch.Generator] = None) -> List[np.ndarray]:
@@ -56,19 +72,26 @@ class ResidentSource:
     def __init__(self, cache: FeatureCache, device: torch.device):
         self.device = device
         self.labels, self.utt_id = cache.label, cache.utt_id
+        need = cache.embedding_bytes()  # sized before loading: Linux kills a process that overcommits
+        free = available_host_bytes()
+        if free is not None and need > 0.9 * free:
+            raise TrainError(too_big(cache, need, f"the {free / 1e9:.1f} GB of free host memory"))
         try:
             tensors = as_tensors(cache.load())
         except MemoryError:
-            gb = estimated_bytes(cache.meta, len(cache)) / 1e9
-            raise TrainError(f"{cache.path} ({gb:.1f} GB) does not fit in memory; train with --stream") from None
+            raise TrainError(too_big(cache, need, "memory")) from None
         self.lengths = {k: tensors.pop(k) for k in LENGTHS}
         self.pin = device.type == "cuda"
         self.store = device
         if self.pin:
             need = sum(t.numel() * t.element_size() for t in tensors.values())
-            if need > 0.5 * torch.cuda.mem_get_info(device)[0]:
+            free_gpu = torch.cuda.mem_get_info(device)[0]
+            if need > 0.5 * free_gpu:
                 self.store = torch.device("cpu")
                 tensors = {k: v.pin_memory() for k, v in tensors.items()}
+                logger.info(f"swrr-train: the cache's embeddings ({need / 1e9:.1f} GB) take more than half of the "
+                            f"GPU's free memory ({free_gpu / 1e9:.1f} GB): kept in pinned host memory, each batch "
+                            "copied over")
         self.tensors = {k: v.to(self.store) for k, v in tensors.items()}
 
     def batches(self, batch_rows: List[np.ndarray]) -> Iterator[Batch]:
@@ -91,6 +114,25 @@ class ResidentSource:
 
     def close(self) -> None:
         self.tensors = {}
+
+
+def available_host_bytes() -> Optional[int]:
+    """MemAvailable of /proc/meminfo (Linux); None where there is none."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def too_big(cache: FeatureCache, need: int, where: str) -> str:
+    layers = cache.layers
+    return (f"{cache.path}: its embeddings ({need / 1e9:.1f} GB: {len(cache)} rows, {len(layers['audio'])} audio and "
+            f"{len(layers['text'])} text hidden states) do not fit in {where}; train with {option('stream')} (rows "
+            f"read from the file per batch, bounded memory) or read fewer hidden states with {option('layers')}")
 
 
 class _CacheRows(Dataset):

@@ -347,6 +347,7 @@ def fit_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget, st
         "selection": selection,
         "selected_epoch": best["epoch"], "valid_at_selected": best["valid"],
         "metrics": metrics,
+        "layer_weights": model.layer_weights(),  # {} for a one-layer head; else per modality, as mixed
         "seconds": time.time() - started,
         "train_steps_per_s": train_steps / train_seconds if train_seconds else None,
         "device": str(device),

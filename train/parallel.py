@@ -32,7 +32,7 @@ from swrr.guards import die_with_parent
 from swrr.progress import progress_bar
 from swrr.rundir import UnitFolder
 from swrr.train.config import TrainConfig, TrainError
-from swrr.train.data import make_source
+from swrr.train.data import make_source, training_cache
 from swrr.train.loop import EpochBudget, FoldJob, train_fold
 
 _worker_source: Dict[str, object] = {}
@@ -45,10 +45,10 @@ def _init_worker(threads: int) -> None:
 
 def _train_one(job: FoldJob, device: str) -> Dict:
     cfg = job.config
-    key = f"{cfg.cache}|{device}|{cfg.stream}"
+    key = f"{cfg.cache}|{device}|{cfg.stream}|{cfg.layers}|{cfg.layer_mix}"
     if key not in _worker_source:  # one resident copy per worker, reused for its next folds
         _worker_source.clear()
-        _worker_source[key] = make_source(FeatureCache(cfg.cache), torch.device(device), cfg.stream, cfg.workers)
+        _worker_source[key] = make_source(training_cache(cfg), torch.device(device), cfg.stream, cfg.workers)
     return train_fold(job, _worker_source[key], torch.device(device), EpochBudget(cfg.stop_after_epochs))
 
 

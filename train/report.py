@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from swrr.metrics import classification_metrics, headline, metric_options
-from swrr.rundir import ATTENTION_PLOT, CONFUSION_PLOT, LEARNING_CURVE_PLOT, RunFolder, UnitFolder
+from swrr.rundir import ATTENTION_PLOT, CONFUSION_PLOT, LAYER_WEIGHTS_PLOT, LEARNING_CURVE_PLOT, RunFolder, UnitFolder
 from swrr.targets import scale_text
 from swrr.train.config import FULL_MODEL
 
@@ -244,6 +244,7 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     plot_learning_curves(folder.plot(LEARNING_CURVE_PLOT), units, meta.task, suffix)
     plot_attention(folder.plot(ATTENTION_PLOT), units, [r["sizes"]["test"] for r in results],
                    plan.jobs[0].model_config, suffix)
+    plot_layer_weights(folder.plot(LAYER_WEIGHTS_PLOT), results, plan.cache.layers, suffix)
     # last: a kill while plotting must not leave results beside the INCOMPLETE marker
     folder.results.write_text(json.dumps(
         {"protocol": protocol_statement(plan, results), "folds": results, "summary": rows,
@@ -358,9 +359,32 @@ def plot_attention(path: Path, units: List[UnitFolder], test_sizes: List[int], m
     plt.close(fig)
 
 
-def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
-    """ablations.csv: one row per variant: per headline metric the mean, the std over all units and
-    the std of the per-seed means (summary.csv's std and seed_std), the paper's value; the unit count."""
+def plot_layer_weights(path: Path, results: List[Dict], layers: Dict[str, List[int]], suffix: str) -> None:
+    """One bar per hidden state: the mixing weight, mean +- std over units, audio and text side by
+    side (the picture SUPERB-style papers print). Nothing for a one-layer head."""
+    mixed = [m for m in ("audio", "text") if any(m in r.get("layer_weights", {}) for r in results)]
+    if not mixed:
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(mixed), figsize=(5 * len(mixed), 3.2), squeeze=False)
+    for ax, modality in zip(axes[0], mixed):
+        weights = np.array([r["layer_weights"][modality] for r in results if modality in r.get("layer_weights", {})])
+        std = weights.std(axis=0, ddof=1) if len(weights) > 1 else np.zeros(weights.shape[1])
+        ax.bar([str(k) for k in layers[modality]], weights.mean(axis=0), yerr=std, capsize=3, color="tab:blue")
+        ax.axhline(1 / weights.shape[1], color="grey", linestyle=":", linewidth=1, label="equal weights")
+        ax.set_title(f"{modality} layer weights, mean ± std over {len(weights)} units{suffix}", fontsize=9)
+        ax.set_xlabel("hidden state (0 = transformer input)")
+        ax.set_ylabel("softmax weight")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_ablation_table(top: Path, runs: Dict[str, Path], layer_sweep: bool = False) -> None:
+    """ablations.csv (layers.csv for --layer-sweep): one row per variant: per headline metric the
+    mean, the std over all units and the std of the per-seed means (summary.csv's std and
+    seed_std), the paper's value; the unit count."""
     import pandas as pd
 
     rows = []
@@ -382,8 +406,8 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
         row["note"] = RANDOM_NOTE if config["cache"]["random_encoders"] else ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.to_csv(RunFolder(top).ablation_table, index=False)
-    logger.info("ablations (Table 3):")
+    table.to_csv(RunFolder(top).layer_table if layer_sweep else RunFolder(top).ablation_table, index=False)
+    logger.info("layers (one hidden state each):" if layer_sweep else "ablations (Table 3):")
     logger.info(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if rows and rows[0]["note"]:
         logger.warning(f"WARNING: {RANDOM_NOTE}")

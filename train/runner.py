@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from swrr._version import __version__
 from swrr.cache import FeatureCache
 from swrr.device import resolve_device
+from swrr.errors import option
 from swrr.guards import LockHeld
 from swrr.metrics import metric_options
 from swrr.model import ABLATIONS
@@ -42,7 +43,7 @@ from swrr.targets import resolve_target, with_target
 from swrr.train import report
 from swrr.train.config import (FULL_MODEL, RESUMABLE_FIELDS, TrainConfig, TrainError, check, fingerprint,
                                model_config, resolve, unit_seeds)
-from swrr.train.data import make_source
+from swrr.train.data import make_source, training_cache
 from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold
 from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds, rated_folds
 from swrr.train.tensorboard_log import require_tensorboard
@@ -95,7 +96,7 @@ def run(config: TrainConfig, rerun: Optional[Dict[str, Any]] = None, coordinatio
     recorded in the run's config.json. `coordination`: ONE_PROCESS, or what train.launch passes."""
     _refuse_ranks_without_coordination(coordination)
     check(config)
-    if config.ablation == "all":
+    if config.ablation == "all" or config.layer_sweep:
         return _run_grid(config, None, coordination, rerun)
     plan = coordination.on_every_rank(lambda: prepare(config, check_finite=coordination.is_main))
     run_dir = coordination.on_rank0(lambda: _start_run_dir(plan, rerun))
@@ -133,7 +134,7 @@ def resume(run_dir, *, coordination=ONE_PROCESS, **runtime: Any) -> Path:
     config = replace(TrainConfig.from_dict(saved["train"]), stop_after_epochs=None, progress=True)
     config = replace(config, **runtime, runs_dir=str(run_dir.parent), name=run_dir.resolve().name)
     with run_lock(run_dir, coordination):  # held from here: a second --resume of this run is refused, not mixed in
-        if config.ablation == "all":
+        if config.ablation == "all" or config.layer_sweep:
             return _run_grid(config, run_dir, coordination)
         plan = coordination.on_every_rank(lambda: prepare(config, check_finite=coordination.is_main))
         if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
@@ -176,6 +177,7 @@ def prepare(config: TrainConfig, check_finite: bool = True) -> Plan:
     meta = cache.meta
     _check_lengths(cache)
     config = resolve(config, meta, default_protocol(meta.task, cache.speaker, cache.split))
+    training_cache(config, cache)  # reads only the hidden states the head uses
     all_folds = rated_folds(make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
                                        config.early_stop_speaker, cache_name=str(cache.path)), target.rated)
     folds = pick_folds(all_folds, config.folds)
@@ -185,7 +187,9 @@ def prepare(config: TrainConfig, check_finite: bool = True) -> Plan:
     # (target options left at None stay out, so runs started before they existed resume)
     identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")
                        and not (k in ("target", "target_loss") and v is None)}
-    model_dict, recipe = asdict(model_cfg), asdict(meta)
+    # the recipe names the hidden states the head reads (a subset of the cache's with --layers)
+    model_dict = asdict(model_cfg)
+    recipe = {**asdict(meta), "audio_layers": cache.layers["audio"], "text_layers": cache.layers["text"]}
     jobs = []
     for seed in unit_seeds(config):
         unit_config = replace(config, seed=seed)
@@ -436,7 +440,8 @@ def _read_config(run_dir: Path) -> Dict[str, Any]:
 
 
 def _start_grid_dir(plan: Plan, config: TrainConfig, variants: List[str], rerun: Optional[Dict[str, Any]]) -> Path:
-    top = _new_run_dir(replace(plan.config, ablation="ablations"), plan.cache.meta.dataset)
+    top = _new_run_dir(replace(plan.config, ablation="layers" if config.layer_sweep else "ablations"),
+                       plan.cache.meta.dataset)
     RunFolder(top).write_config({**({"rerun": rerun} if rerun else {}), "train": config.to_dict(),
                                  "grid": variants, "swrr_version": __version__})
     return top
@@ -444,33 +449,48 @@ def _start_grid_dir(plan: Plan, config: TrainConfig, variants: List[str], rerun:
 
 def _run_grid(config: TrainConfig, resume_dir: Optional[Path], coordination,
               rerun: Optional[Dict[str, Any]] = None) -> Path:
-    """--ablation all: the full model and every Table 3 row, each a run folder inside one folder."""
-    variants = [FULL_MODEL, *ABLATIONS]
+    """--ablation all: the full model and every Table 3 row; --layer-sweep: one run per cached
+    hidden state (--layer-mix K); each a run folder inside one folder."""
+    # check the request once, with the full model, before anything is written
+    plan = coordination.on_every_rank(lambda: prepare(replace(config, ablation=None, layer_sweep=False),
+                                                      check_finite=coordination.is_main))
+    variants = _grid_variants(config, plan)
     if resume_dir is None:
-        # check the request once, with the full model, before anything is written
-        plan = coordination.on_every_rank(lambda: prepare(replace(config, ablation=None),
-                                                          check_finite=coordination.is_main))
-        top = coordination.on_rank0(lambda: _start_grid_dir(plan, config, variants, rerun))
+        top = coordination.on_rank0(lambda: _start_grid_dir(plan, config, list(variants), rerun))
         with run_lock(top, coordination):
             return _train_grid(config, top, variants, coordination)
     return _train_grid(config, resume_dir, variants, coordination)  # resume() holds the lock of resume_dir
 
 
-def _train_grid(config: TrainConfig, top: Path, variants: List[str], coordination) -> Path:
+def _grid_variants(config: TrainConfig, plan: Plan) -> Dict[str, TrainConfig]:
+    """The grid's runs by folder name: Table 3's rows, or "layer-K" for each hidden state K the
+    head reads (those of the modalities with several; with one, a modality keeps it)."""
+    if not config.layer_sweep:
+        return {variant: replace(config, ablation=variant) for variant in [FULL_MODEL, *ABLATIONS]}
+    several = [layers for layers in plan.cache.layers.values() if len(layers) > 1]
+    if not several:
+        raise TrainError(f"{option('layer_sweep')}: {plan.cache.path} holds one hidden state per modality "
+                         f"({plan.cache.layers}); extract with swrr-extract --layers all to sweep layers")
+    common = sorted(set(several[0]).intersection(*several[1:]))
+    return {f"layer-{k}": replace(config, layer_sweep=False, layer_mix=str(k)) for k in common}
+
+
+def _train_grid(config: TrainConfig, top: Path, variants: Dict[str, TrainConfig], coordination) -> Path:
     runs = {}
     try:
-        for variant in variants:
+        for variant, variant_config in variants.items():
             sub = RunFolder(top).variant(variant)
             if coordination.on_rank0(sub.has_config):  # all ranks take the same branch
                 runs[variant] = resume(sub.path, coordination=coordination,
                                        **{k: getattr(config, k) for k in RESUMABLE_FIELDS})
             else:
-                runs[variant] = run(replace(config, ablation=variant, runs_dir=str(top), name=variant),
+                runs[variant] = run(replace(variant_config, runs_dir=str(top), name=variant),
                                     coordination=coordination)
     except (RunInterrupted, KeyboardInterrupt, TrainError):
-        logger.warning(f"the ablation grid {top} is incomplete. Continue it with: swrr-train --resume {top}")
+        logger.warning(f"the {'layer sweep' if config.layer_sweep else 'ablation grid'} {top} is incomplete. "
+                       f"Continue it with: swrr-train --resume {top}")
         raise
     if coordination.is_main:
-        report.write_ablation_table(top, runs)
+        report.write_ablation_table(top, runs, config.layer_sweep)
         RunFolder(top).mark_complete()
     return top
