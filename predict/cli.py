@@ -8,6 +8,7 @@ import click
 
 from swrr.extract.batching import AUTO
 from swrr.extract.pipeline import default_workers
+from swrr.predict.engine import BACKENDS
 from swrr.predict.inputs import PredictError
 from swrr.predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
 from swrr.bundle import BundleError
@@ -48,9 +49,18 @@ USER_ERRORS = (PredictError, BundleError, DeviceError)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Processes decoding audio while the encoders run. Default: as swrr-extract, here "
                    f"{default_workers()}; 0 = decode in the main process.")
+@click.option("--no-calibration", is_flag=True,
+              help="Report the raw softmax instead of applying the temperature the model was calibrated with on "
+                   "validation data (a model trained without validation rows has none: both are the same).")
+@click.option("--abstain-below", type=click.FloatRange(0.0, 1.0, min_open=True), metavar="P",
+              help="Label a row 'abstain' when its highest class probability is under P (its probabilities are "
+                   "still written); the summary counts them.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="Run the model's head on PyTorch, or on onnxruntime from the bundle's head.onnx (made by "
+                   "swrr-export --onnx; needs the extra swrr[onnx]). The encoders run on PyTorch either way.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, hop, aggregate, plot, asr, asr_all,
-         audio_encoder, text_encoder, workers, progress):
+         audio_encoder, text_encoder, workers, no_calibration, abstain_below, backend, progress):
     """Predict emotions (or sentiment scores) of audio files, folders or a manifest CSV with a trained
     swrr model, through the same feature code path as swrr-extract.
 
@@ -66,7 +76,8 @@ def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, h
                                aggregate=aggregate, plot=plot, asr=asr, asr_all=asr_all,
                                audio_encoder=audio_encoder, text_encoder=text_encoder,
                                workers=default_workers() if workers is None else workers,
-                               progress=progress)
+                               progress=progress, calibration=not no_calibration, abstain_below=abstain_below,
+                               backend=backend)
         summary = run_predict(config)
     except KeyboardInterrupt:
         click.echo("\nswrr-predict: interrupted; nothing was written", err=True)

@@ -30,6 +30,7 @@ from swrr import objectives
 from swrr.bundle import Bundle
 from swrr.device import resolve_device
 
+ABSTAIN = "abstain"  # the label of a row whose top probability is under --abstain-below
 NO_TEXT = "no transcript: give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL"
 
 
@@ -61,16 +62,32 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
     return audio, text
 
 
+BACKENDS = ("torch", "onnx")
+
+
+def head_backend(bundle: Bundle, backend: str, device: torch.device):
+    """A callable (audio, audio_len, text, text_len) -> logits tensor running the head on `backend`."""
+    if backend not in BACKENDS:
+        raise PredictError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    from swrr.predict.onnx import OnnxHead
+
+    return OnnxHead(bundle, device)
+
+
 class Predictor:
     """A bundle ready to score items: its encoders and head on one device."""
 
     def __init__(self, bundle: Bundle, device: str = "auto", audio_encoder: Optional[str] = None,
-                 text_encoder: Optional[str] = None, batch_seconds: Union[float, str] = AUTO, workers: int = 0):
+                 text_encoder: Optional[str] = None, batch_seconds: Union[float, str] = AUTO, workers: int = 0,
+                 calibrated: bool = True, backend: str = "torch"):
         self.bundle, self.recipe = bundle, bundle.recipe
+        # the bundle's temperature divides the logits (1.0 when it has none, or calibrated=False)
+        self.temperature = bundle.temperature if calibrated else 1.0
         self.device = resolve_device(device)
         self.audio, self.text = load_recipe_encoders(bundle, audio_encoder, text_encoder)
         place_encoders(self.audio, self.text, self.device, self.recipe.dtype)  # as swrr-extract does
         self.model = bundle.model.to(self.device).eval()
+        self.head = self.model if backend == "torch" else head_backend(bundle, backend, self.device)
         self.max_samples = self.audio.samples_for(self.recipe.max_frames)
         self.batch_seconds, _ = resolve_batch_seconds(batch_seconds, self.device, self.recipe.dtype)
         self.workers = workers
@@ -161,15 +178,19 @@ class Predictor:
         text = F.pad(text, (0, 0, 0, recipe.max_tokens - text.shape[1])).to(device)
         lengths = [torch.as_tensor(np.asarray(x), dtype=torch.long) for x in (encoded.audio_len, encoded.text_len)]
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            out = self.model(audio, lengths[0], text, lengths[1])
+            out = self.head(audio, lengths[0], text, lengths[1])
         return out.float().cpu().numpy()
 
-    def scores(self, outputs: np.ndarray) -> Dict[str, np.ndarray]:
-        """Output columns: 'label' and 'prob_<class>' (classification) or 'score' (regression)."""
+    def scores(self, outputs: np.ndarray, abstain_below: Optional[float] = None) -> Dict[str, np.ndarray]:
+        """Output columns: 'label' and 'prob_<class>' (classification; softmax of logits / the
+        bundle's temperature) or 'score' (regression). With `abstain_below` a row whose top
+        probability is under it is labelled 'abstain' (its probabilities stay)."""
         if self.bundle.task == "classification":
-            probs = torch.softmax(torch.from_numpy(outputs), dim=-1).numpy()
+            probs = torch.softmax(torch.from_numpy(outputs) / self.temperature, dim=-1).numpy()
             names = self.bundle.label_names
             labels = np.array([names[k] if np.isfinite(p).all() else "" for k, p in zip(probs.argmax(-1), probs)],
                               dtype=object)
+            if abstain_below is not None:
+                labels[(labels != "") & (probs.max(axis=-1) < abstain_below)] = ABSTAIN
             return {"label": labels, **{f"prob_{name}": probs[:, k] for k, name in enumerate(names)}}
         return {"score": objectives.scores(self.bundle.objective, outputs)}

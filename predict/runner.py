@@ -21,7 +21,7 @@ import numpy as np
 from swrr.extract.audio import probe_audio
 from swrr.extract.batching import AUTO, parse_batch_seconds
 from swrr.extract.pipeline import default_workers
-from swrr.predict.engine import Predictor
+from swrr.predict.engine import ABSTAIN, BACKENDS, Predictor
 from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
 from swrr.bundle import load_bundle
 from swrr.progress import progress_bar
@@ -54,6 +54,9 @@ class PredictConfig:
     text_encoder: Optional[str] = None
     workers: int = field(default_factory=default_workers)  # audio decoding processes, as swrr-extract
     progress: bool = True
+    calibration: bool = True  # apply the bundle's temperature (False: the raw softmax)
+    abstain_below: Optional[float] = None  # label a row 'abstain' when its top probability is under this
+    backend: str = "torch"  # the head on "torch" or "onnx" (onnxruntime; the bundle needs head.onnx)
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -67,6 +70,10 @@ class PredictConfig:
             problems.append(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if self.hop is not None and not self.hop > 0:
             problems.append(f"--hop must be > 0 seconds, got {self.hop}")
+        if self.abstain_below is not None and not 0.0 < self.abstain_below <= 1.0:
+            problems.append(f"--abstain-below must be a probability in (0, 1], got {self.abstain_below}")
+        if self.backend not in BACKENDS:
+            problems.append(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.asr_all and not self.asr:
             problems.append("--asr-all needs --asr MODEL")
         try:
@@ -87,13 +94,15 @@ class Summary:
     seconds: float
     random_encoders: bool
     warnings: List[str]
+    abstained: int = 0  # rows labelled 'abstain' (--abstain-below)
 
     def lines(self) -> List[str]:
         rate = self.predicted / self.seconds if self.seconds > 0 else 0.0
         errors = sum(self.errors.values())
         out = [f"wrote {self.out}: {self.predicted} of {self.items} rows predicted in {self.seconds:.1f} s "
                f"({rate:.1f} rows/s, {self.audio_seconds / max(self.seconds, 1e-9):.1f} s of audio per s), "
-               f"{errors} errors" + (" (" + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + ")" if errors else "")]
+               f"{errors} errors" + (" (" + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + ")" if errors else "")
+               + (f", {self.abstained} abstained" if self.abstained else "")]
         out += [f"  WARNING: {w}" for w in self.warnings]
         if self.random_encoders:
             out.append("  WARNING: the model's encoders were RANDOM (--encoders tiny): its predictions mean nothing")
@@ -118,7 +127,7 @@ def run_predict(config: PredictConfig) -> Summary:
     items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
     bundle = load_bundle(config.model, fold=config.fold)
     predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
-                          config.batch_seconds, config.workers)
+                          config.batch_seconds, config.workers, config.calibration, config.backend)
     warnings = _revision_warnings(predictor)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
@@ -136,9 +145,9 @@ def run_predict(config: PredictConfig) -> Summary:
         outputs = predictor.predict(items, bar)
     finally:
         bar.close()
-    table = _table(items, predictor.scores(outputs), predictor)
+    table = _table(items, predictor.scores(outputs, config.abstain_below), predictor)
     if config.aggregate == "mean":
-        table = _with_file_means(table, predictor)
+        table = _with_file_means(table, predictor, config.abstain_below)
     _write(table, config.out, config.format)
     if config.plot:
         from swrr.predict.plot import plot_timelines
@@ -146,9 +155,10 @@ def run_predict(config: PredictConfig) -> Summary:
         plot_timelines(table, config.out, predictor)
     errors = table.loc[table["error"] != "", "error"].str.split(" \\(").str[0].value_counts().to_dict()
     done = table[(table["error"] == "") & (table["kind"] != "file-mean")]
+    abstained = int((done["label"] == ABSTAIN).sum()) if "label" in done else 0
     return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings)
+                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings, abstained)
 
 
 def _revision_warnings(predictor: Predictor) -> List[str]:
@@ -183,7 +193,7 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
     return pd.DataFrame(rows)
 
 
-def _with_file_means(table, predictor: Predictor):
+def _with_file_means(table, predictor: Predictor, abstain_below: Optional[float] = None):
     """One more row per input file: the mean of its segments' probabilities (or scores)."""
     import pandas as pd
 
@@ -198,6 +208,8 @@ def _with_file_means(table, predictor: Predictor):
         if "label" in table.columns:
             probs = np.array([row[c] for c in value_columns])
             row["label"] = predictor.bundle.label_names[int(np.argmax(probs))] if len(ok) else ""
+            if len(ok) and abstain_below is not None and probs.max() < abstain_below:
+                row["label"] = ABSTAIN
         means.append(row)
     return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
 

@@ -3,7 +3,7 @@
     @click.command("swrr-extract", cls=OneLineErrors, user_errors=(DatasetError, CacheError))
 
 click's own usage errors (a bad option value, a missing argument) and the command's
-`user_errors` become `<command>: error: <message>`. `RankFailed` (raised on every rank of a
+`user_errors` (and a missing optional extra) become `<command>: error: <message>`. `RankFailed` (raised on every rank of a
 torchrun launch with the same message) is printed by rank 0 only. Ctrl-C outside the command's
 own handling ends with exit code 130.
 """
@@ -14,6 +14,7 @@ from typing import Sequence, Type
 
 import click
 
+from swrr.extras import MissingExtra
 from swrr.ranks import RankError, RankFailed, Ranks
 
 USAGE_EXIT = 2
@@ -23,7 +24,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class OneLineErrors(click.Command):
     def __init__(self, *args, user_errors: Sequence[Type[BaseException]] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.user_errors = (*user_errors, RankError)
+        self.user_errors = (*user_errors, RankError, MissingExtra)  # a missing extra is a user fix too
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False

@@ -22,7 +22,9 @@ import torch
 
 from swrr import objectives
 from swrr.bundle import BUNDLE_DIRNAME, write_bundle
-from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
+from swrr.calibration import fit_temperature
+from swrr.metrics import (CALIBRATION_KEYS, SELECTION_METRIC, calibration_metrics, compute_metrics, headline,
+                          is_better, reliability_bins, softmax)
 from swrr.model import SWRR, SWRRConfig
 from swrr.progress import progress_bar
 from swrr.train import checkpoint
@@ -339,7 +341,15 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         np.save(fold_dir / "attention.npy", attention)
     _write_predictions(fold_dir, source, fold.test, outputs, job)
     selection = "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch"
-    _write_bundle(fold_dir, model, job, best["epoch"], selection, metrics if len(fold.test) else None)
+    calibration = None
+    if job.task == "classification":
+        valid_logits = evaluate(job, model, source, fold.valid, device)[1] if len(fold.valid) else None
+        calibration = calibrate(outputs, source.labels[fold.test], valid_logits,
+                                None if valid_logits is None else source.labels[fold.valid])
+        shipped = calibration["after"] or calibration["before"]  # what the bundle's probabilities score
+        metrics.update({k: shipped[k] for k in CALIBRATION_KEYS}, calibration=calibration)
+    _write_bundle(fold_dir, model, job, best["epoch"], selection, metrics if len(fold.test) else None,
+                  calibration)
     result = {
         "fold": fold.number, "seed": cfg.seed, "name": fold.name,
         "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
@@ -364,18 +374,42 @@ def _save_model(path: Path, model, job: FoldJob, epoch: int) -> None:
                            "task": job.task, "objective": objective(job.config, job.task)}, job.identity)
 
 
-def _write_bundle(fold_dir: Path, model, job: FoldJob, epoch: int, selection: str, metrics) -> None:
+UNCALIBRATED = ("probabilities are uncalibrated: the unit has no validation rows to fit a temperature on "
+                "(with --protocol loso-speaker/loso-session add --early-stop-speaker, which holds out one "
+                "training speaker per fold as validation; split caches calibrate on their 'valid' rows)")
+
+
+def calibrate(test_logits: np.ndarray, test_labels: np.ndarray, valid_logits: Optional[np.ndarray],
+              valid_labels: Optional[np.ndarray]) -> Dict[str, Any]:
+    """A unit's calibration record: ECE/NLL/Brier of the raw softmax on test ("before"); with
+    validation rows the temperature fitted on them and the same metrics with it ("after");
+    `reliability`: the test bins of the probabilities the bundle gives (calibrated when fitted)."""
+    before = calibration_metrics(softmax(test_logits), test_labels)
+    if valid_logits is None:
+        return {"temperature": None, "fitted_on": None, "before": before, "after": None,
+                "reliability": reliability_bins(softmax(test_logits), test_labels), "note": UNCALIBRATED}
+    temperature = fit_temperature(valid_logits, valid_labels)
+    probs = softmax(test_logits, temperature)
+    return {"temperature": temperature, "fitted_on": f"{len(valid_labels)} validation rows",
+            "before": before, "after": calibration_metrics(probs, test_labels),
+            "reliability": reliability_bins(probs, test_labels), "note": ""}
+
+
+def _write_bundle(fold_dir: Path, model, job: FoldJob, epoch: int, selection: str, metrics,
+                  calibration: Optional[Dict[str, Any]] = None) -> None:
     """The fold's reported model as a bundle in fold_dir/model (written before metrics.json, so a
-    finished fold always has one)."""
+    finished fold always has one), with its fitted temperature when there is one."""
     if job.recipe is None:  # a FoldJob built without its cache's recipe (benchmarks)
         return
     provenance = {"dataset": job.recipe["dataset"], "protocol": job.config.protocol, "fold": job.fold.number,
                   "test_group": job.fold.name if len(job.fold.test) else "", "valid_group": job.fold.valid_name,
                   "selected_epoch": epoch, "selection": selection, "ablation": job.config.ablation,
-                  "metrics": {k: v for k, v in (metrics or {}).items() if k != "confusion"},
+                  "metrics": {k: v for k, v in (metrics or {}).items() if k not in ("confusion", "calibration")},
                   "cache_fingerprint": job.identity.get("cache"), "train": job.config.result_fields()}
     write_bundle(fold_dir / BUNDLE_DIRNAME, model.state_dict(), job.model_config, job.task, job.label_names,
-                 job.recipe, provenance, objective=objective(job.config, job.task))
+                 job.recipe, provenance, objective=objective(job.config, job.task),
+                 temperature=(calibration or {}).get("temperature"),
+                 calibration_source=(calibration or {}).get("fitted_on"))
 
 
 def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:
