@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,10 +46,11 @@ def validation_rows(bundle: Bundle, seed: int = 0) -> List[Tuple[torch.Tensor, .
     return batches
 
 
-def export_head(bundle: Bundle, folder, tolerance: float = TOLERANCE) -> Dict[str, Any]:
+def export_head(bundle: Bundle, folder, tolerance: Optional[float] = None) -> Dict[str, Any]:
     """Write bundle's head as `folder`/head.onnx (dynamic batch) and list it in folder's config.json,
     after checking onnxruntime's logits against PyTorch's on validation_rows; -> the details
     recorded. BundleError (nothing written) when they differ by `tolerance` or more."""
+    tolerance = TOLERANCE if tolerance is None else tolerance
     require("onnx", "onnxscript")  # the dynamo exporter's ONNX builder
     ort = require("onnx", "onnxruntime")
     folder = Path(folder)
