@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+from swrr.errors import SwrrError
 
 SAMPLE_RATE = 16000
 MAX_SAMPLES = 81680  # 255 WavLM frames: 254 * 320 + 400
@@ -34,7 +35,7 @@ TOO_SHORT = "shorter than one WavLM frame"
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile subtypes that can hold non-finite samples
 
 
-class AudioError(Exception):
+class AudioError(SwrrError):
     """An audio file that cannot be used; `reason` is a short fixed phrase, the message names the file."""
 
     def __init__(self, path, reason: str, detail: str = ""):

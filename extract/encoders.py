@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+from swrr.errors import SwrrError
 
 DEFAULT_AUDIO_ENCODER = "microsoft/wavlm-base-plus"
 DEFAULT_TEXT_ENCODER = "bert-base-uncased"
@@ -36,7 +37,7 @@ TINY_SEED = 0
 TINY_VOCAB = Path(str(resources.files("swrr.extract") / "tiny_vocab.txt"))
 
 
-class EncoderError(Exception):
+class EncoderError(SwrrError):
     """An encoder that cannot be loaded or used as asked; the message says what to do."""
 
 

@@ -79,10 +79,9 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, device: str = "auto", audio_encoder: Optional[str] = None,
                  text_encoder: Optional[str] = None, batch_seconds: Union[float, str] = AUTO, workers: int = 0,
-                 calibrated: bool = True, backend: str = "torch"):
+                 backend: str = "torch"):
         self.bundle, self.recipe = bundle, bundle.recipe
-        # the bundle's temperature divides the logits (1.0 when it has none, or calibrated=False)
-        self.temperature = bundle.temperature if calibrated else 1.0
+        self.backend = backend
         self.device = resolve_device(device)
         self.audio, self.text = load_recipe_encoders(bundle, audio_encoder, text_encoder)
         place_encoders(self.audio, self.text, self.device, self.recipe.dtype)  # as swrr-extract does
@@ -181,12 +180,15 @@ class Predictor:
             out = self.head(audio, lengths[0], text, lengths[1])
         return out.float().cpu().numpy()
 
-    def scores(self, outputs: np.ndarray, abstain_below: Optional[float] = None) -> Dict[str, np.ndarray]:
+    def scores(self, outputs: np.ndarray, abstain_below: Optional[float] = None,
+               calibrated: bool = True) -> Dict[str, np.ndarray]:
         """Output columns: 'label' and 'prob_<class>' (classification; softmax of logits / the
-        bundle's temperature) or 'score' (regression). With `abstain_below` a row whose top
-        probability is under it is labelled 'abstain' (its probabilities stay)."""
+        bundle's temperature, which is 1 without calibration or `calibrated`=False) or 'score'
+        (regression). With `abstain_below` a row whose top probability is under it is labelled
+        'abstain' (its probabilities stay)."""
         if self.bundle.task == "classification":
-            probs = torch.softmax(torch.from_numpy(outputs) / self.temperature, dim=-1).numpy()
+            temperature = self.bundle.temperature if calibrated else 1.0
+            probs = torch.softmax(torch.from_numpy(outputs) / temperature, dim=-1).numpy()
             names = self.bundle.label_names
             labels = np.array([names[k] if np.isfinite(p).all() else "" for k, p in zip(probs.argmax(-1), probs)],
                               dtype=object)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from swrr.extract.datasets.manifest import is_number, read_csv_table
+from swrr.errors import SwrrError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 MANIFEST_COLUMNS = ("path", "text", "utt_id", "start", "end")  # what the manifest means to predict
@@ -22,7 +23,7 @@ MANIFEST_COLUMNS = ("path", "text", "utt_id", "start", "end")  # what the manife
 GIVEN, SIDECAR, ASR = "given", "sidecar", "asr"  # where a transcript came from
 
 
-class PredictError(Exception):
+class PredictError(SwrrError):
     """A prediction request that cannot be carried out; the message names the input and the fix."""
 
 

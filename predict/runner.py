@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class PredictConfig:
     model: str  # a bundle folder, a run folder (+ fold), or a hub id
     inputs: List[str]
     texts: List[str] = field(default_factory=list)
-    out: Path = Path("predictions.csv")
+    out: Optional[Path] = Path("predictions.csv")  # None: only return the table (the Python API)
     fold: Optional[int] = None
     format: Optional[str] = None  # None: from the --out suffix (.jsonl -> jsonl), else csv
     device: str = "auto"
@@ -57,11 +57,15 @@ class PredictConfig:
     calibration: bool = True  # apply the bundle's temperature (False: the raw softmax)
     abstain_below: Optional[float] = None  # label a row 'abstain' when its top probability is under this
     backend: str = "torch"  # the head on "torch" or "onnx" (onnxruntime; the bundle needs head.onnx)
+    # (a Predictor given to run_predict brings its own backend: the API chooses it when loading)
 
     def __post_init__(self):
-        self.out = Path(self.out)
-        self.format = self.format or ("jsonl" if self.out.suffix.lower() in (".jsonl", ".json") else "csv")
+        self.out = None if self.out is None else Path(self.out)
+        suffix = self.out.suffix.lower() if self.out is not None else ""
+        self.format = self.format or ("jsonl" if suffix in (".jsonl", ".json") else "csv")
         problems = []
+        if self.plot and self.out is None:
+            problems.append("plot=True needs out=PATH: the timelines are written as <out>.<file>.png beside the table")
         if self.format not in FORMATS:
             problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.segment not in SEGMENT_MODES:
@@ -94,6 +98,7 @@ class Summary:
     seconds: float
     random_encoders: bool
     warnings: List[str]
+    table: Any = field(default=None, repr=False)  # the pandas.DataFrame written to `out`
     abstained: int = 0  # rows labelled 'abstain' (--abstain-below)
 
     def lines(self) -> List[str]:
@@ -120,14 +125,18 @@ def check_output(out: Path) -> None:
         raise PredictError(f"--out {out}: the folder {folder} is not writable")
 
 
-def run_predict(config: PredictConfig) -> Summary:
-    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes."""
+def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None) -> Summary:
+    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes.
+
+    The table is written to `config.out` (unless it is None) and is the summary's `table` either
+    way. `predictor`: one already loaded for `config.model` (the Python API keeps it between calls)."""
     started = time.perf_counter()
-    check_output(config.out)
+    if config.out is not None:
+        check_output(config.out)
     items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
-    bundle = load_bundle(config.model, fold=config.fold)
-    predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
-                          config.batch_seconds, config.workers, config.calibration, config.backend)
+    if predictor is None:
+        predictor = Predictor(load_bundle(config.model, fold=config.fold), config.device, config.audio_encoder,
+                              config.text_encoder, config.batch_seconds, config.workers, config.backend)
     warnings = _revision_warnings(predictor)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
@@ -145,10 +154,11 @@ def run_predict(config: PredictConfig) -> Summary:
         outputs = predictor.predict(items, bar)
     finally:
         bar.close()
-    table = _table(items, predictor.scores(outputs, config.abstain_below), predictor)
+    table = _table(items, predictor.scores(outputs, config.abstain_below, config.calibration), predictor)
     if config.aggregate == "mean":
         table = _with_file_means(table, predictor, config.abstain_below)
-    _write(table, config.out, config.format)
+    if config.out is not None:
+        _write(table, config.out, config.format)
     if config.plot:
         from swrr.predict.plot import plot_timelines
 
@@ -158,7 +168,7 @@ def run_predict(config: PredictConfig) -> Summary:
     abstained = int((done["label"] == ABSTAIN).sum()) if "label" in done else 0
     return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings, abstained)
+                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table, abstained)
 
 
 def _revision_warnings(predictor: Predictor) -> List[str]:

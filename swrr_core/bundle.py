@@ -41,6 +41,7 @@ from swrr._version import __version__
 from swrr import objectives
 from swrr.cache import CacheError, CacheMeta
 from swrr.model import SWRR, SWRRConfig
+from swrr.errors import SwrrError
 
 FORMAT_TAG = "swrr-model-bundle"
 FORMAT_VERSION = 1
@@ -51,7 +52,7 @@ BUNDLE_DIRNAME = "model"  # the bundle inside a fold folder of a run
 ONNX_PARTS = ("head",)  # parts of a model that can be exported to ONNX
 
 
-class BundleError(Exception):
+class BundleError(SwrrError):
     """A bundle (or run folder) that cannot be used; the message names the path and what to do."""
 
 

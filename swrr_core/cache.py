@@ -42,6 +42,7 @@ import h5py
 import numpy as np
 
 from swrr.guards import LockHeld, OutputLock
+from swrr.errors import SwrrError
 
 FORMAT_TAG = "swrr-feature-cache"
 SCHEMA_VERSION = 2  # 2: `source` relative to attrs["source_root"] (1: relative to the working folder)
@@ -54,7 +55,7 @@ TASKS = ("classification", "regression")
 DTYPES = ("float16", "float32")
 
 
-class CacheError(Exception):
+class CacheError(SwrrError):
     """A cache that cannot be used as asked; the message names the file and what to do."""
 
 

@@ -1,10 +1,11 @@
 """What every swrr command line shares: a user mistake ends as ONE line on stderr, exit code 2.
 
-    @click.command("swrr-extract", cls=OneLineErrors, user_errors=(DatasetError, CacheError))
+    @click.command("swrr-extract", cls=OneLineErrors)
 
-click's own usage errors (a bad option value, a missing argument) and the command's
-`user_errors` (and a missing optional extra) become `<command>: error: <message>`. `RankFailed` (raised on every rank of a
-torchrun launch with the same message) is printed by rank 0 only. Ctrl-C outside the command's
+click's own usage errors (a bad option value, a missing argument) and any `SwrrError` (the base
+of every error a user can cause) become `<command>: error: <message>`; `user_errors` adds other
+exception types. `RankFailed` (raised on every rank of a torchrun launch with the same message)
+is printed by rank 0 only. Ctrl-C outside the command's
 own handling ends with exit code 130.
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Sequence, Type
 
 import click
 
-from swrr.extras import MissingExtra
-from swrr.ranks import RankError, RankFailed, Ranks
+from swrr.errors import SwrrError
+from swrr.ranks import RankFailed, Ranks
 
 USAGE_EXIT = 2
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -24,7 +25,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class OneLineErrors(click.Command):
     def __init__(self, *args, user_errors: Sequence[Type[BaseException]] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.user_errors = (*user_errors, RankError, MissingExtra)  # a missing extra is a user fix too
+        self.user_errors = (*user_errors, SwrrError)
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False

@@ -7,11 +7,13 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from swrr.errors import SwrrError
+
 # extra -> what it is for (the message says why the extra is needed)
 EXTRAS = {"onnx": "ONNX export and the onnx backend", "serve": "swrr-serve"}
 
 
-class MissingExtra(Exception):
+class MissingExtra(SwrrError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from swrr.train.config import INCOMPLETE
 from swrr.train.report import NAMES, PERCENT, RANDOM_NOTE, sample_std, shown
+from swrr.errors import SwrrError
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -35,7 +36,7 @@ ALPHA = 0.05  # significance level of the verdicts
 Unit = Tuple[int, int]  # (fold number, seed)
 
 
-class CompareError(Exception):
+class CompareError(SwrrError):
     """Runs that cannot be compared as asked; the message says why."""
 
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_t
 from swrr.cache import CacheMeta
 from swrr import objectives
 from swrr.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
+from swrr.errors import SwrrError
 
 PROTOCOLS = ("loso-speaker", "loso-session", "split", "all")  # all: one model on every row, to deploy
 SELECT_RULES = ("auto", "last", "valid")
@@ -23,7 +24,7 @@ FULL_MODEL = "swrr"  # the name of the un-ablated model in tables and folder nam
 ABLATION_CHOICES = (FULL_MODEL, *ABLATIONS, *READINGS, "all")  # "all": the paper's grid (ABLATIONS)
 
 
-class TrainError(Exception):
+class TrainError(SwrrError):
     """A training request that cannot be carried out as asked; the message says what to do."""
 
 
