@@ -89,7 +89,7 @@ def test_prediction_from_a_regression_row():
 
 @pytest.mark.parametrize("call, error, message", [
     (lambda r: r.predict([], device="cuda"), OptionError, "unknown option device"),
-    (lambda r: r.predict([], segmnet="none"), OptionError, "unknown option segmnet; valid options: aggregate"),
+    (lambda r: r.predict([], segmnet="none"), OptionError, "unknown option segmnet; valid options: abstain_below, aggregate"),
     (lambda r: r.classify(np.zeros((16000, 2), np.float32), 16000, text="x"), PredictError, "transpose"),
     (lambda r: r.classify(np.zeros((2, 2, 8)), 16000, text="x"), PredictError, "shape (2, 2, 8)"),
     (lambda r: r.classify(np.zeros(8000), 0, text="x"), PredictError, "sampling_rate must be a positive"),
