@@ -87,7 +87,7 @@ def test_a_split_run_reports_calibration_and_ships_its_temperature(trained):
     assert "temperature-scaled" in (bundle.path / "README.md").read_text()
     assert (run_dir / "reliability.png").is_file() and (run_dir / "confusion.png").is_file()
     summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False).set_index("key")
-    assert summary.loc["ece", "mean"] == pytest.approx(result["metrics"]["ece"])
+    assert summary.loc["ece", "mean"] == pytest.approx(100 * result["metrics"]["ece"])  # percent, as accuracies
     assert "temperature-scaled" in summary.loc["ece", "note"]
     folds = json.loads((run_dir / "results.json").read_text())["folds"]
     assert folds[0]["metrics"]["ece"] == result["metrics"]["ece"]

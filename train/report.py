@@ -38,7 +38,7 @@ ACC2_CONVENTION = ("the paper does not state its ACC2/F1 convention: its text de
                    "pos > 0), its Table 2 baselines quote has-zero figures; compare with both")
 PAPER_NOTES = {metric: ACC2_CONVENTION for metric in ("acc2_non0", "f1_non0", "acc2_has0", "f1_has0")}
 PAPER_PROTOCOL = {"iemocap": "loso-speaker", "mosei": "split"}
-PERCENT = {"wa", "ua", "f1", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"}
+PERCENT = {"wa", "ua", "f1", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "ece"}
 RANDOM_NOTE = "features from RANDOM encoders: pipeline check only, not emotion-recognition results"
 NAMES = {"wa": "WA", "ua": "UA", "f1": "F1w", "acc7": "ACC7", "acc2_non0": "ACC2", "f1_non0": "F1",
          "acc2_has0": "ACC2(has0)", "f1_has0": "F1(has0)", "mae": "MAE", "corr": "r",
