@@ -12,6 +12,8 @@ value becomes a path) and deleted when its request is done. Requests wait in a b
 `max_batch` uploads) and scores it with ONE `EmotionRecognizer.predict` call, so concurrent
 uploads share their encoder and head forwards, and the numbers are swrr-predict's (same call path).
 Every error is JSON {"error": "...", "status": N} naming the problem; the server keeps serving.
+
+(No `from __future__ import annotations` in this module: FastAPI reads the route's annotations.)
 """
 import asyncio
 import math
@@ -242,7 +244,6 @@ def response_body(rows, label_names: List[str], filename: str, folder: Path) -> 
         body["notes"] = [str(mean.iloc[0]["notes"])]
     else:
         body.update(values(first))
-    body["duration"] = float(scored["end"].max())
     return body
 
 
@@ -365,7 +366,7 @@ def create_app(config: ServeConfig, recognizer=None):
             "asr": {"type": "boolean", "description": "transcribe it (server started with --asr MODEL)"},
             "calibration": {"type": "boolean", "description": "false: the raw softmax (default true)"},
             "abstain_below": {"type": "number", "description": "label 'abstain' under this top probability"}}}}}}})
-    async def predict(request: fastapi.Request):  # (no `from __future__ import annotations` here: FastAPI reads this)
+    async def predict(request: fastapi.Request):
         """Score one upload: label and class probabilities (or a score), transcript and its source,
         notes; a long file also its timeline (segments) and the file mean."""
         started = time.perf_counter()
@@ -381,7 +382,7 @@ def create_app(config: ServeConfig, recognizer=None):
         try:
             path = folder / (UPLOAD_NAME + upload_suffix(name))
             path.write_bytes(data)
-            _check_audio(path, folder, name, config)
+            duration = _check_audio(path, folder, name, config)
             job = Job(folder, path, fields["text"], options, future)
             state["batcher"].submit(job)
             queued = True  # from here on the batcher removes the folder
@@ -397,14 +398,14 @@ def create_app(config: ServeConfig, recognizer=None):
             if not queued:
                 shutil.rmtree(folder, ignore_errors=True)
         body = response_body(rows, recognizer.label_names, name, folder)
-        body.update(batch_size=job.batch_size, seconds=round(time.perf_counter() - started, 4))
+        body.update(duration=duration, batch_size=job.batch_size, seconds=round(time.perf_counter() - started, 4))
         return body
 
     return app
 
 
-def _check_audio(path: Path, folder: Path, name: str, config: ServeConfig) -> None:
-    """Refuse what is not audio, or too long, before it takes a place in the queue."""
+def _check_audio(path: Path, folder: Path, name: str, config: ServeConfig) -> float:
+    """Refuse what is not audio, or too long, before it takes a place in the queue; -> its seconds."""
     try:
         info = probe_audio(path)
     except AudioError as exc:
@@ -413,6 +414,7 @@ def _check_audio(path: Path, folder: Path, name: str, config: ServeConfig) -> No
     if info.duration > config.max_audio_seconds:
         raise RequestError(413, f"{name}: {info.duration:.0f} s of audio; this server takes at most "
                                 f"{config.max_audio_seconds:g} s (--max-audio-seconds)")
+    return info.duration
 
 
 def _version() -> str:
