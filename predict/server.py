@@ -442,6 +442,11 @@ def _cli():
 
     defaults = ServeConfig(model="")
 
+    def limit(name: str, kind, help: str):
+        """A numeric option of ServeConfig field `name`, its default shown."""
+        return click.option(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
+                            show_default=True, help=help)
+
     @click.command("swrr-serve", cls=OneLineErrors, context_settings=CONTEXT)
     @click.option("--model", required=True, help="A model bundle folder, a run folder (with --fold when it has "
                                                  "several folds) or a hub id, as for swrr-predict.")
@@ -458,18 +463,12 @@ def _cli():
     @click.option("--asr", help="ASR model (hub id or folder) for requests with asr=true.")
     @click.option("--segment", type=click.Choice(SEGMENT_MODES), default=defaults.segment, show_default=True,
                   help="Uploads longer than the model's span: as swrr-predict --segment (vad, window, none).")
-    @click.option("--max-upload-mb", type=float, default=defaults.max_upload_mb, show_default=True,
-                  help="Larger request bodies are refused with 413.")
-    @click.option("--max-audio-seconds", type=float, default=defaults.max_audio_seconds, show_default=True,
-                  help="Longer audio is refused with 413.")
-    @click.option("--request-timeout", type=float, default=defaults.request_timeout, show_default=True,
-                  help="Seconds a request may take (queue + scoring); then 504.")
-    @click.option("--max-queue", type=int, default=defaults.max_queue, show_default=True,
-                  help="Uploads that may wait to be scored; more get 503 with Retry-After.")
-    @click.option("--max-batch", type=int, default=defaults.max_batch, show_default=True,
-                  help="Uploads scored together in one forward (micro-batching).")
-    @click.option("--batch-wait-ms", type=float, default=defaults.batch_wait_ms, show_default=True,
-                  help="How long the first upload of a batch waits for others to join it.")
+    @limit("max_upload_mb", float, "Larger request bodies are refused with 413.")
+    @limit("max_audio_seconds", float, "Longer audio is refused with 413.")
+    @limit("request_timeout", float, "Seconds a request may take (queue + scoring); then 504.")
+    @limit("max_queue", int, "Uploads that may wait to be scored; more get 503 with Retry-After.")
+    @limit("max_batch", int, "Uploads scored together in one forward (micro-batching).")
+    @limit("batch_wait_ms", float, "How long the first upload of a batch waits for others to join it.")
     @click.option("--audio-encoder", help="A local copy of the audio encoder the model's recipe names.")
     @click.option("--text-encoder", help="A local copy of the text encoder the model's recipe names.")
     def main(**options):
