@@ -84,6 +84,11 @@ class Predictor:
         self.backend = backend
         self.device = resolve_device(device)
         self.audio, self.text = load_recipe_encoders(bundle, audio_encoder, text_encoder)
+        self.onnx_encoders = False  # True: the encoders run on onnxruntime too
+        if backend == "onnx":  # the encoders too, when the bundle has them as ONNX (swrr-export --onnx-encoders)
+            from swrr.predict.onnx import use_onnx_encoders
+
+            self.onnx_encoders = use_onnx_encoders(bundle, self.audio, self.text)
         place_encoders(self.audio, self.text, self.device, self.recipe.dtype)  # as swrr-extract does
         self.model = bundle.model.to(self.device).eval()
         self.head = self.model if backend == "torch" else head_backend(bundle, backend, self.device)

@@ -14,10 +14,12 @@ read them. This module is the only code that knows the layout (FORMAT_VERSION 1)
                          optional (older bundles lack them and load as if absent):
                          "calibration": {"temperature": T, "fitted_on": "N validation rows"}
                                    (absent: T = 1, the raw softmax),
-                         "onnx": {"head": "head.onnx", "opset": 18, "max_abs_logit_diff": ...}
-                                   (written by swrr-export --onnx)}
+                         "onnx": {"head": "head.onnx", "opset": 20, "max_abs_logit_diff": ...,
+                                   "audio_encoder": "audio_encoder.onnx", "text_encoder": ...}
+                                   (written by swrr-export --onnx / --onnx-encoders)}
     README.md           a short model card
     head.onnx           optional: the head as ONNX (dynamic batch), listed under "onnx"
+    audio_encoder.onnx, text_encoder.onnx   optional: the recipe's encoders as ONNX, listed there too
 
 A bundle is written to `<dir>.partial` and renamed into place, so a folder named like a bundle
 is never half written. `load_bundle` validates everything before building the model.
@@ -49,7 +51,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
 BUNDLE_DIRNAME = "model"  # the bundle inside a fold folder of a run
-ONNX_PARTS = ("head",)  # parts of a model that can be exported to ONNX
+ONNX_PARTS = ("head", "audio_encoder", "text_encoder")  # parts of a model that can be exported to ONNX
 
 
 class BundleError(SwrrError):
@@ -71,7 +73,7 @@ class Bundle:
     onnx: Dict[str, Any] = field(default_factory=dict)  # "head": file name, "opset", ... ({}: none exported)
 
     def onnx_file(self, part: str) -> Optional[Path]:
-        """The ONNX file of `part` ("head") in this bundle, None when it has none."""
+        """The ONNX file of `part` (one of ONNX_PARTS) in this bundle, None when it has none."""
         name = self.onnx.get(part)
         return self.path / name if name else None
 

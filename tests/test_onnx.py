@@ -87,3 +87,29 @@ def test_onnx_backend_without_an_exported_head_and_a_missing_extra_are_one_line(
                            "--text", "x", "--backend", "onnx", "--out", str(tmp_path / "p.csv")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "swrr-export" in done.stderr
+
+
+def test_onnx_encoders_run_the_whole_model_on_onnxruntime_with_the_torch_numbers(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    report = {}
+    out = export_bundle(run_dir, tmp_path / "full", onnx_encoders=True, report=report)
+    config = json.loads((out / CONFIG).read_text())["onnx"]
+    assert config["audio_encoder"] == "audio_encoder.onnx" and config["text_encoder"] == "text_encoder.onnx"
+    assert config["encoders_max_abs_logit_diff"] < 1e-4 and config["head"] == HEAD_FILE
+    print(f"encoders: max |logit diff| {report['encoders_max_abs_logit_diff']:.2e}, "
+          f"max |feature diff| {report['encoders_max_abs_feature_diff']:.2e}")
+    test_rows = rows[rows["split"] == "test"][["utt_id", "path", "text"]]
+    manifest = tmp_path / "rows.csv"
+    test_rows.to_csv(manifest, index=False)
+    from swrr.predict.engine import Predictor
+
+    predictor = Predictor(load_bundle(out), "cpu", backend="onnx")
+    assert predictor.onnx_encoders and not isinstance(predictor.audio.model, torch.nn.Module)
+    _, torch_table = predict(tmp_path, out, [manifest], name="torch.csv")
+    _, onnx_table = predict(tmp_path, out, [manifest], name="onnx.csv", backend="onnx")
+    names = [c for c in torch_table.columns if c.startswith("prob_")]
+    diff = np.abs(torch_table[names].to_numpy() - onnx_table[names].to_numpy()).max()
+    print(f"onnx (encoders + head) vs torch: max probability difference {diff:.2e}")
+    # features are rounded to the cache's float16 after the encoders: a float32 difference of ~1e-6
+    # can move a value one float16 step, as between swrr-extract's and swrr-predict's batches
+    assert diff < 1e-3 and (torch_table["label"] == onnx_table["label"]).all()
