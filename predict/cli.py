@@ -56,8 +56,9 @@ USER_ERRORS = (PredictError, BundleError, DeviceError)
               help="Label a row 'abstain' when its highest class probability is under P (its probabilities are "
                    "still written); the summary counts them.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
-              help="Run the model's head on PyTorch, or on onnxruntime from the bundle's head.onnx (made by "
-                   "swrr-export --onnx; needs the extra swrr[onnx]). The encoders run on PyTorch either way.")
+              help="Run the model on PyTorch, or on onnxruntime from the bundle's ONNX files (made by swrr-export "
+                   "--onnx: the head; --onnx-encoders: the encoders too, else they stay on PyTorch). Needs the extra "
+                   "swrr[onnx].")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, hop, aggregate, plot, asr, asr_all,
          audio_encoder, text_encoder, workers, no_calibration, abstain_below, backend, progress):

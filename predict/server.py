@@ -417,6 +417,14 @@ def _check_audio(path: Path, folder: Path, name: str, config: ServeConfig) -> fl
     return info.duration
 
 
+def exposure_warning(config: ServeConfig) -> Optional[str]:
+    """What to warn about when the server listens beyond this machine without an API key."""
+    if config.is_local or config.api_key:
+        return None
+    return (f"listening on {config.host} without --api-key: anyone who can reach this machine can use the model "
+            "(set --api-key KEY, or keep the default --host 127.0.0.1)")
+
+
 def _version() -> str:
     from swrr._version import __version__
 
@@ -427,9 +435,9 @@ def serve(config: ServeConfig) -> None:
     """Load the model, then serve until interrupted."""
     uvicorn = require("serve", "uvicorn")
     app = create_app(config)
-    if not config.is_local and not config.api_key:
-        print(f"swrr-serve: WARNING: listening on {config.host} without --api-key: anyone who can reach this "
-              "machine can use the model", flush=True)
+    warning = exposure_warning(config)
+    if warning:
+        print(f"swrr-serve: WARNING: {warning}", flush=True)
     print(f"swrr-serve: {config.model} on http://{config.host}:{config.port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_keep_alive=5)
 

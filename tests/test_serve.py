@@ -230,6 +230,16 @@ def test_api_key_cors_and_the_time_limit(guarded):
     assert requests.get(url + "/health", timeout=10).json()["status"] == "ok"  # still serving
 
 
+def test_only_localhost_without_a_key_is_quiet():
+    from swrr.predict.server import ServeConfig, exposure_warning
+
+    assert exposure_warning(ServeConfig(model="m")) is None  # the default host: 127.0.0.1
+    assert "without --api-key" in exposure_warning(ServeConfig(model="m", host="0.0.0.0"))
+    assert exposure_warning(ServeConfig(model="m", host="0.0.0.0", api_key="k")) is None
+    with pytest.raises(Exception, match="--max-queue must be >= 1"):
+        ServeConfig(model="m", max_queue=0)
+
+
 def test_without_cors_no_origin_is_allowed(server):
     response = requests.get(server.url + "/health", headers={"Origin": "http://allowed.example"}, timeout=10)
     assert "access-control-allow-origin" not in response.headers
