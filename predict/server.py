@@ -16,6 +16,8 @@ Every error is JSON {"error": "...", "status": N} naming the problem; the server
 (No `from __future__ import annotations` in this module: FastAPI reads the route's annotations.)
 """
 import asyncio
+import contextlib
+import hmac
 import math
 import shutil
 import tempfile
@@ -301,10 +303,11 @@ def create_app(config: ServeConfig, recognizer=None):
                                                        audio_encoder=config.audio_encoder,
                                                        text_encoder=config.text_encoder, workers=config.workers)
     bundle = recognizer.predictor.bundle
-    model_info = {"config": read_config(bundle.path), "card": (bundle.path / CARD).read_text()
-                  if (bundle.path / CARD).is_file() else ""}
+    model_info = json_safe({"config": read_config(bundle.path), "card": (bundle.path / CARD).read_text()
+                            if (bundle.path / CARD).is_file() else ""})
     state: Dict[str, Any] = {}
 
+    @contextlib.asynccontextmanager
     async def lifespan(app):
         state["batcher"] = batcher = Batcher(recognizer, config)
         task = asyncio.create_task(batcher.run())
@@ -340,7 +343,8 @@ def create_app(config: ServeConfig, recognizer=None):
     @app.middleware("http")
     async def bearer_token(request, call_next):
         if config.api_key and request.url.path != "/health" and request.method != "OPTIONS":
-            if request.headers.get("authorization", "") != f"Bearer {config.api_key}":
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, f"Bearer {config.api_key}".encode()):  # (constant time)
                 return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>' (swrr-serve "
                                   "--api-key)", {"WWW-Authenticate": "Bearer"})
         return await call_next(request)
@@ -415,6 +419,18 @@ def _check_audio(path: Path, folder: Path, name: str, config: ServeConfig) -> fl
         raise RequestError(413, f"{name}: {info.duration:.0f} s of audio; this server takes at most "
                                 f"{config.max_audio_seconds:g} s (--max-audio-seconds)")
     return info.duration
+
+
+def json_safe(value):
+    """`value` with every non-finite float as None (JSON has no NaN; a regression bundle's
+    constant-prediction Pearson r is one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def exposure_warning(config: ServeConfig) -> Optional[str]:

@@ -231,13 +231,16 @@ def test_api_key_cors_and_the_time_limit(guarded):
 
 
 def test_only_localhost_without_a_key_is_quiet():
-    from swrr.predict.server import ServeConfig, exposure_warning
+    from swrr.predict.server import ServeConfig, exposure_warning, json_safe
 
     assert exposure_warning(ServeConfig(model="m")) is None  # the default host: 127.0.0.1
     assert "without --api-key" in exposure_warning(ServeConfig(model="m", host="0.0.0.0"))
     assert exposure_warning(ServeConfig(model="m", host="0.0.0.0", api_key="k")) is None
     with pytest.raises(Exception, match="--max-queue must be >= 1"):
         ServeConfig(model="m", max_queue=0)
+    # /model's JSON: a bundle's NaN metric (e.g. Pearson r of a constant prediction) becomes null
+    assert json_safe({"metrics": {"corr": float("nan"), "mae": 0.5}, "x": [float("inf")]}) == \
+        {"metrics": {"corr": None, "mae": 0.5}, "x": [None]}
 
 
 def test_without_cors_no_origin_is_allowed(server):
