@@ -32,6 +32,7 @@ from swrr.bundle import CARD, read_config
 from swrr.errors import SwrrError
 from swrr.extract.audio import AudioError, probe_audio
 from swrr.extras import require
+from swrr.predict.engine import NO_TEXT
 from swrr.predict.inputs import AUDIO_SUFFIXES
 from swrr.predict.runner import SEGMENT_MODES
 
@@ -209,19 +210,23 @@ def upload_suffix(filename: Optional[str]) -> str:
     return suffix if suffix in AUDIO_SUFFIXES else ""
 
 
-def public(message: str, folder: Path, filename: str) -> str:
-    """A message about an upload with the server's temporary path replaced by the client's file name."""
-    return message.replace(str(folder / UPLOAD_NAME), filename).replace(str(folder), "upload")
+def public(message: str, path: Path, filename: str) -> str:
+    """A message about the upload at `path` with the server's temporary path replaced by the
+    client's file name."""
+    return message.replace(str(path), filename).replace(str(path.parent), "upload")
 
 
-def response_body(rows, label_names: List[str], filename: str, folder: Path) -> Dict[str, Any]:
+def response_body(rows, label_names: List[str], filename: str, path: Path) -> Dict[str, Any]:
     """The JSON answer for one upload's table rows (swrr-predict's columns); RequestError when
     nothing could be scored or a result is not finite."""
     scored = rows[rows["kind"] != "file-mean"]
     mean = rows[rows["kind"] == "file-mean"]
     failed = scored[scored["error"] != ""]
     if len(failed) == len(scored):
-        raise RequestError(422, f"{filename}: {public(failed['error'].iloc[0], folder, filename)}")
+        reason = failed["error"].iloc[0]
+        if reason == NO_TEXT:  # (its words name swrr-predict's flags)
+            reason = "no transcript: this model reads text; send it in the 'text' field (or asr=true, with --asr)"
+        raise RequestError(422, f"{filename}: {public(reason, path, filename)}")
 
     def values(row) -> Dict[str, Any]:
         if label_names:
@@ -239,9 +244,9 @@ def response_body(rows, label_names: List[str], filename: str, folder: Path) -> 
     if (scored["kind"] == "segment").any():  # a long upload: its timeline and the file mean
         body.update(values(mean.iloc[0]))
         body["segments"] = [{"start": float(r["start"]), "end": float(r["end"]), **values(r),
-                             "transcript": r["transcript"], "error": public(r["error"], folder, filename)}
+                             "transcript": r["transcript"], "error": public(r["error"], path, filename)}
                             if not r["error"] else {"start": float(r["start"]), "end": float(r["end"]),
-                                                    "error": public(r["error"], folder, filename)}
+                                                    "error": public(r["error"], path, filename)}
                             for _, r in scored.iterrows()]
         body["notes"] = [str(mean.iloc[0]["notes"])]
     else:
@@ -386,7 +391,7 @@ def create_app(config: ServeConfig, recognizer=None):
         try:
             path = folder / (UPLOAD_NAME + upload_suffix(name))
             path.write_bytes(data)
-            duration = _check_audio(path, folder, name, config)
+            duration = _check_audio(path, name, config)
             job = Job(folder, path, fields["text"], options, future)
             state["batcher"].submit(job)
             queued = True  # from here on the batcher removes the folder
@@ -397,23 +402,23 @@ def create_app(config: ServeConfig, recognizer=None):
                 raise RequestError(504, f"{name}: not answered within {config.request_timeout:g} s "
                                         "(--request-timeout); the server is overloaded or the upload too long") from None
             except SwrrError as exc:
-                raise RequestError(422, f"{name}: {public(str(exc), folder, name)}") from None
+                raise RequestError(422, f"{name}: {public(str(exc), path, name)}") from None
         finally:
             if not queued:
                 shutil.rmtree(folder, ignore_errors=True)
-        body = response_body(rows, recognizer.label_names, name, folder)
+        body = response_body(rows, recognizer.label_names, name, path)
         body.update(duration=duration, batch_size=job.batch_size, seconds=round(time.perf_counter() - started, 4))
         return body
 
     return app
 
 
-def _check_audio(path: Path, folder: Path, name: str, config: ServeConfig) -> float:
+def _check_audio(path: Path, name: str, config: ServeConfig) -> float:
     """Refuse what is not audio, or too long, before it takes a place in the queue; -> its seconds."""
     try:
         info = probe_audio(path)
     except AudioError as exc:
-        raise RequestError(422, f"{name}: {exc.reason}" + (f" ({public(exc.detail, folder, name)})"
+        raise RequestError(422, f"{name}: {exc.reason}" + (f" ({public(exc.detail, path, name)})"
                                                            if exc.detail else "")) from None
     if info.duration > config.max_audio_seconds:
         raise RequestError(413, f"{name}: {info.duration:.0f} s of audio; this server takes at most "

@@ -87,6 +87,7 @@ def assert_error(response, status: int, *words: str):
     body = response.json()
     assert body["status"] == status and all(w in body["error"] for w in words), body
     assert "\n" not in body["error"] and "swrr-serve-" not in body["error"]  # one line, no server temp path
+    assert ".wav.wav" not in body["error"]  # the client's name in place of the server's, not beside it
 
 
 def test_the_demo_clip_gets_swrr_predicts_probabilities(server, trained, tmp_path):  # noqa: F811
@@ -153,7 +154,7 @@ def test_bad_input_is_a_4xx_json_error_and_the_next_request_is_served(server, tm
         (server.post(clip(), {"text": "x", "abstain_below": "2"}), 400, ("abstain_below", "(0, 1]")),
         (server.post(clip(), {"text": "x", "asr": "true"}), 400, ("without --asr",)),
         (server.post(clip(), {"text": "x", "asr": "maybe"}), 400, ("'asr' must be true or false",)),
-        (server.post(clip()), 422, ("no transcript",)),
+        (server.post(clip()), 422, ("no transcript", "'text' field")),
         (requests.get(server.url + "/nothing-here", timeout=10), 404, ("Not Found",)),
     ]
     for response, status, words in cases:
