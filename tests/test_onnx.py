@@ -61,18 +61,22 @@ def test_an_export_that_disagrees_with_pytorch_is_refused_and_writes_nothing(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small"]
 
 
-def test_predict_on_onnxruntime_equals_the_torch_backend(trained, exported, tmp_path):  # noqa: F811
-    run_dir, _, rows = trained
-    test_rows = rows[rows["split"] == "test"][["utt_id", "path", "text"]]
+def backend_difference(tmp_path, model, rows):
+    """swrr-predict of the demo test rows with `model` on the torch and the onnx backend:
+    -> (max |probability difference|, whether every label agrees)."""
     manifest = tmp_path / "rows.csv"
-    test_rows.to_csv(manifest, index=False)
-    model = exported[0]
+    rows[rows["split"] == "test"][["utt_id", "path", "text"]].to_csv(manifest, index=False)
     _, torch_table = predict(tmp_path, model, [manifest], name="torch.csv")
     _, onnx_table = predict(tmp_path, model, [manifest], name="onnx.csv", backend="onnx")
     names = [c for c in torch_table.columns if c.startswith("prob_")]
     diff = np.abs(torch_table[names].to_numpy() - onnx_table[names].to_numpy()).max()
-    print(f"onnx vs torch backend: max probability difference {diff:.2e}")
-    assert diff < 1e-5 and (torch_table["label"] == onnx_table["label"]).all()
+    print(f"onnx vs torch backend ({model.name}): max probability difference {diff:.2e}")
+    return diff, (torch_table["label"] == onnx_table["label"]).all()
+
+
+def test_predict_on_onnxruntime_equals_the_torch_backend(trained, exported, tmp_path):  # noqa: F811
+    diff, same_labels = backend_difference(tmp_path, exported[0], trained[2])
+    assert diff < 1e-5 and same_labels
 
 
 def test_onnx_backend_without_an_exported_head_and_a_missing_extra_are_one_line(trained, tmp_path):  # noqa: F811
@@ -98,18 +102,11 @@ def test_onnx_encoders_run_the_whole_model_on_onnxruntime_with_the_torch_numbers
     assert config["encoders_max_abs_logit_diff"] < 1e-4 and config["head"] == HEAD_FILE
     print(f"encoders: max |logit diff| {report['encoders_max_abs_logit_diff']:.2e}, "
           f"max |feature diff| {report['encoders_max_abs_feature_diff']:.2e}")
-    test_rows = rows[rows["split"] == "test"][["utt_id", "path", "text"]]
-    manifest = tmp_path / "rows.csv"
-    test_rows.to_csv(manifest, index=False)
     from swrr.predict.engine import Predictor
 
     predictor = Predictor(load_bundle(out), "cpu", backend="onnx")
     assert predictor.onnx_encoders and not isinstance(predictor.audio.model, torch.nn.Module)
-    _, torch_table = predict(tmp_path, out, [manifest], name="torch.csv")
-    _, onnx_table = predict(tmp_path, out, [manifest], name="onnx.csv", backend="onnx")
-    names = [c for c in torch_table.columns if c.startswith("prob_")]
-    diff = np.abs(torch_table[names].to_numpy() - onnx_table[names].to_numpy()).max()
-    print(f"onnx (encoders + head) vs torch: max probability difference {diff:.2e}")
+    diff, same_labels = backend_difference(tmp_path, out, rows)
     # features are rounded to the cache's float16 after the encoders: a float32 difference of ~1e-6
     # can move a value one float16 step, as between swrr-extract's and swrr-predict's batches
-    assert diff < 1e-3 and (torch_table["label"] == onnx_table["label"]).all()
+    assert diff < 1e-3 and same_labels
