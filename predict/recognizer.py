@@ -12,18 +12,15 @@ stay on their device), so a `Prediction` is the row `swrr-predict` writes for th
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-import numpy as np
-
 from swrr.errors import refuse_unknown
 from swrr.extract.batching import AUTO, parse_batch_seconds
-from swrr.extract.pipeline import default_workers
+from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import NO_TEXT, Predictor
-from swrr.predict.inputs import PredictError
+from swrr.predict.inputs import GIVEN, Item, PredictError
 from swrr.predict.runner import PredictConfig, run_predict
 from swrr.bundle import load_bundle
 
@@ -108,11 +105,14 @@ class EmotionRecognizer:
         inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         texts = options.pop("text", None)
         texts = [] if texts is None else [texts] if isinstance(texts, str) else list(texts)
-        config = PredictConfig(model=self.source, inputs=[str(i) for i in inputs], texts=texts,
-                               **{"out": None, **options}, fold=None, device=str(self.device),
-                               batch_seconds=self.predictor.batch_seconds, workers=self.predictor.workers,
-                               backend=self.predictor.backend)
-        return run_predict(config, self.predictor).table
+        return self._table([str(i) for i in inputs], {**options, "texts": texts})
+
+    def _table(self, inputs: List[str], options: Dict[str, Any], items: Optional[List[Item]] = None):
+        """run_predict's table with this recognizer's Predictor (of `items` in memory instead of inputs)."""
+        config = PredictConfig(model=self.source, inputs=inputs, **{"out": None, **options}, fold=None,
+                               device=str(self.device), batch_seconds=self.predictor.batch_seconds,
+                               workers=self.predictor.workers, backend=self.predictor.backend)
+        return run_predict(config, self.predictor, items).table
 
     def classify_file(self, path, text: Optional[str] = None) -> Prediction:
         """The Prediction of one audio file; `text` None: its <name>.txt sidecar, if any. A file longer
@@ -122,23 +122,13 @@ class EmotionRecognizer:
         return self._prediction(table, str(path))
 
     def classify(self, waveform, sampling_rate: int, text: Optional[str] = None) -> Prediction:
-        """The Prediction of audio in memory: a numpy array or torch tensor, (samples,) or
-        (channels, samples) as torchaudio.load and librosa.load(mono=False) give it; float samples in
-        [-1, 1] (integer PCM is scaled as soundfile reads it). Channels are averaged and the audio
-        resampled exactly as for a file holding the same samples."""
-        samples = _frames(waveform)
-        if isinstance(sampling_rate, bool) or not float(sampling_rate).is_integer() or sampling_rate <= 0:
-            raise PredictError(f"sampling_rate must be a positive whole number of samples per second, "
-                               f"got {sampling_rate!r}")
-        import soundfile as sf
-
-        # Decision: the waveform is written losslessly (32-bit float WAV) to a temporary file and scored
-        # as that file, so the mix-down, resampling, cut and checks are extraction's own code, not a copy.
-        with tempfile.TemporaryDirectory(prefix="swrr-classify-") as folder:
-            path = Path(folder) / "waveform.wav"
-            sf.write(str(path), samples, int(sampling_rate), subtype="FLOAT")
-            table = self.predict([path], text=None if text is None else [text], **SINGLE_CLIP)
-        return self._prediction(table, "waveform")
+        """The Prediction of audio in memory: a numpy array or torch tensor, (samples,) or 2-d
+        (channels x samples as torchaudio.load gives it, or samples x channels: the shorter axis is
+        the channels); float samples in [-1, 1] or signed integer PCM (scaled as soundfile reads it).
+        Channels are averaged and the audio resampled exactly as for a file holding the same samples."""
+        item = Item("waveform", None, text, GIVEN if text is not None else "", waveform=waveform,
+                    sampling_rate=sampling_rate)
+        return self._prediction(self._table([], SINGLE_CLIP, [item]), "waveform")
 
     def _prediction(self, table, name: str) -> Prediction:
         row = table.iloc[0].to_dict()
@@ -148,23 +138,3 @@ class EmotionRecognizer:
             raise PredictError(f"{name}: {problem}")
         return Prediction.from_row(row, self.label_names)
 
-
-def _frames(waveform) -> np.ndarray:
-    """(samples,) or (channels, samples) audio -> (samples, channels) float32 for soundfile."""
-    if hasattr(waveform, "detach"):  # a torch tensor, on any device
-        waveform = waveform.detach().cpu().numpy()
-    samples = np.asarray(waveform)
-    if np.issubdtype(samples.dtype, np.signedinteger):  # PCM: full scale is 2 ** (bits - 1), as soundfile reads it
-        samples = samples / float(np.iinfo(samples.dtype).max + 1)
-    elif not np.issubdtype(samples.dtype, np.floating):
-        raise PredictError(f"waveform: expected float (or signed integer PCM) samples, got {samples.dtype}")
-    if samples.ndim == 1:
-        samples = samples[:, None]
-    elif samples.ndim == 2:
-        if samples.shape[0] > samples.shape[1]:
-            raise PredictError(f"waveform of shape {samples.shape}: expected (samples,) or (channels, samples); "
-                               "transpose a (samples, channels) array")
-        samples = samples.T
-    else:
-        raise PredictError(f"waveform of shape {samples.shape}: expected (samples,) or (channels, samples)")
-    return np.ascontiguousarray(samples, dtype=np.float32)

@@ -18,12 +18,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from swrr.extract.audio import probe_audio
 from swrr.extract.batching import AUTO, parse_batch_seconds
-from swrr.extract.pipeline import default_workers
+from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import ABSTAIN, BACKENDS, Predictor
 from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
 from swrr.bundle import load_bundle
+from swrr.errors import option
 from swrr.progress import progress_bar
 
 FORMATS = ("csv", "jsonl")
@@ -67,23 +67,23 @@ class PredictConfig:
         if self.plot and self.out is None:
             problems.append("plot=True needs out=PATH: the timelines are written as <out>.<file>.png beside the table")
         if self.format not in FORMATS:
-            problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+            problems.append(f"{option('format')} must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.segment not in SEGMENT_MODES:
-            problems.append(f"--segment must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
+            problems.append(f"{option('segment')} must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
         if self.aggregate not in (None, *AGGREGATES):
-            problems.append(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+            problems.append(f"{option('aggregate')} must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if self.hop is not None and not self.hop > 0:
-            problems.append(f"--hop must be > 0 seconds, got {self.hop}")
+            problems.append(f"{option('hop')} must be > 0 seconds, got {self.hop}")
         if self.abstain_below is not None and not 0.0 < self.abstain_below <= 1.0:
-            problems.append(f"--abstain-below must be a probability in (0, 1], got {self.abstain_below}")
+            problems.append(f"{option('abstain_below')} must be a probability in (0, 1], got {self.abstain_below}")
         if self.backend not in BACKENDS:
-            problems.append(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+            problems.append(f"{option('backend')} must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.asr_all and not self.asr:
-            problems.append("--asr-all needs --asr MODEL")
+            problems.append(f"{option('asr_all')} needs {option('asr', 'MODEL')}")
         try:
             self.batch_seconds = parse_batch_seconds(self.batch_seconds)
         except ValueError as exc:
-            problems.append(f"--batch-seconds: {exc}")
+            problems.append(f"{option('batch_seconds')}: {exc}")
         if problems:
             raise PredictError("; ".join(problems))
 
@@ -117,23 +117,26 @@ class Summary:
 def check_output(out: Path) -> None:
     """Refuse an --out that cannot be written, before any work."""
     if out.is_dir():
-        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
+        raise PredictError(f"{option('out', str(out))} is a folder; give a file path such as {out / 'predictions.csv'}")
     folder = out.parent
     if not folder.is_dir():
-        raise PredictError(f"--out {out}: the folder {folder} does not exist")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise PredictError(f"--out {out}: the folder {folder} is not writable")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} is not writable")
 
 
-def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None) -> Summary:
+def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
+                items: Optional[List[Item]] = None) -> Summary:
     """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes.
 
     The table is written to `config.out` (unless it is None) and is the summary's `table` either
-    way. `predictor`: one already loaded for `config.model` (the Python API keeps it between calls)."""
+    way. `predictor`: one already loaded for `config.model` (the Python API keeps it between calls);
+    `items`: what to score instead of `config.inputs` (the API's waveforms in memory)."""
     started = time.perf_counter()
     if config.out is not None:
         check_output(config.out)
-    items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
+    if items is None:
+        items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
     if predictor is None:
         predictor = Predictor(load_bundle(config.model, fold=config.fold), config.device, config.audio_encoder,
                               config.text_encoder, config.batch_seconds, config.workers, config.backend)
@@ -190,10 +193,10 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
         start = item.start or 0.0
         end = item.end
         if end is None and not item.error:  # to the end of the file
-            if item.path not in durations:  # one probe per file, however many segments it has
-                durations[item.path] = probe_audio(item.path).duration
-            end = durations[item.path]
-        row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
+            if item.file_id not in durations:  # one probe per input, however many segments it has
+                durations[item.file_id] = item.source.probe().duration
+            end = durations[item.file_id]
+        row = {"id": item.item_id, "file": str(item.path) if item.path is not None else "", "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})
         row.update({"transcript": item.text if item.text is not None else "", "text_source": item.text_source,
@@ -234,4 +237,4 @@ def _write(table, out: Path, fmt: str) -> None:
         os.replace(partial, out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise PredictError(f"--out {out}: cannot write the predictions ({exc})") from exc
+        raise PredictError(f"{option('out', str(out))}: cannot write the predictions ({exc})") from exc

@@ -3,6 +3,7 @@ and swrr-predict, uncalibrated runs saying so, and abstention."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -93,16 +94,17 @@ def test_a_split_run_reports_calibration_and_ships_its_temperature(trained):
     assert folds[0]["metrics"]["ece"] == result["metrics"]["ece"]
 
 
-def test_a_run_without_validation_rows_says_its_probabilities_are_uncalibrated(trained, tmp_path, capsys):
+def test_a_run_without_validation_rows_says_its_probabilities_are_uncalibrated(trained, tmp_path, caplog):
     _, cache, _ = trained
     # (the demo workflow has one speaker: --protocol all is its run without validation rows)
-    run_dir = run(TrainConfig(cache=str(cache), runs_dir=str(tmp_path), name="all", protocol="all",
-                              epochs=1, batch_size=8, model=dict(TINY_MODEL), threads=1, progress=False,
-                              device="cpu"))
+    with caplog.at_level(logging.INFO, logger="swrr.train"):  # the report speaks through logging
+        run_dir = run(TrainConfig(cache=str(cache), runs_dir=str(tmp_path), name="all", protocol="all",
+                                  epochs=1, batch_size=8, model=dict(TINY_MODEL), threads=1, progress=False,
+                                  device="cpu"))
     calibration = metrics_of(run_dir)["metrics"]["calibration"]
     assert calibration["temperature"] is None and calibration["after"] is None
     assert "--early-stop-speaker" in calibration["note"]
-    assert "uncalibrated" in capsys.readouterr().out
+    assert "uncalibrated" in caplog.text
     summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False).set_index("key")
     assert "--early-stop-speaker" in summary.loc["ece", "note"]
     bundle = load_bundle(run_dir)

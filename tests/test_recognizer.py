@@ -1,5 +1,6 @@
 """swrr.EmotionRecognizer: its Predictions and tables are swrr-predict's rows (a real swrr-predict
-process), a waveform in memory scores as the file holding it, bad calls are one clear SwrrError."""
+process), a waveform in memory (the featurizer's in-memory path) scores as the file holding it,
+bad calls are one clear SwrrError."""
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_a_waveform_in_memory_scores_as_the_file_that_holds_it(recognizer, clips
     _, stereo, _ = clips
     from_file = recognizer.classify_file(stereo, text="hello")
     samples, rate = sf.read(str(stereo), dtype="float32", always_2d=True)  # (samples, 2) at 8 kHz
-    for waveform in (samples.T, torch.from_numpy(np.ascontiguousarray(samples.T))):  # (channels, samples)
+    for waveform in (samples.T, samples, torch.from_numpy(np.ascontiguousarray(samples.T))):  # either layout
         got = recognizer.classify(waveform, rate, text="hello")
         assert got.label == from_file.label and got.notes == from_file.notes == ["resampled from 8000 Hz",
                                                                                  "2 channels averaged"]
@@ -90,9 +91,13 @@ def test_prediction_from_a_regression_row():
 @pytest.mark.parametrize("call, error, message", [
     (lambda r: r.predict([], device="cuda"), OptionError, "unknown option device"),
     (lambda r: r.predict([], segmnet="none"), OptionError, "unknown option segmnet; valid options: abstain_below, aggregate"),
-    (lambda r: r.classify(np.zeros((16000, 2), np.float32), 16000, text="x"), PredictError, "transpose"),
-    (lambda r: r.classify(np.zeros((2, 2, 8)), 16000, text="x"), PredictError, "shape (2, 2, 8)"),
-    (lambda r: r.classify(np.zeros(8000), 0, text="x"), PredictError, "sampling_rate must be a positive"),
+    (lambda r: r.predict(["x.wav"], hop=-1.0), PredictError, "hop must be > 0 seconds, got -1.0"),  # CLI: --hop
+    (lambda r: r.predict(["x.wav"], asr_all=True), PredictError, "asr_all needs asr='MODEL'"),
+    (lambda r: r.predict(["x.wav"], out="/no/such/folder/p.csv"), PredictError,
+     "out='/no/such/folder/p.csv': the folder /no/such/folder does not exist"),
+    (lambda r: r.classify(np.zeros((2, 2, 8)), 16000, text="x"), PredictError, "waveform: not a waveform"),
+    (lambda r: r.classify(np.zeros(8000, np.float32), 0, text="x"), PredictError,
+     "waveform: sampling rate is not a positive number of Hz"),
     (lambda r: r.classify(np.zeros(100, np.float32), 16000, text="x"), PredictError, "waveform: shorter than one"),
     (lambda r: r.classify(np.full(8000, np.nan, np.float32), 16000, text="x"), PredictError,
      "waveform: non-finite samples"),

@@ -8,6 +8,7 @@ lr, a plain pickle, NaN features everywhere) and tests/test_train_cli.py (a time
 foreign, truncated and unfinished caches). The catalogue with outcomes is docs/RELIABILITY.md.
 """
 import ast
+import logging
 import os
 import shlex
 import shutil
@@ -28,7 +29,8 @@ from test_train import cache_path, fold_metrics, make_cache, reference, tiny_con
 from test_train_cli import invoke
 from swrr.train.config import TrainError
 from swrr.train.loop import RunInterrupted
-from swrr.train.runner import INCOMPLETE, resume, run
+from swrr.rundir import INCOMPLETE
+from swrr.train.runner import resume, run
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILES = ("summary.csv", "results.json", "metrics.json", "ablations.csv")  # a fold is done with its metrics.json
@@ -42,14 +44,15 @@ repo, point, cache, runs = sys.argv[1:5]
 sys.path[:0] = [repo, os.path.join(repo, "tests")]
 import torch
 from test_train import tiny_config
-from swrr.train import loop, report
+from swrr import rundir
+from swrr.train import report
 from swrr.train.runner import run
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 steps, saves = [], []
-real_step, real_save, real_write_json = torch.optim.Adam.step, torch.save, loop.write_json
+real_step, real_save, real_write_json = torch.optim.Adam.step, torch.save, rundir.write_json
 
 def step(self, *args, **kwargs):
     steps.append(1)
@@ -74,7 +77,7 @@ def write_json(path, data):
 def plot_confusion(*args, **kwargs):
     die()  # both folds done, the run's reports being written
 
-torch.optim.Adam.step, torch.save, loop.write_json = step, save, write_json
+torch.optim.Adam.step, torch.save, rundir.write_json = step, save, write_json
 if point == "reports":
     report.plot_confusion = plot_confusion
 run(tiny_config(cache, runs, name="killed"))
@@ -347,14 +350,15 @@ def test_no_fold_process_outlives_a_killed_parallel_run(sig, cache_path, tmp_pat
 
 
 # ---------------------------------------------------------------------------------- damaged fold results on --resume
-def test_a_damaged_metrics_json_or_attention_npy_is_evaluated_again_on_resume(reference, tmp_path, capsys):
+def test_a_damaged_metrics_json_or_attention_npy_is_evaluated_again_on_resume(reference, tmp_path, caplog):
     run_dir = tmp_path / "damaged"
     shutil.copytree(reference, run_dir)
     (run_dir / "fold01" / "metrics.json").write_text('{"fold": 1, "metr')  # cut mid-write
     attention = (run_dir / "fold02" / "attention.npy").read_bytes()
     (run_dir / "fold02" / "attention.npy").write_bytes(attention[:100])
-    resume(run_dir)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="swrr.train"):  # the library warns through logging
+        resume(run_dir)
+    out = caplog.text
     assert f"{run_dir / 'fold01'}: a result file is damaged (JSONDecodeError" in out
     assert f"{run_dir / 'fold02'}: a result file is damaged (" in out
     assert fold_metrics(run_dir) == fold_metrics(reference)

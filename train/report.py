@@ -8,13 +8,17 @@ pipeline runs, they are not emotion-recognition results.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from swrr.metrics import CALIBRATION_KEYS, classification_metrics, ece_from_bins, headline
+from swrr.rundir import ATTENTION_PLOT, CONFUSION_PLOT, LEARNING_CURVE_PLOT, RELIABILITY_PLOT, RunFolder, UnitFolder
 from swrr.train.config import FULL_MODEL
+
+logger = logging.getLogger("swrr.train")
 
 # The paper's numbers (percent): IEMOCAP 4-class leave-one-speaker-out (Table 1 and the
 # Table 3 ablations) and CMU-MOSEI (Table 2). The paper does not say which ACC2/F1 its 84.8 / 83.8
@@ -62,14 +66,14 @@ def shown(metric: str, value: Optional[float]) -> Optional[float]:
 def banner(plan, run_dir: Path, device) -> None:
     cfg, meta = plan.config, plan.cache.meta
     folds = ",".join(str(f.number) for f in plan.folds)
-    print(f"swrr-train: {plan.cache.path} ({meta.dataset}, {len(plan.cache)} rows, {meta.task}); "
+    logger.info(f"swrr-train: {plan.cache.path} ({meta.dataset}, {len(plan.cache)} rows, {meta.task}); "
           f"protocol {cfg.protocol}, folds {folds} of {plan.num_folds}; model {cfg.ablation or FULL_MODEL}; "
           f"{cfg.epochs} epochs, lr {cfg.lr:g}, batch {cfg.batch_size}x{cfg.grad_accum}; device {device}"
           f"{' (AMP)' if cfg.amp and device.type == 'cuda' else ''}; run folder {run_dir}")
     if meta.random_encoders:
-        print(f"WARNING: {plan.cache.path}: {RANDOM_NOTE}")
+        logger.warning(f"WARNING: {plan.cache.path}: {RANDOM_NOTE}")
     for warning in plan.warnings:
-        print(f"WARNING: {warning}")
+        logger.warning(f"WARNING: {warning}")
 
 
 def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False, seeded: bool = False) -> str:
@@ -213,37 +217,37 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     for row in rows:  # the plan's warnings (e.g. a fold with one class) travel with every number
         row["note"] = "; ".join(filter(None, [row["note"], *plan.warnings]))
     suffix = " (random encoders)" if meta.random_encoders else ""
+    folder = RunFolder(run_dir)
     if meta.task == "classification":
-        plot_confusion(run_dir / "confusion.png", pooled_confusion(results), meta.label_names, suffix)
+        plot_confusion(folder.plot(CONFUSION_PLOT), pooled_confusion(results), meta.label_names, suffix)
         bins = pooled_reliability(results)
         if bins is not None:
-            plot_reliability(run_dir / "reliability.png", bins, suffix)
-    fold_dirs = [Path(job.fold_dir) for job in plan.jobs]  # in the order of `results`
-    plot_learning_curves(run_dir / "learning_curve.png", fold_dirs, meta.task, suffix)
-    plot_attention(run_dir / "attention.png", fold_dirs, [r["sizes"]["test"] for r in results],
+            plot_reliability(folder.plot(RELIABILITY_PLOT), bins, suffix)
+    units = [UnitFolder(job.fold_dir) for job in plan.jobs]  # in the order of `results`
+    plot_learning_curves(folder.plot(LEARNING_CURVE_PLOT), units, meta.task, suffix)
+    plot_attention(folder.plot(ATTENTION_PLOT), units, [r["sizes"]["test"] for r in results],
                    plan.jobs[0].model_config, suffix)
     # last: a kill while plotting must not leave results beside the INCOMPLETE marker
-    (run_dir / "results.json").write_text(json.dumps(
+    folder.results.write_text(json.dumps(
         {"protocol": protocol_statement(plan, results), "folds": results, "summary": rows,
          "random_encoders": meta.random_encoders, "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
-    pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
+    pd.DataFrame(rows).to_csv(folder.summary, index=False)
     units = f"{len(results)} units ({rows[0]['folds']} fold(s) x {rows[0]['seeds']} seed(s))" if cfg.seeds else \
         f"{len(results)} fold(s)"
-    print(f"summary over {units}, {cfg.ablation or FULL_MODEL}{suffix}:")
+    logger.info(f"summary over {units}, {cfg.ablation or FULL_MODEL}{suffix}:")
     for row in rows:
         paper_text = f"   paper {row['paper']:.1f}" if row["paper"] is not None else ""
         std = f" ± {row['std']:.2f}" if np.isfinite(row["std"]) else ""
-        print(f"  {row['metric']:<12} {row['mean']:.2f}{std}{paper_text}")
+        logger.info(f"  {row['metric']:<12} {row['mean']:.2f}{std}{paper_text}")
     if any(row["key"] in PAPER_NOTES and row["paper"] is not None for row in rows):
-        print(f"note: {ACC2_CONVENTION}")
+        logger.info(f"note: {ACC2_CONVENTION}")
     if meta.random_encoders:
-        print(f"WARNING: {RANDOM_NOTE}")
+        logger.warning(f"WARNING: {RANDOM_NOTE}")
     for warning in plan.warnings:
-        print(f"WARNING: {warning}")
-    uncalibrated = [r for r in results if "calibration" in r["metrics"] and r["metrics"]["calibration"]["temperature"] is None]
-    if uncalibrated:
-        print(f"note: {calibration_note(results)}")
-    print(f"reports in {run_dir}")
+        logger.warning(f"WARNING: {warning}")
+    if any("calibration" in r["metrics"] and r["metrics"]["calibration"]["temperature"] is None for r in results):
+        logger.info(f"note: {calibration_note(results)}")
+    logger.info(f"reports in {run_dir}")
     return rows
 
 
@@ -317,7 +321,7 @@ def plot_reliability(path: Path, bins: Dict[str, np.ndarray], suffix: str):
     return fig
 
 
-def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: str):
+def plot_learning_curves(path: Path, units: List[UnitFolder], task: str, suffix: str):
     """Loss and the selection metric per epoch: each fold thin, the mean over folds thick.
     Training accuracy is plain accuracy (WA: the epoch's running count); valid/test show UA.
     Returns the (closed) figure, None without logs."""
@@ -325,7 +329,7 @@ def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: s
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    logs = [pd.read_json(d / "log.jsonl", lines=True) for d in fold_dirs if (d / "log.jsonl").exists()]
+    logs = [pd.read_json(u.log_jsonl, lines=True) for u in units if u.log_jsonl.exists()]
     if not logs:
         return None
     metric = "ua" if task == "classification" else "mae"
@@ -356,9 +360,9 @@ def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: s
     return fig
 
 
-def plot_attention(path: Path, fold_dirs: List[Path], test_sizes: List[int], model_config, suffix: str) -> None:
+def plot_attention(path: Path, units: List[UnitFolder], test_sizes: List[int], model_config, suffix: str) -> None:
     """The mean token x frame attention on the test data of all folds (as the paper's Fig. 3)."""
-    maps = [(np.load(d / "attention.npy"), n) for d, n in zip(fold_dirs, test_sizes) if (d / "attention.npy").exists()]
+    maps = [(np.load(u.attention), n) for u, n in zip(units, test_sizes) if u.attention.exists()]
     if not maps:
         return  # single-modality ablations have no attention
     plt = _pyplot()
@@ -383,8 +387,9 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
 
     rows = []
     for variant, run_dir in runs.items():
-        config = json.loads((run_dir / "config.json").read_text())
-        summary = pd.read_csv(run_dir / "summary.csv")
+        folder = RunFolder(run_dir)
+        config = folder.read_config()
+        summary = pd.read_csv(folder.summary)
         paper = paper_numbers(config["cache"]["dataset"], config["train"]["protocol"], variant)
         row = {"variant": variant}
         seed_std = summary["seed_std"] if "seed_std" in summary else [float("nan")] * len(summary)  # runs before seeds
@@ -399,8 +404,8 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
         row["note"] = RANDOM_NOTE if config["cache"]["random_encoders"] else ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.to_csv(top / "ablations.csv", index=False)
-    print("ablations (Table 3):")
-    print(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    table.to_csv(RunFolder(top).ablation_table, index=False)
+    logger.info("ablations (Table 3):")
+    logger.info(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if rows and rows[0]["note"]:
-        print(f"WARNING: {RANDOM_NOTE}")
+        logger.warning(f"WARNING: {RANDOM_NOTE}")
