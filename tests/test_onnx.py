@@ -83,7 +83,7 @@ def test_onnx_backend_without_an_exported_head_and_a_missing_extra_are_one_line(
     run_dir, _, rows = trained
     with pytest.raises(BundleError, match="has no ONNX head; export one with swrr-export"):
         predict(tmp_path, run_dir, [rows["path"][0]], texts=["x"], backend="onnx")
-    with pytest.raises(PredictError, match="--backend must be one of torch, onnx"):
+    with pytest.raises(PredictError, match="backend must be one of torch, onnx"):
         predict(tmp_path, run_dir, [rows["path"][0]], texts=["x"], backend="tensorrt")
     with pytest.raises(MissingExtra, match=r"pip install 'swrr\[onnx\]'"):
         require("onnx", "onnxruntime_that_is_not_installed")
