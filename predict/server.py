@@ -18,6 +18,7 @@ Every error is JSON {"error": "...", "status": N} naming the problem; the server
 import asyncio
 import contextlib
 import hmac
+import logging
 import math
 import shutil
 import tempfile
@@ -35,6 +36,8 @@ from swrr.extras import require
 from swrr.predict.engine import NO_TEXT
 from swrr.predict.inputs import AUDIO_SUFFIXES
 from swrr.predict.runner import SEGMENT_MODES
+
+logger = logging.getLogger("swrr.serve")  # swrr-serve shows it on stdout (swrr.cli.console_output)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 FIELDS = ("file", "text", "asr", "calibration", "abstain_below")  # what POST /predict reads
@@ -458,8 +461,8 @@ def serve(config: ServeConfig) -> None:
     app = create_app(config)
     warning = exposure_warning(config)
     if warning:
-        print(f"swrr-serve: WARNING: {warning}", flush=True)
-    print(f"swrr-serve: {config.model} on http://{config.host}:{config.port}/ (API docs at /docs)", flush=True)
+        logger.warning(f"WARNING: {warning}")
+    logger.info(f"serving {config.model} on http://{config.host}:{config.port}/ (API docs at /docs)")
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_keep_alive=5)
 
 
