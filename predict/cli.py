@@ -8,6 +8,7 @@ import click
 
 from swrr.extract.batching import AUTO
 from swrr.extract.featurizer import default_workers
+from swrr.predict.engine import BACKENDS
 from swrr.predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
 from swrr.cli import CONTEXT, OneLineErrors
 
@@ -43,9 +44,19 @@ from swrr.cli import CONTEXT, OneLineErrors
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Processes decoding audio while the encoders run. Default: as swrr-extract, here "
                    f"{default_workers()}; 0 = decode in the main process.")
+@click.option("--no-calibration", is_flag=True,
+              help="Report the raw softmax instead of applying the temperature the model was calibrated with on "
+                   "validation data (a model trained without validation rows has none: both are the same).")
+@click.option("--abstain-below", type=click.FloatRange(0.0, 1.0, min_open=True), metavar="P",
+              help="Label a row 'abstain' when its highest class probability is under P (its probabilities are "
+                   "still written); the summary counts them.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="Run the model on PyTorch, or on onnxruntime from the bundle's ONNX files (made by swrr-export "
+                   "--onnx: the head; --onnx-encoders: the encoders too, else they stay on PyTorch). Needs the extra "
+                   "swrr[onnx].")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, hop, aggregate, plot, asr, asr_all,
-         audio_encoder, text_encoder, workers, progress):
+         audio_encoder, text_encoder, workers, no_calibration, abstain_below, backend, progress):
     """Predict emotions (or sentiment scores) of audio files, folders or a manifest CSV with a trained
     swrr model, through the same feature code path as swrr-extract.
 
@@ -61,7 +72,8 @@ def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, h
                                aggregate=aggregate, plot=plot, asr=asr, asr_all=asr_all,
                                audio_encoder=audio_encoder, text_encoder=text_encoder,
                                workers=default_workers() if workers is None else workers,
-                               progress=progress)
+                               progress=progress, calibration=not no_calibration, abstain_below=abstain_below,
+                               backend=backend)
         summary = run_predict(config)
     except KeyboardInterrupt:
         click.echo("\nswrr-predict: interrupted; nothing was written", err=True)

@@ -28,7 +28,9 @@ from swrr.predict.inputs import Item, PredictError
 from swrr import objectives
 from swrr.bundle import Bundle
 from swrr.device import resolve_device
+from swrr.errors import option
 
+ABSTAIN = "abstain"  # the label of a row whose top probability is under --abstain-below
 NO_TEXT = "no transcript: give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL"
 
 
@@ -50,29 +52,49 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
                            f"{recipe.audio_encoder_revision or '?'}) and {recipe.text_encoder} (revision "
                            f"{recipe.text_encoder_revision or '?'}), and one cannot be loaded: {exc}. Pass "
                            "--audio-encoder PATH / --text-encoder PATH to a local copy of the same model") from None
-    for role, encoder, dim, option in (("audio", audio, recipe.audio_dim, "--audio-encoder"),
-                                       ("text", text, recipe.text_dim, "--text-encoder")):
+    for role, encoder, dim, flag in (("audio", audio, recipe.audio_dim, option("audio_encoder")),
+                                     ("text", text, recipe.text_dim, option("text_encoder"))):
         differ = [f"hidden_size {encoder.dim} vs {dim}"] if encoder.dim != dim else []
         if role == "audio" and encoder.sample_rate != recipe.sample_rate:
             differ.append(f"sampling_rate {encoder.sample_rate} vs {recipe.sample_rate}")
         if differ:
-            raise PredictError(f"{option} {encoder.name}: its config differs from the model's recipe "
+            raise PredictError(f"{flag} {encoder.name}: its config differs from the model's recipe "
                                f"({', '.join(differ)}); it is not the encoder the model was trained on")
     return audio, text
+
+
+BACKENDS = ("torch", "onnx")
+
+
+def head_backend(bundle: Bundle, backend: str, device: torch.device):
+    """A callable (audio, audio_len, text, text_len) -> logits tensor running the head on `backend`."""
+    if backend not in BACKENDS:
+        raise PredictError(f"{option('backend')} must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    from swrr.predict.onnx import OnnxHead
+
+    return OnnxHead(bundle, device)
 
 
 class Predictor:
     """A bundle ready to score items: its featurizer (both encoders) and head on one device."""
 
     def __init__(self, bundle: Bundle, device: str = "auto", audio_encoder: Optional[str] = None,
-                 text_encoder: Optional[str] = None, batch_seconds: Union[float, str] = AUTO, workers: int = 0):
+                 text_encoder: Optional[str] = None, batch_seconds: Union[float, str] = AUTO, workers: int = 0,
+                 backend: str = "torch"):
         self.bundle, self.recipe = bundle, bundle.recipe
+        self.backend = backend
         self.device = resolve_device(device)
         recipe = self.recipe
         self.featurizer = Featurizer(*load_recipe_encoders(bundle, audio_encoder, text_encoder), recipe.dtype,
                                      recipe.max_frames, recipe.max_tokens, recipe.sample_rate)
+        self.onnx_encoders = False  # True: the encoders run on onnxruntime too
+        if backend == "onnx":  # the encoders too, when the bundle has them as ONNX (swrr-export --onnx-encoders)
+            from swrr.predict.onnx import use_onnx_encoders
+
+            self.onnx_encoders = use_onnx_encoders(bundle, self.featurizer.audio, self.featurizer.text)
         self.featurizer.to(self.device)  # as swrr-extract places them
         self.model = bundle.model.to(self.device).eval()
+        self.head = self.model if backend == "torch" else head_backend(bundle, backend, self.device)
         self.batch_seconds, _ = resolve_batch_seconds(batch_seconds, self.device, recipe.dtype)
         self.workers = workers
 
@@ -145,17 +167,23 @@ class Predictor:
         text = F.pad(text, (0, 0, 0, recipe.max_tokens - text.shape[-2])).to(device)
         lengths = [torch.as_tensor(np.asarray(x), dtype=torch.long) for x in (encoded.audio_len, encoded.text_len)]
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            out = self.model(audio, lengths[0], text, lengths[1])
+            out = self.head(audio, lengths[0], text, lengths[1])
         return out.float().cpu().numpy()
 
-    def scores(self, outputs: np.ndarray) -> Dict[str, np.ndarray]:
-        """Output columns: 'label' and 'prob_<class>' (classification), 'score' (regression) or
-        'score_<dimension>' (dimensional: valence, arousal, ...)."""
+    def scores(self, outputs: np.ndarray, abstain_below: Optional[float] = None,
+               calibrated: bool = True) -> Dict[str, np.ndarray]:
+        """Output columns: 'label' and 'prob_<class>' (classification; softmax of logits / the
+        bundle's temperature, which is 1 without calibration or `calibrated`=False), 'score'
+        (regression) or 'score_<dimension>' (dimensional: valence, arousal, ...). With `abstain_below`
+        a row whose top probability is under it is labelled 'abstain' (its probabilities stay)."""
         if self.bundle.task == "classification":
-            probs = torch.softmax(torch.from_numpy(outputs), dim=-1).numpy()
+            temperature = self.bundle.temperature if calibrated else 1.0
+            probs = torch.softmax(torch.from_numpy(outputs) / temperature, dim=-1).numpy()
             names = self.bundle.label_names
             labels = np.array([names[k] if np.isfinite(p).all() else "" for k, p in zip(probs.argmax(-1), probs)],
                               dtype=object)
+            if abstain_below is not None:
+                labels[(labels != "") & (probs.max(axis=-1) < abstain_below)] = ABSTAIN
             return {"label": labels, **{f"prob_{name}": probs[:, k] for k, name in enumerate(names)}}
         scores = objectives.scores(self.bundle.objective, outputs)
         if self.bundle.task == "dimensional":

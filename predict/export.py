@@ -1,9 +1,10 @@
-"""`swrr-export RUN_FOLDER [--fold K] --out DIR`: copy one fold's model bundle out of a run."""
+"""`swrr-export RUN_FOLDER [--fold K] --out DIR [--onnx]`: copy one fold's model bundle out of a
+run, with its head as ONNX beside the safetensors when asked."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import click
 
@@ -11,8 +12,13 @@ from swrr.bundle import BundleError, load_bundle
 from swrr.cli import CONTEXT, OneLineErrors
 
 
-def export_bundle(run_or_bundle, out, fold: Optional[int] = None) -> Path:
-    """Validate the chosen bundle, then copy it to `out` (through `<out>.partial`); -> out."""
+def export_bundle(run_or_bundle, out, fold: Optional[int] = None, onnx: bool = False,
+                  report: Optional[Dict[str, Any]] = None, onnx_encoders: bool = False,
+                  audio_encoder: Optional[str] = None, text_encoder: Optional[str] = None) -> Path:
+    """Validate the chosen bundle, then copy it to `out` (through `<out>.partial`); -> out.
+    `onnx`: also write the head as ONNX there (validated; see swrr.predict.onnx.export_head);
+    `onnx_encoders`: the recipe's encoders too (or the local copies audio_encoder / text_encoder;
+    implies `onnx`). Their details (max |logit difference|, opset) go into `report` when given."""
     if not Path(run_or_bundle).exists():
         raise BundleError(f"{run_or_bundle}: no such run or bundle folder")
     source = load_bundle(run_or_bundle, fold=fold).path  # a damaged bundle is refused here, not later
@@ -25,10 +31,22 @@ def export_bundle(run_or_bundle, out, fold: Optional[int] = None) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     try:
         shutil.copytree(source, partial)
+        if onnx or onnx_encoders:
+            from swrr.predict.engine import load_recipe_encoders
+            from swrr.predict.onnx import export_encoders, export_head
+
+            bundle = load_bundle(partial)
+            details = export_head(bundle, partial)
+            if onnx_encoders:
+                encoders = load_recipe_encoders(bundle, audio_encoder, text_encoder)
+                details.update(export_encoders(bundle, partial, *encoders))
+            if report is not None:
+                report.update(details)
         partial.rename(out)
     except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
         raise BundleError(f"--out {out}: cannot copy the bundle there ({exc})") from exc
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone after the rename; a failed export leaves nothing
     return out
 
 
@@ -36,9 +54,28 @@ def export_bundle(run_or_bundle, out, fold: Optional[int] = None) -> Path:
 @click.argument("run_folder", type=click.Path(path_type=Path))
 @click.option("--fold", type=click.IntRange(min=1), help="Which fold (1-based); needed when the run has several.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The new bundle folder.")
-def main(run_folder, fold, out):
+@click.option("--onnx", is_flag=True,
+              help="Also write the head as head.onnx (dynamic batch, dynamo exporter), checked against PyTorch with "
+                   "onnxruntime (max |logit difference| must be < 1e-4, else nothing is written); run it with "
+                   "swrr-predict --backend onnx. Needs the extra swrr[onnx].")
+@click.option("--onnx-encoders", is_flag=True,
+              help="Also write the recipe's audio and text encoders as ONNX (dynamic batch and length, exact "
+                   "batching included), checked through the head: its logits on their features must be within 1e-4 "
+                   "of PyTorch's. Implies --onnx.")
+@click.option("--audio-encoder", help="With --onnx-encoders: a local copy of the audio encoder the recipe names.")
+@click.option("--text-encoder", help="With --onnx-encoders: a local copy of the text encoder the recipe names.")
+def main(run_folder, fold, out, onnx, onnx_encoders, audio_encoder, text_encoder):
     """Copy one fold's model bundle (weights, config, recipe, model card) out of a run folder."""
-    path = export_bundle(run_folder, out, fold)
+    details: Dict[str, Any] = {}
+    path = export_bundle(run_folder, out, fold, onnx=onnx, report=details, onnx_encoders=onnx_encoders,
+                         audio_encoder=audio_encoder, text_encoder=text_encoder)
+    if onnx or onnx_encoders:
+        click.echo(f"ONNX head: opset {details['opset']}, max |logit difference| vs PyTorch "
+                   f"{details['max_abs_logit_diff']:.2g} on {details['validated_on']}")
+    if onnx_encoders:
+        click.echo(f"ONNX encoders: max |logit difference| of the head on their features "
+                   f"{details['encoders_max_abs_logit_diff']:.2g}, max |feature difference| "
+                   f"{details['encoders_max_abs_feature_diff']:.2g}")
     click.echo(f"exported {path} (load it with swrr-predict --model {path})")
 
 

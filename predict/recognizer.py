@@ -25,7 +25,7 @@ from swrr.predict.runner import PredictConfig, run_predict
 from swrr.bundle import load_bundle
 
 # What from_pretrained fixes for every later call (PredictConfig fields that the Predictor holds).
-LOADING_OPTIONS = ("model", "fold", "device", "audio_encoder", "text_encoder", "batch_seconds", "workers")
+LOADING_OPTIONS = ("model", "fold", "device", "audio_encoder", "text_encoder", "batch_seconds", "workers", "backend")
 # predict()'s options: swrr-predict's flags with "_" (`text` is the repeatable --text), less the loading ones.
 PREDICT_OPTIONS = ("text", *(f.name for f in fields(PredictConfig) if f.name not in (*LOADING_OPTIONS, "inputs", "texts")))
 SINGLE_CLIP = {"segment": "none", "progress": False}  # one clip -> one row: its first span, as extraction cuts it
@@ -62,18 +62,20 @@ class EmotionRecognizer:
     @classmethod
     def from_pretrained(cls, path_or_hub_id, fold: Optional[int] = None, device: str = "auto", *,
                         audio_encoder: Optional[str] = None, text_encoder: Optional[str] = None,
-                        batch_seconds: Union[float, str] = AUTO, workers: Optional[int] = None) -> "EmotionRecognizer":
+                        batch_seconds: Union[float, str] = AUTO, workers: Optional[int] = None,
+                        backend: str = "torch") -> "EmotionRecognizer":
         """Load a bundle folder, a run folder (`fold`: which fold's model, 1-based, when it has several)
         or a hub id, as `swrr-predict --model` does; the encoders its recipe names (or the local copies
         `audio_encoder` / `text_encoder`) are loaded once. `workers`: audio decoding processes
-        (None: as swrr-predict). Raises BundleError / PredictError / DeviceError (all SwrrError)."""
+        (None: as swrr-predict). `backend`: "torch", or "onnx" for the head on onnxruntime (a bundle
+        exported with swrr-export --onnx). Raises BundleError / PredictError / DeviceError (all SwrrError)."""
         try:
             batch_seconds = parse_batch_seconds(batch_seconds)
         except ValueError as exc:
             raise PredictError(f"batch_seconds: {exc}") from None
         bundle = load_bundle(path_or_hub_id, fold=fold)
         predictor = Predictor(bundle, device, audio_encoder, text_encoder, batch_seconds,
-                              default_workers() if workers is None else workers)
+                              default_workers() if workers is None else workers, backend)
         return cls(predictor, str(path_or_hub_id))
 
     @property
@@ -96,7 +98,8 @@ class EmotionRecognizer:
     def predict(self, inputs: Union[str, Path, Sequence[Union[str, Path]]], **options):
         """The pandas.DataFrame swrr-predict writes for `inputs` (audio files, folders, manifest CSVs)
         and `options` (its flags with "_": text=[...] one per file, segment, hop, aggregate, asr,
-        asr_all, out, format, plot, progress). With out=PATH the table is also written there."""
+        asr_all, out, format, plot, progress, calibration (False: the raw softmax), abstain_below).
+        With out=PATH the table is also written there."""
         refuse_unknown(options, PREDICT_OPTIONS, "EmotionRecognizer.predict (model, fold, device, encoders, "
                        "batch_seconds and workers are chosen in from_pretrained)")
         inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -108,7 +111,7 @@ class EmotionRecognizer:
         """run_predict's table with this recognizer's Predictor (of `items` in memory instead of inputs)."""
         config = PredictConfig(model=self.source, inputs=inputs, **{"out": None, **options}, fold=None,
                                device=str(self.device), batch_seconds=self.predictor.batch_seconds,
-                               workers=self.predictor.workers)
+                               workers=self.predictor.workers, backend=self.predictor.backend)
         return run_predict(config, self.predictor, items).table
 
     def classify_file(self, path, text: Optional[str] = None) -> Prediction:

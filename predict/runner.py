@@ -20,7 +20,7 @@ import numpy as np
 
 from swrr.extract.batching import AUTO, parse_batch_seconds
 from swrr.extract.featurizer import default_workers
-from swrr.predict.engine import Predictor, value_columns
+from swrr.predict.engine import ABSTAIN, BACKENDS, Predictor, value_columns
 from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
 from swrr.bundle import load_bundle
 from swrr.errors import option
@@ -54,6 +54,10 @@ class PredictConfig:
     text_encoder: Optional[str] = None
     workers: int = field(default_factory=default_workers)  # audio decoding processes, as swrr-extract
     progress: bool = True
+    calibration: bool = True  # apply the bundle's temperature (False: the raw softmax)
+    abstain_below: Optional[float] = None  # label a row 'abstain' when its top probability is under this
+    backend: str = "torch"  # the head on "torch" or "onnx" (onnxruntime; the bundle needs head.onnx)
+    # (a Predictor given to run_predict brings its own backend: the API chooses it when loading)
 
     def __post_init__(self):
         self.out = None if self.out is None else Path(self.out)
@@ -70,6 +74,10 @@ class PredictConfig:
             problems.append(f"{option('aggregate')} must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if self.hop is not None and not self.hop > 0:
             problems.append(f"{option('hop')} must be > 0 seconds, got {self.hop}")
+        if self.abstain_below is not None and not 0.0 < self.abstain_below <= 1.0:
+            problems.append(f"{option('abstain_below')} must be a probability in (0, 1], got {self.abstain_below}")
+        if self.backend not in BACKENDS:
+            problems.append(f"{option('backend')} must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.asr_all and not self.asr:
             problems.append(f"{option('asr_all')} needs {option('asr', 'MODEL')}")
         try:
@@ -91,13 +99,15 @@ class Summary:
     random_encoders: bool
     warnings: List[str]
     table: Any = field(default=None, repr=False)  # the pandas.DataFrame written to `out`
+    abstained: int = 0  # rows labelled 'abstain' (--abstain-below)
 
     def lines(self) -> List[str]:
         rate = self.predicted / self.seconds if self.seconds > 0 else 0.0
         errors = sum(self.errors.values())
         out = [f"wrote {self.out}: {self.predicted} of {self.items} rows predicted in {self.seconds:.1f} s "
                f"({rate:.1f} rows/s, {self.audio_seconds / max(self.seconds, 1e-9):.1f} s of audio per s), "
-               f"{errors} errors" + (" (" + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + ")" if errors else "")]
+               f"{errors} errors" + (" (" + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + ")" if errors else "")
+               + (f", {self.abstained} abstained" if self.abstained else "")]
         out += [f"  WARNING: {w}" for w in self.warnings]
         if self.random_encoders:
             out.append("  WARNING: the model's encoders were RANDOM (--encoders tiny): its predictions mean nothing")
@@ -129,7 +139,7 @@ def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
         items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
     if predictor is None:
         predictor = Predictor(load_bundle(config.model, fold=config.fold), config.device, config.audio_encoder,
-                              config.text_encoder, config.batch_seconds, config.workers)
+                              config.text_encoder, config.batch_seconds, config.workers, config.backend)
     warnings = _revision_warnings(predictor)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
@@ -147,9 +157,9 @@ def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
         outputs = predictor.predict(items, bar)
     finally:
         bar.close()
-    table = _table(items, predictor.scores(outputs), predictor)
+    table = _table(items, predictor.scores(outputs, config.abstain_below, config.calibration), predictor)
     if config.aggregate == "mean":
-        table = _with_file_means(table, predictor)
+        table = _with_file_means(table, predictor, config.abstain_below)
     if config.out is not None:
         _write(table, config.out, config.format)
     if config.plot:
@@ -158,9 +168,10 @@ def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
         plot_timelines(table, config.out, predictor)
     errors = table.loc[table["error"] != "", "error"].str.split(" \\(").str[0].value_counts().to_dict()
     done = table[(table["error"] == "") & (table["kind"] != "file-mean")]
+    abstained = int((done["label"] == ABSTAIN).sum()) if "label" in done else 0
     return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table)
+                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table, abstained)
 
 
 def _revision_warnings(predictor: Predictor) -> List[str]:
@@ -195,7 +206,7 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
     return pd.DataFrame(rows)
 
 
-def _with_file_means(table, predictor: Predictor):
+def _with_file_means(table, predictor: Predictor, abstain_below: Optional[float] = None):
     """One more row per input file: the mean of its segments' probabilities (or scores)."""
     import pandas as pd
 
@@ -210,6 +221,8 @@ def _with_file_means(table, predictor: Predictor):
         if "label" in table.columns:
             probs = np.array([row[c] for c in values])
             row["label"] = predictor.bundle.label_names[int(np.argmax(probs))] if len(ok) else ""
+            if len(ok) and abstain_below is not None and probs.max() < abstain_below:
+                row["label"] = ABSTAIN
         means.append(row)
     return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
 

@@ -86,6 +86,15 @@ def compare(*runs, metric=None, **options):
     return pd.DataFrame(rows)
 
 
+def _unit_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """A unit's metrics as table columns: the nested calibration record (classification) becomes
+    its temperature."""
+    flat = {k: v for k, v in metrics.items() if k != "calibration"}
+    if "calibration" in metrics:
+        flat["temperature"] = metrics["calibration"]["temperature"]
+    return flat
+
+
 class Run:
     """A finished swrr-train run folder: its summary, its units' results, its models."""
 
@@ -110,8 +119,10 @@ class Run:
 
     @property
     def units(self):
-        """One row per unit (fold x seed): fold, seed, the held-out group, sizes, the selected epoch and
-        every test metric, from results.json. Of an --ablation all folder: every variant's, with `variant`."""
+        """One row per unit (fold x seed): fold, seed, the held-out group, sizes, the selected epoch,
+        every test metric and the calibration temperature (None: uncalibrated; results.json keeps the
+        whole calibration record), from results.json. Of an --ablation all folder: every variant's,
+        with `variant`."""
         import pandas as pd
 
         if self.variants:
@@ -119,7 +130,7 @@ class Run:
         results = json.loads(self.folder.results.read_text())["folds"]
         return pd.DataFrame([{"fold": r["fold"], "seed": r.get("seed"), "name": r["name"],
                               **{f"{split}_rows": n for split, n in r["sizes"].items()},
-                              "selected_epoch": r["selected_epoch"], **r["metrics"]} for r in results])
+                              "selected_epoch": r["selected_epoch"], **_unit_metrics(r["metrics"])} for r in results])
 
     def variant(self, name: str) -> "Run":
         """One variant's run of an --ablation all folder (e.g. "swrr", "no-sliwa")."""

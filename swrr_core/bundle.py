@@ -15,8 +15,16 @@ read them. This module is the only code that knows the layout (FORMAT_VERSION 1)
                                    layer_norm), the learned weights in model.safetensors
                                    (layer_mix.<modality>.logits, softmax-normalised when used),
                          "provenance": dataset, protocol, fold, test group, selected epoch,
-                                   selection rule, metrics, swrr version, cache fingerprint}
+                                   selection rule, metrics, swrr version, cache fingerprint,
+                         optional (older bundles lack them and load as if absent):
+                         "calibration": {"temperature": T, "fitted_on": "N validation rows"}
+                                   (absent: T = 1, the raw softmax),
+                         "onnx": {"head": "head.onnx", "opset": 20, "max_abs_logit_diff": ...,
+                                   "audio_encoder": "audio_encoder.onnx", "text_encoder": ...}
+                                   (written by swrr-export --onnx / --onnx-encoders)}
     README.md           a short model card
+    head.onnx           optional: the head as ONNX (dynamic batch), listed under "onnx"
+    audio_encoder.onnx, text_encoder.onnx   optional: the recipe's encoders as ONNX, listed there too
 
 A bundle is written to `<dir>.partial` and renamed into place, so a folder named like a bundle
 is never half written. `load_bundle` validates everything before building the model.
@@ -29,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -48,6 +56,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
+ONNX_PARTS = ("head", "audio_encoder", "text_encoder")  # parts of a model that can be exported to ONNX
 
 
 class BundleError(SwrrError):
@@ -65,6 +74,13 @@ class Bundle:
     objective: str  # "ce" for classification, "l1" | "ce7" for regression
     recipe: CacheMeta  # how the training features were made
     provenance: Dict[str, Any]
+    temperature: float = 1.0  # divides the logits before the softmax (1.0: uncalibrated)
+    onnx: Dict[str, Any] = field(default_factory=dict)  # "head": file name, "opset", ... ({}: none exported)
+
+    def onnx_file(self, part: str) -> Optional[Path]:
+        """The ONNX file of `part` (one of ONNX_PARTS) in this bundle, None when it has none."""
+        name = self.onnx.get(part)
+        return self.path / name if name else None
 
     @property
     def model_config(self) -> SWRRConfig:
@@ -79,8 +95,10 @@ class Bundle:
 # ---------------------------------------------------------------------------------- writing
 def write_bundle(folder, state_dict: Dict[str, torch.Tensor], model_config: SWRRConfig, task: str,
                  label_names: List[str], recipe: Union[CacheMeta, Dict[str, Any]], provenance: Dict[str, Any],
-                 objective: Optional[str] = None) -> Path:
-    """Write a bundle to `folder` (replacing one there) through `<folder>.partial`; -> folder."""
+                 objective: Optional[str] = None, temperature: Optional[float] = None,
+                 calibration_source: Optional[str] = None) -> Path:
+    """Write a bundle to `folder` (replacing one there) through `<folder>.partial`; -> folder.
+    `temperature`: fitted on validation data (None: none was, the bundle's softmax is raw)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -91,6 +109,9 @@ def write_bundle(folder, state_dict: Dict[str, torch.Tensor], model_config: SWRR
               "objective": objective,
               "model": asdict(model_config), "recipe": asdict(recipe),
               "provenance": {"swrr_version": __version__, **provenance}}
+    if temperature is not None:
+        config["calibration"] = {"temperature": float(temperature), "fitted_on": calibration_source or "",
+                                 "method": "temperature scaling (LBFGS on validation NLL)"}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     partial = folder.with_name(folder.name + ".partial")
     if partial.exists():
@@ -134,6 +155,7 @@ def model_card(config: Dict[str, Any]) -> str:
 - Trained on: {recipe['dataset']}, protocol {prov.get('protocol', '?')}, held out: {prov.get('test_group') or 'nothing'};
   reported epoch {prov.get('selected_epoch', '?')} ({prov.get('selection', '?')}).
 - Test metrics of this fold: {shown or 'none (no test rows)'}.
+- Probabilities: {_calibration_words(config)}.
 - swrr {prov.get('swrr_version', '?')}, cache fingerprint {prov.get('cache_fingerprint', '?')}.
 
 Use it:
@@ -155,6 +177,27 @@ def _layers_text(recipe: CacheMeta, model: Dict[str, Any]) -> str:
     return f"hidden states {layers['audio']} (audio) and {layers['text']} (text) mixed by {mix} weights"
 
 
+def _calibration_words(config: Dict[str, Any]) -> str:
+    calibration = config.get("calibration")
+    if config["task"] != "classification":
+        return "none (a regression model)"
+    if not calibration:
+        return ("uncalibrated softmax (no validation rows to fit a temperature on; train with a validation "
+                "speaker, --early-stop-speaker, to calibrate)")
+    return (f"temperature-scaled, T = {calibration['temperature']:.3f} fitted on {calibration.get('fitted_on') or 'validation rows'} "
+            "(swrr-predict applies it; --no-calibration for the raw softmax)")
+
+
+def add_onnx(folder, part: str, file_name: str, details: Dict[str, Any]) -> None:
+    """Record an ONNX file already written into bundle `folder` in its config.json (atomically)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    config.setdefault("onnx", {}).update({part: file_name, **details})
+    partial = folder / (CONFIG + ".partial")
+    partial.write_text(json.dumps(config, indent=2, default=_plain))
+    os.replace(partial, folder / CONFIG)
+
+
 # ---------------------------------------------------------------------------------- reading
 def load_bundle(path_or_hub_id, device: Union[str, torch.device] = "cpu", fold: Optional[int] = None) -> Bundle:
     """A validated bundle from a bundle folder, a run folder (`fold` when it has several), or
@@ -172,7 +215,29 @@ def load_bundle(path_or_hub_id, device: Union[str, torch.device] = "cpu", fold: 
     except (CacheError, TypeError) as exc:
         raise BundleError(f"{folder / CONFIG}: the extraction recipe is invalid ({exc})") from exc
     return Bundle(folder, model, config["task"], list(config["label_names"]), config["objective"], recipe,
-                  dict(config.get("provenance", {})))
+                  dict(config.get("provenance", {})), _temperature(folder, config), _onnx_files(folder, config))
+
+
+def _temperature(folder: Path, config: Dict[str, Any]) -> float:
+    """The stored temperature; 1.0 for bundles without one (written before calibration existed)."""
+    value = (config.get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
+        raise BundleError(f"{folder / CONFIG}: calibration temperature {value!r} is not a positive number; "
+                          "the bundle is damaged")
+    return float(value)
+
+
+def _onnx_files(folder: Path, config: Dict[str, Any]) -> Dict[str, Any]:
+    """The "onnx" entry, its files checked to be plain names of files inside the bundle."""
+    onnx = dict(config.get("onnx") or {})
+    for part in ONNX_PARTS:
+        name = onnx.get(part)
+        if name is None:
+            continue
+        if not isinstance(name, str) or Path(name).name != name or not (folder / name).is_file():
+            raise BundleError(f"{folder / CONFIG}: its onnx {part} file {name!r} is not a file of the bundle; "
+                              "the bundle is damaged (export it again with swrr-export --onnx)")
+    return onnx
 
 
 def _local_folder(path_or_hub_id) -> Path:

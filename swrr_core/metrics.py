@@ -28,6 +28,12 @@ exclude_zero=False its binary split is `> 0` on all samples (a label of 0 counts
 as has-zero's `>= 0`), and it calls f1_score(prediction, truth), weighting the two classes by
 predicted rather than true support. With exclude_zero=True its accuracy equals our non-zero ACC2.
 
+Calibration (of classification probabilities, Guo et al. 2017, "On calibration of modern neural
+networks"): ECE over 15 equal-width bins of the top probability (bin b holds confidences in
+(b/15, (b+1)/15]), sum over bins of |accuracy - mean confidence| x the bin's share of rows; NLL
+the mean of -ln p(true class); Brier the mean over rows of sum_k (p_k - [k = true])^2 (Brier
+1950's multi-class form, in [0, 2]).
+
 All functions take numpy arrays (or anything np.asarray accepts) and return plain Python
 types, so results can go straight into JSON.
 """
@@ -180,6 +186,66 @@ def compute_metrics(task: str, y_true, outputs, num_classes: int = 0, dimensions
     if list(scale) == SIMS_SCALE:
         return sims_metrics(y_true, outputs.reshape(-1))
     return regression_metrics(y_true, outputs.reshape(-1))
+
+
+CALIBRATION_BINS = 15
+CALIBRATION_KEYS = ("ece", "nll", "brier")
+
+
+def softmax(logits, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature, in float64."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def reliability_bins(probs, y_true, bins: int = CALIBRATION_BINS) -> Dict[str, list]:
+    """Per confidence bin (top probability in (b/bins, (b+1)/bins]): rows, summed confidence and
+    correct rows. Sums, so that the bins of several units add up."""
+    probs, y_true = np.asarray(probs, dtype=np.float64), np.asarray(y_true, dtype=np.int64)
+    confidence = probs.max(axis=-1) if probs.size else np.zeros(0)
+    correct = probs.argmax(axis=-1) == y_true if probs.size else np.zeros(0, dtype=bool)
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    return {"count": np.bincount(which, minlength=bins).tolist(),
+            "confidence": np.bincount(which, weights=confidence, minlength=bins).tolist(),
+            "correct": np.bincount(which, weights=correct.astype(np.float64), minlength=bins).astype(int).tolist()}
+
+
+def ece_from_bins(bins: Dict[str, list]) -> float:
+    """ECE of (summed) reliability bins; nan when they hold no row."""
+    count = np.asarray(bins["count"], dtype=np.float64)
+    if not count.sum():
+        return float("nan")
+    gap = np.abs(np.asarray(bins["correct"]) - np.asarray(bins["confidence"]))  # = n_b |acc_b - conf_b|
+    return float(gap.sum() / count.sum())
+
+
+def expected_calibration_error(probs, y_true, bins: int = CALIBRATION_BINS) -> float:
+    """ECE with `bins` equal-width bins of the top probability (fraction in [0, 1])."""
+    return ece_from_bins(reliability_bins(probs, y_true, bins))
+
+
+def negative_log_likelihood(probs, y_true) -> float:
+    """Mean of -ln p(true class) (p clipped to >= 1e-12, so a confident mistake is large, not inf)."""
+    probs, y_true = np.asarray(probs, dtype=np.float64), np.asarray(y_true, dtype=np.int64)
+    if not len(y_true):
+        return float("nan")
+    return float(-np.mean(np.log(np.maximum(probs[np.arange(len(y_true)), y_true], 1e-12))))
+
+
+def brier_score(probs, y_true) -> float:
+    """Mean over rows of the squared distance between the probabilities and the one-hot truth."""
+    probs, y_true = np.asarray(probs, dtype=np.float64), np.asarray(y_true, dtype=np.int64)
+    if not len(y_true):
+        return float("nan")
+    onehot = np.eye(probs.shape[1])[y_true]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def calibration_metrics(probs, y_true, bins: int = CALIBRATION_BINS) -> Dict[str, float]:
+    """ECE, NLL and Brier score of class probabilities."""
+    return {"ece": expected_calibration_error(probs, y_true, bins), "nll": negative_log_likelihood(probs, y_true),
+            "brier": brier_score(probs, y_true)}
 
 
 # The headline metric of each task, and whether larger is better (model selection on valid).

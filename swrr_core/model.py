@@ -502,9 +502,11 @@ class SWRR(nn.Module):
 
     def check_inputs(self, audio, audio_len, text, text_len):
         """Shapes always; length values too, except while a CUDA graph is captured (reading device
-        lengths would need a host sync there). Host lengths (the trainer's) cost no sync."""
+        lengths would need a host sync there) or the model is traced for export (a check on
+        values is data-dependent control flow, which torch.export cannot trace; an exported head's
+        runner checks its lengths itself). Host lengths (the trainer's) cost no sync."""
         cfg = self.config
-        capturing = audio.is_cuda and torch.cuda.is_current_stream_capturing()
+        capturing = (audio.is_cuda and torch.cuda.is_current_stream_capturing()) or torch.compiler.is_exporting()
         for name, x, lengths, size, dim, layers in (
                 ("audio", audio, audio_len, cfg.max_frames, cfg.audio_dim, cfg.audio_layers),
                 ("text", text, text_len, cfg.max_tokens, cfg.text_dim, cfg.text_layers)):

@@ -7,7 +7,7 @@ goes through here; no other module spells these names or parses a unit folder's 
         INCOMPLETE                  present until the run has finished
         RANK-FAILED                 under torchrun: the first failing rank's message (cleared on relaunch)
         summary.csv  results.json   the run's reports, written only when every unit has finished
-        confusion.png  learning_curve.png  attention.png
+        confusion.png  learning_curve.png  attention.png  reliability.png (classification)
         layer_weights.png           a head that mixes several hidden states: its weights over the units
         tb/<unit>/                  --tensorboard event files of each unit
         fold03/ | fold03-seed2/     one unit (fold x seed; "-seedS" only in a run with --seeds)
@@ -48,6 +48,7 @@ ABLATION_TABLE = "ablations.csv"
 LAYER_TABLE = "layers.csv"
 CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT = "confusion.png", "learning_curve.png", "attention.png"
 LAYER_WEIGHTS_PLOT = "layer_weights.png"
+RELIABILITY_PLOT = "reliability.png"
 TENSORBOARD = "tb"
 COMPARISON = "compare"
 
@@ -157,7 +158,7 @@ class RunFolder:
     comparison = _inside(COMPARISON, "swrr-compare's default output folder for an --ablation all folder")
 
     def plot(self, name: str) -> Path:
-        """One of CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT, LAYER_WEIGHTS_PLOT in this folder."""
+        """One of CONFUSION_PLOT, LEARNING_CURVE_PLOT, ATTENTION_PLOT, RELIABILITY_PLOT, LAYER_WEIGHTS_PLOT in this folder."""
         return self.path / name
 
     def unit(self, fold: int, seed: Optional[int] = None) -> UnitFolder:

@@ -168,7 +168,9 @@ def test_a_run_has_its_units_and_its_recognizer(runs):
     metrics = json.loads((api.path / "fold01" / "metrics.json").read_text())
     assert len(units) == 1 and units.loc[0, "fold"] == 1 and units.loc[0, "seed"] == 0
     assert units.loc[0, "test_rows"] == metrics["sizes"]["test"]
+    calibration = metrics["metrics"].pop("calibration")  # a nested record: the table has its temperature
     assert {k: units.loc[0, k] for k in metrics["metrics"]} == pytest.approx(metrics["metrics"])
+    assert "calibration" not in units and units.loc[0, "temperature"] == calibration["temperature"]
     recognizer = api.recognizer(device="cpu", workers=0)
     clip = demo_rows().iloc[0]
     got = recognizer.classify_file(DEMO / clip["path"], text=clip["text"])

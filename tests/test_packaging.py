@@ -73,7 +73,7 @@ def _probe(python: Path, site: Path, cwd: Path):
     (project / "train.py").write_text("print('a user script that is not swrr')\n")
     assert _run(python, "-c", PROBE, site, cwd=neutral).stdout.startswith("ok")
     assert _run(python, "-c", USER_TRAIN, cwd=project).stdout.startswith("ok")
-    for command in ("swrr-extract", "swrr-train", "swrr-predict", "swrr-export", "swrr-compare"):
+    for command in ("swrr-extract", "swrr-train", "swrr-predict", "swrr-export", "swrr-compare", "swrr-serve"):
         assert "Usage:" in _run(python.parent / command, "--help", cwd=neutral).stdout
     assert "Usage:" in _run(python, "-m", "swrr.train", "--help", cwd=neutral).stdout
 
@@ -95,7 +95,8 @@ def test_the_wheel_holds_only_swrr_with_its_data_and_installs_so(checkout, tmp_p
         assert archive.read(top_level).decode().split() == ["swrr"]
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"swrr"}
     assert {"swrr/__init__.py", "swrr/extract/cli.py", "swrr/train/cli.py", "swrr/predict/cli.py",
-            "swrr/extract/tiny_vocab.txt", "swrr/extract/demo_data/demo.csv"} <= set(names)
+            "swrr/extract/tiny_vocab.txt", "swrr/extract/demo_data/demo.csv",
+            "swrr/predict/static/index.html"} <= set(names)
     assert len([n for n in names if n.startswith("swrr/extract/demo_data/wav/") and n.endswith(".wav")]) == 96
 
     _pip(python, "install", wheel, cwd=tmp_path)

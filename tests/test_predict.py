@@ -60,6 +60,10 @@ def trained(tmp_path_factory):
     return run_dir, cache, rows
 
 
+def metrics_of(run_dir, fold="fold01"):
+    return json.loads((Path(run_dir) / fold / "metrics.json").read_text())
+
+
 def predict(tmp_path, model, inputs, **kwargs):
     out = tmp_path / kwargs.pop("name", "predictions.csv")
     config = PredictConfig(model=str(model), inputs=[str(i) for i in inputs], out=out, device="cpu",
@@ -81,7 +85,9 @@ def test_predictions_on_raw_audio_equal_the_trainers_evaluation(trained, tmp_pat
     bundle = load_bundle(run_dir / "fold01" / "model")
     names = bundle.label_names
     logits = trainer[[f"logit_{n}" for n in names]].to_numpy(np.float32)
-    expected = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    # the split run has validation rows: the bundle carries their temperature and predict applies it
+    assert bundle.temperature == metrics_of(run_dir)["metrics"]["calibration"]["temperature"] != 1.0
+    expected = torch.softmax(torch.from_numpy(logits) / bundle.temperature, -1).numpy()
     got = table.set_index("id").loc[trainer["utt_id"], [f"prob_{n}" for n in names]].to_numpy()
     print(f"parity: max |predict - trainer| probability difference {np.abs(got - expected).max():.2e}")
     np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0)

@@ -90,7 +90,7 @@ def test_prediction_from_a_regression_row():
 
 @pytest.mark.parametrize("call, error, message", [
     (lambda r: r.predict([], device="cuda"), OptionError, "unknown option device"),
-    (lambda r: r.predict([], segmnet="none"), OptionError, "unknown option segmnet; valid options: aggregate"),
+    (lambda r: r.predict([], segmnet="none"), OptionError, "unknown option segmnet; valid options: abstain_below, aggregate"),
     (lambda r: r.predict(["x.wav"], hop=-1.0), PredictError, "hop must be > 0 seconds, got -1.0"),  # CLI: --hop
     (lambda r: r.predict(["x.wav"], asr_all=True), PredictError, "asr_all needs asr='MODEL'"),
     (lambda r: r.predict(["x.wav"], out="/no/such/folder/p.csv"), PredictError,

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from swrr import objectives
-from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better, metric_options
+from swrr.calibration import fit_temperature
+from swrr.metrics import (CALIBRATION_KEYS, SELECTION_METRIC, calibration_metrics, compute_metrics, headline,
+                          is_better, metric_options, reliability_bins, softmax)
 from swrr.model import SWRR, SWRRConfig
 from swrr.progress import progress_bar
 from swrr.rundir import unit_name
@@ -340,6 +342,12 @@ def fit_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget, st
         model.load_state_dict(store.selected_model())
     metrics, outputs, attention = evaluate(job, model, source, fold.test, device, attention=True)
     selection = "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch"
+    if job.task == "classification":
+        valid_logits = evaluate(job, model, source, fold.valid, device)[1] if len(fold.valid) else None
+        calibration = calibrate(outputs, source.labels[fold.test], valid_logits,
+                                None if valid_logits is None else source.labels[fold.valid])
+        shipped = calibration["after"] or calibration["before"]  # what the bundle's probabilities score
+        metrics.update({k: shipped[k] for k in CALIBRATION_KEYS}, calibration=calibration)
     result = {
         "fold": fold.number, "seed": cfg.seed, "name": fold.name,
         "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
@@ -356,3 +364,24 @@ def fit_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget, st
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }
     return FoldOutcome(result, model, source.utt_id[fold.test], source.labels[fold.test], outputs, attention)
+
+
+UNCALIBRATED = ("probabilities are uncalibrated: the unit has no validation rows to fit a temperature on "
+                "(with --protocol loso-speaker/loso-session add --early-stop-speaker, which holds out one "
+                "training speaker per fold as validation; split caches calibrate on their 'valid' rows)")
+
+
+def calibrate(test_logits: np.ndarray, test_labels: np.ndarray, valid_logits: Optional[np.ndarray],
+              valid_labels: Optional[np.ndarray]) -> Dict[str, Any]:
+    """A unit's calibration record: ECE/NLL/Brier of the raw softmax on test ("before"); with
+    validation rows the temperature fitted on them and the same metrics with it ("after");
+    `reliability`: the test bins of the probabilities the bundle gives (calibrated when fitted)."""
+    before = calibration_metrics(softmax(test_logits), test_labels)
+    if valid_logits is None:
+        return {"temperature": None, "fitted_on": None, "before": before, "after": None,
+                "reliability": reliability_bins(softmax(test_logits), test_labels), "note": UNCALIBRATED}
+    temperature = fit_temperature(valid_logits, valid_labels)
+    probs = softmax(test_logits, temperature)
+    return {"temperature": temperature, "fitted_on": f"{len(valid_labels)} validation rows",
+            "before": before, "after": calibration_metrics(probs, test_labels),
+            "reliability": reliability_bins(probs, test_labels), "note": ""}

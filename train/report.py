@@ -1,5 +1,5 @@
 """What a run tells its user: console lines, summary.csv next to the paper's numbers,
-results.json, and the confusion-matrix, learning-curve and attention PNGs.
+results.json, and the confusion-matrix, reliability (calibration), learning-curve and attention PNGs.
 
 Accuracies and F1 are written in percent (as the paper reports them); MAE and Pearson r as is.
 A cache made with random encoders is flagged in every output: its numbers only show that the
@@ -14,8 +14,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from swrr.metrics import classification_metrics, headline, metric_options
-from swrr.rundir import ATTENTION_PLOT, CONFUSION_PLOT, LAYER_WEIGHTS_PLOT, LEARNING_CURVE_PLOT, RunFolder, UnitFolder
+from swrr.metrics import CALIBRATION_KEYS, classification_metrics, ece_from_bins, headline, metric_options
+from swrr.rundir import (ATTENTION_PLOT, CONFUSION_PLOT, LAYER_WEIGHTS_PLOT, LEARNING_CURVE_PLOT, RELIABILITY_PLOT,
+                         RunFolder, UnitFolder)
 from swrr.targets import scale_text
 from swrr.train.config import FULL_MODEL
 
@@ -43,7 +44,7 @@ ACC2_CONVENTION = ("the paper does not state its ACC2/F1 convention: its text de
                    "pos > 0), its Table 2 baselines quote has-zero figures; compare with both")
 PAPER_NOTES = {metric: ACC2_CONVENTION for metric in ("acc2_non0", "f1_non0", "acc2_has0", "f1_has0")}
 PAPER_PROTOCOL = {"iemocap": "loso-speaker", "mosei": "split"}
-PERCENT = {"wa", "ua", "f1", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc2", "acc3", "acc5"}
+PERCENT = {"wa", "ua", "f1", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc2", "acc3", "acc5", "ece"}
 RANDOM_NOTE = "features from RANDOM encoders: pipeline check only, not emotion-recognition results"
 
 
@@ -60,7 +61,8 @@ class _MetricNames(dict):
 
 NAMES = _MetricNames({"wa": "WA", "ua": "UA", "f1": "F1w", "acc7": "ACC7", "acc2_non0": "ACC2", "f1_non0": "F1",
                       "acc2_has0": "ACC2(has0)", "f1_has0": "F1(has0)", "mae": "MAE", "corr": "r",
-                      "acc2": "Acc2", "acc3": "Acc3", "acc5": "Acc5", "ccc": "CCC", "pearson": "r"})
+                      "acc2": "Acc2", "acc3": "Acc3", "acc5": "Acc5", "ccc": "CCC", "pearson": "r",
+                      "ece": "ECE", "nll": "NLL", "brier": "Brier"})
 
 
 def paper_numbers(dataset: str, protocol: str, variant: Optional[str]) -> Dict[str, float]:
@@ -120,7 +122,8 @@ def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_en
     note = RANDOM_NOTE if random_encoders else ""
     seeds = np.array([r["seed"] for r in results])
     counts = {"folds": len({r["fold"] for r in results}), "seeds": len(set(seeds.tolist())), "units": len(results)}
-    for metric in headline(task, **(options or {})):
+    calibrated = [k for k in CALIBRATION_KEYS if all(k in r["metrics"] for r in results)]  # (older folds lack them)
+    for metric in (*headline(task, **(options or {})), *calibrated):
         values = np.array([shown(metric, r["metrics"][metric]) for r in results], dtype=np.float64)
         by_seed = [values[seeds == seed] for seed in dict.fromkeys(seeds.tolist())]
         fold_stds = [sample_std(v) for v in by_seed if len(v) > 1]
@@ -128,7 +131,8 @@ def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_en
                      "seed_std": sample_std(np.array([v.mean() for v in by_seed])),
                      "fold_std": float(np.mean(fold_stds)) if fold_stds else float("nan"), **counts,
                      "per_fold": " ".join(f"{v:.2f}" for v in values), "paper": paper.get(metric),
-                     "note": "; ".join(filter(None, [note, PAPER_NOTES.get(metric) if metric in paper else ""])),
+                     "note": "; ".join(filter(None, [note, PAPER_NOTES.get(metric) if metric in paper else "",
+                                                     calibration_note(results) if metric in calibrated else ""])),
                      "scale": scale})
     if task == "classification":  # also over all test utterances pooled (some papers report this)
         pooled = pooled_confusion(results)
@@ -142,6 +146,16 @@ def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_en
                          "fold_std": float("nan"), **counts, "per_fold": "", "paper": None, "note": note,
                          "scale": scale})
     return rows
+
+
+def calibration_note(results: List[Dict]) -> str:
+    """What the calibration rows measure: temperature-scaled or raw probabilities, and how to get
+    calibrated ones where a unit had no validation rows."""
+    records = [r["metrics"].get("calibration") or {} for r in results]
+    raw = [r for r, c in zip(results, records) if c.get("temperature") is None]
+    if not raw:
+        return "of the temperature-scaled probabilities (T fitted on each unit's validation rows)"
+    return f"{len(raw)} of {len(results)} units: {records[results.index(raw[0])].get('note') or 'uncalibrated'}"
 
 
 def sample_std(values: np.ndarray) -> float:
@@ -240,6 +254,9 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     folder = RunFolder(run_dir)
     if meta.task == "classification":
         plot_confusion(folder.plot(CONFUSION_PLOT), pooled_confusion(results), meta.label_names, suffix)
+        bins = pooled_reliability(results)
+        if bins is not None:
+            plot_reliability(folder.plot(RELIABILITY_PLOT), bins, suffix)
     units = [UnitFolder(job.fold_dir) for job in plan.jobs]  # in the order of `results`
     plot_learning_curves(folder.plot(LEARNING_CURVE_PLOT), units, meta.task, suffix)
     plot_attention(folder.plot(ATTENTION_PLOT), units, [r["sizes"]["test"] for r in results],
@@ -264,6 +281,8 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
         logger.warning(f"WARNING: {RANDOM_NOTE}")
     for warning in plan.warnings:
         logger.warning(f"WARNING: {warning}")
+    if any("calibration" in r["metrics"] and r["metrics"]["calibration"]["temperature"] is None for r in results):
+        logger.info(f"note: {calibration_note(results)}")
     logger.info(f"reports in {run_dir}")
     return rows
 
@@ -294,6 +313,44 @@ def plot_confusion(path: Path, confusion: np.ndarray, label_names: List[str], su
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix, all test folds\n{suffix.strip()}".strip(), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
+
+
+def pooled_reliability(results: List[Dict]) -> Optional[Dict[str, np.ndarray]]:
+    """Reliability bins summed over the units that have them (None when none has)."""
+    records = [r["metrics"]["calibration"]["reliability"] for r in results if "calibration" in r["metrics"]]
+    if not records:
+        return None
+    return {key: np.sum([np.asarray(b[key], dtype=np.float64) for b in records], axis=0) for key in records[0]}
+
+
+def plot_reliability(path: Path, bins: Dict[str, np.ndarray], suffix: str):
+    """Accuracy against confidence per bin of the top probability, all units' test rows summed;
+    the gap to the diagonal is what ECE averages. Returns the (closed) figure."""
+    plt = _pyplot()
+    count = bins["count"]
+    n_bins = len(count)
+    edges = np.linspace(0, 1, n_bins + 1)
+    filled = count > 0
+    accuracy = np.where(filled, bins["correct"] / np.maximum(count, 1), 0.0)
+    confidence = np.where(filled, bins["confidence"] / np.maximum(count, 1), 0.0)
+    fig, ax = plt.subplots(figsize=(5.0, 5.0))
+    ax.bar(edges[:-1], accuracy, width=1 / n_bins, align="edge", edgecolor="black", color="tab:blue", label="accuracy")
+    ax.bar(edges[:-1][filled], (confidence - accuracy)[filled], bottom=accuracy[filled], width=1 / n_bins,
+           align="edge", color="tab:red", alpha=0.35, label="gap to mean confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
+    for left, n in zip(edges[:-1][filled], count[filled]):
+        ax.text(left + 0.5 / n_bins, 0.02, str(int(n)), ha="center", fontsize=6, rotation=90)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top class probability)")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"Reliability, all test units ({int(count.sum())} rows), ECE {100 * ece_from_bins(bins):.1f} %\n"
+                 f"{suffix.strip()}".strip(), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -83,19 +83,21 @@ class UnitWriter:
 
     def _write_bundle(self, outcome: "FoldOutcome") -> None:
         """The unit's reported model as a bundle (written before metrics.json, so a finished unit
-        always has one)."""
+        always has one), with its fitted temperature when there is one (train.loop.calibrate)."""
         job, result = self.job, outcome.result
         if job.recipe is None:  # a FoldJob built without its cache's recipe (benchmarks)
             return
+        calibration = result["metrics"].get("calibration") or {}
         metrics = result["metrics"] if len(job.fold.test) else None
         provenance = {"dataset": job.recipe["dataset"], "protocol": job.config.protocol, "fold": job.fold.number,
                       "test_group": job.fold.name if len(job.fold.test) else "", "valid_group": job.fold.valid_name,
                       "selected_epoch": result["selected_epoch"], "selection": result["selection"],
                       "ablation": job.config.ablation,
-                      "metrics": {k: v for k, v in (metrics or {}).items() if k != "confusion"},
+                      "metrics": {k: v for k, v in (metrics or {}).items() if k not in ("confusion", "calibration")},
                       "cache_fingerprint": job.identity.get("cache"), "train": job.config.result_fields()}
         write_bundle(self.unit.bundle, outcome.model.state_dict(), job.model_config, job.task, job.label_names,
-                     job.recipe, provenance, objective=objective(job.config, job.task))
+                     job.recipe, provenance, objective=objective(job.config, job.task),
+                     temperature=calibration.get("temperature"), calibration_source=calibration.get("fitted_on"))
 
 
 def write_predictions(path: Path, utt_id, labels, outputs, task: str, label_names, goal: str) -> None:
