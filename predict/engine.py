@@ -18,19 +18,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swrr.extract.audio import AudioError, check_audio, probe_audio
+from swrr.extract.audio import AudioError, check_audio, check_samples, probe_audio
 from swrr.extract.batching import AUTO, plan_batches
 from swrr.extract.datasets import Utterance
 from swrr.extract.encoders import AudioEncoder, EncoderError, TextEncoder, load_audio_encoder, load_encoders, \
     load_text_encoder
 from swrr.extract.pipeline import (BatchInputs, LoadFailure, LoadedBatch, decoding_loader, encode_ahead, place_encoders,
                               resolve_batch_seconds)
-from swrr.predict.inputs import Item, PredictError
+from swrr.predict.inputs import Item, PredictError, failure_text
 from swrr import objectives
 from swrr.bundle import Bundle
 from swrr.device import resolve_device
 
 NO_TEXT = "no transcript: give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL"
+NON_FINITE_FEATURES = "non-finite features (NaN or inf from the encoders: audio far outside [-1, 1]?)"
+NON_FINITE_OUTPUT = "non-finite model output (NaN or inf)"
 
 
 def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
@@ -85,6 +87,7 @@ class Predictor:
         sets its notes. AudioError for an unusable file."""
         info = probe_audio(item.path)
         samples = check_audio(info, item.start, item.end, self.recipe.sample_rate)
+        check_samples(info, item.start, item.end)  # NaN/inf samples in a float file, as swrr-extract checks
         if info.sample_rate != self.recipe.sample_rate:
             item.notes.append(f"resampled from {info.sample_rate} Hz")
         if info.channels > 1:
@@ -106,7 +109,7 @@ class Predictor:
                     samples.append(self.check(item))
                     todo.append(i)
                 except AudioError as err:
-                    item.error = err.reason + (f" ({err.detail})" if err.detail else "")
+                    item.error = failure_text(err.reason, err.detail)
             if item.error and progress is not None:
                 progress.update()
         if not todo:
@@ -122,6 +125,9 @@ class Predictor:
             items[todo[r]].error = reason
             if progress is not None:
                 progress.update()
+        for i in todo:  # e.g. a bundle whose head turns these features into NaN: never a silent empty row
+            if not items[i].error and not np.isfinite(outputs[i]).all():
+                items[i].error = NON_FINITE_OUTPUT
         return outputs
 
     def _outputs(self, utts: List[Utterance], samples: np.ndarray,
@@ -132,7 +138,10 @@ class Predictor:
         inputs = BatchInputs(plan.batches, utts, self.audio.feature_extractor, self.text.tokenizer,
                              recipe.sample_rate, self.max_samples, recipe.max_tokens)
         for encoded in encode_ahead(self._loaded(inputs, failed), self.audio, self.text, recipe.dtype):
-            yield encoded.rows, self._head(encoded)
+            keep = np.asarray(encoded.finite, dtype=bool)
+            failed.update({row: NON_FINITE_FEATURES for row, ok in zip(encoded.rows, keep) if not ok})
+            if keep.any():  # as swrr-extract, which never stores such rows: the head does not see them
+                yield [row for row, ok in zip(encoded.rows, keep) if ok], self._head(encoded)[keep]
 
     def _loaded(self, inputs: BatchInputs, failed: Dict[int, str]) -> Iterator[LoadedBatch]:
         """The planned batches decoded (by `workers` processes); a batch holding a file that fails
@@ -146,7 +155,7 @@ class Predictor:
                 single = BatchInputs([[row]], inputs.utterances, inputs.feature_extractor, inputs.tokenizer,
                                      inputs.sample_rate, inputs.max_samples, inputs.max_tokens)[0]
                 if isinstance(single, LoadFailure):
-                    failed[row] = single.reason + (f" ({single.detail})" if single.detail else "")
+                    failed[row] = failure_text(single.reason, single.detail)
                 else:
                     yield single
 

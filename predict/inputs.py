@@ -26,6 +26,11 @@ class PredictError(Exception):
     """A prediction request that cannot be carried out; the message names the input and the fix."""
 
 
+def failure_text(reason: str, detail: str = "") -> str:
+    """An error cell: the fixed reason first (the summary groups rows by it), then the detail in ()."""
+    return reason + (f" ({detail})" if detail else "")
+
+
 @dataclass
 class Item:
     """One utterance or segment to score. start/end: seconds into `path` (None = file edge)."""
@@ -63,7 +68,7 @@ def collect_inputs(inputs: Sequence[str], texts: Sequence[str] = ()) -> List[Ite
     if texts and len(texts) != len(files):
         raise PredictError(f"--text was given {len(texts)} times for {len(files)} audio files; "
                            "give one --text per file, in the same order")
-    given = dict(zip(files, texts))
+    given = iter(texts)  # the i-th --text belongs to the i-th audio file, even one named twice
     items: List[Item] = []
     for path in paths:
         if path.is_dir():
@@ -71,7 +76,7 @@ def collect_inputs(inputs: Sequence[str], texts: Sequence[str] = ()) -> List[Ite
         elif path.suffix.lower() == ".csv":
             items.extend(_manifest_items(path))
         else:
-            items.append(_file_item(path, path.stem, given.get(path)))
+            items.append(_file_item(path, path.stem, next(given, None)))
     seen = set()
     for item in items:  # the same name in two places: keep both, told apart by a suffix
         base, n = item.item_id, 1

@@ -23,10 +23,12 @@ from swrr.extract.batching import AUTO, parse_batch_seconds
 from swrr.extract.pipeline import default_workers
 from swrr.predict.engine import Predictor
 from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
+from swrr.predict.output import (FORMAT_SUFFIXES, PARTIAL_SUFFIX, check_not_an_input, check_output,
+                                 check_outside_model, output_format, remove_quietly)
 from swrr.bundle import load_bundle
 from swrr.progress import progress_bar
 
-FORMATS = ("csv", "jsonl")
+FORMATS = tuple(FORMAT_SUFFIXES)
 SEGMENT_MODES = ("vad", "window", "none")
 AGGREGATES = ("mean",)
 WHOLE_FILE_TEXT = "whole-file transcript"
@@ -57,10 +59,14 @@ class PredictConfig:
 
     def __post_init__(self):
         self.out = Path(self.out)
-        self.format = self.format or ("jsonl" if self.out.suffix.lower() in (".jsonl", ".json") else "csv")
         problems = []
-        if self.format not in FORMATS:
+        if self.format not in (None, *FORMATS):
             problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        else:
+            try:
+                self.format = output_format(self.out, self.format)
+            except PredictError as exc:
+                problems.append(str(exc))
         if self.segment not in SEGMENT_MODES:
             problems.append(f"--segment must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
         if self.aggregate not in (None, *AGGREGATES):
@@ -100,23 +106,14 @@ class Summary:
         return out
 
 
-def check_output(out: Path) -> None:
-    """Refuse an --out that cannot be written, before any work."""
-    if out.is_dir():
-        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
-    folder = out.parent
-    if not folder.is_dir():
-        raise PredictError(f"--out {out}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise PredictError(f"--out {out}: the folder {folder} is not writable")
-
-
 def run_predict(config: PredictConfig) -> Summary:
     """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes."""
     started = time.perf_counter()
     check_output(config.out)
     items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
+    check_not_an_input(config.out, items, [Path(p) for p in config.inputs])
     bundle = load_bundle(config.model, fold=config.fold)
+    check_outside_model(config.out, bundle.path)
     predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
                           config.batch_seconds, config.workers)
     warnings = _revision_warnings(predictor)
@@ -203,7 +200,7 @@ def _with_file_means(table, predictor: Predictor):
 
 
 def _write(table, out: Path, fmt: str) -> None:
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
     try:
         if fmt == "csv":
             table.to_csv(partial, index=False)
@@ -211,5 +208,5 @@ def _write(table, out: Path, fmt: str) -> None:
             table.to_json(partial, orient="records", lines=True, force_ascii=False)
         os.replace(partial, out)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise PredictError(f"--out {out}: cannot write the predictions ({exc})") from exc
+        remove_quietly(partial)
+        raise PredictError(f"--out {out}: cannot write the predictions ({exc.strerror or exc})") from None

@@ -20,7 +20,7 @@ import torch
 
 from swrr.extract.audio import AudioError, load_audio, probe_audio, segment_frames
 from swrr.extract.datasets import Utterance
-from swrr.predict.inputs import Item
+from swrr.predict.inputs import Item, failure_text
 
 # Pauses shorter than this stay inside one speech region: words of one sentence are not split.
 # Silero's own default (100 ms) cuts sentences at commas; 300 ms keeps utterances whole.
@@ -81,8 +81,13 @@ def segment_long_items(items: List[Item], predictor, mode: str, hop: Optional[fl
             out.append(item)
             continue
         if mode == "vad":
-            wave = load_audio(Utterance(item.item_id, item.path, "", "", start=item.start, end=item.end),
-                              sample_rate, max_samples=None)
+            try:
+                wave = load_audio(Utterance(item.item_id, item.path, "", "", start=item.start, end=item.end),
+                                  sample_rate, max_samples=None)
+            except AudioError as err:  # NaN samples, a corrupt body: this file's error row, as in window mode
+                item.error = failure_text(err.reason, err.detail)
+                out.append(item)
+                continue
             regions = speech_regions(wave, sample_rate)
             if not regions:
                 item.error = NO_SPEECH

@@ -235,12 +235,24 @@ def _read_weights(folder: Path, model: SWRR) -> Dict[str, torch.Tensor]:
     unexpected = sorted(set(weights) - set(expected))
     wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
              if k in weights and weights[k].shape != v.shape]
+    wrong += [f"{k} is {weights[k].dtype} vs {v.dtype}" for k, v in expected.items()  # integer weights would load
+              if k in weights and weights[k].is_floating_point() != v.is_floating_point()]  # as silent zeros
     if missing or unexpected or wrong:
         parts = ([f"missing {missing[:3]}"] if missing else []) + ([f"unexpected {unexpected[:3]}"] if unexpected else []) \
             + ([f"shapes differ: {', '.join(wrong[:3])}"] if wrong else [])
         raise BundleError(f"{folder / WEIGHTS}: the weights do not match {CONFIG} ({'; '.join(parts)}); "
                           "the bundle is damaged or mixed from two models")
+    check_finite_weights(folder, weights)
     return weights
+
+
+def check_finite_weights(folder: Path, weights: Dict[str, torch.Tensor]) -> None:
+    """BundleError naming the tensors that hold NaN or inf: such a model predicts nothing."""
+    bad = [name for name, tensor in weights.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise BundleError(f"{folder / WEIGHTS}: {len(bad)} tensors hold NaN or inf values ({', '.join(bad[:3])}); "
+                          "the bundle is damaged: export it again from its run")
 
 
 # ---------------------------------------------------------------------------------- runs

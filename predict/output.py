@@ -1,0 +1,134 @@
+"""Where `swrr-predict` may write: the checks that keep `--out` (and its `--plot` PNGs) from
+replacing anything that is not an earlier swrr-predict output.
+
+    fmt = output_format(out, fmt)           # the table format, from --format and the suffix
+    check_output(out)                       # before any work: folder, name length, what is there
+    check_not_an_input(out, items)          # once the inputs are known
+    check_outside_model(out, bundle.path)   # once the bundle is found
+
+The rule is swrr-extract's `--overwrite` rule for caches: a file is replaced only when it is
+recognisably our own output (a predictions table, by its first columns), never an input, never
+a file of the model. `<out>.partial` is what is written first and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+from swrr.predict.inputs import Item, PredictError
+
+FORMAT_SUFFIXES = {"csv": ".csv", "jsonl": ".jsonl"}
+# The first columns of every table swrr-predict writes, in order: how an earlier output is recognised.
+LEADING_COLUMNS = ("id", "file", "start", "end", "kind", "source_id")
+PARTIAL_SUFFIX = ".partial"
+# Room kept in a file name for what predict adds to --out: ".partial", and "<stem>.<file id>.png" plots.
+NAME_MARGIN = len(PARTIAL_SUFFIX)
+MAX_PLOT_ID = 100  # characters of an input's id kept in its plot's file name
+
+
+def output_format(out: Path, fmt: Optional[str]) -> str:
+    """The table format: `fmt`, or from the suffix (.csv / .jsonl). PredictError when the suffix
+    contradicts `fmt` or says neither (a `.json` name would hold JSON lines, not one JSON document)."""
+    suffix = out.suffix.lower()
+    by_suffix = {v: k for k, v in FORMAT_SUFFIXES.items()}.get(suffix)
+    if fmt is None and by_suffix is None:
+        raise PredictError(f"--out {out}: name the table .csv or .jsonl (JSON lines), or give --format; "
+                           f"a {suffix or 'missing'} suffix would not say what the file holds")
+    fmt = fmt or by_suffix
+    if fmt in FORMAT_SUFFIXES and suffix != FORMAT_SUFFIXES[fmt]:
+        raise PredictError(f"--out {out}: the suffix {suffix or '(none)'} contradicts --format {fmt}; "
+                           f"name it {out.with_suffix(FORMAT_SUFFIXES[fmt]).name}")
+    return fmt
+
+
+def check_output(out: Path) -> None:
+    """Refuse an --out that cannot be written, or that would replace a file that is not an earlier
+    swrr-predict output, before any work."""
+    if out.is_dir():
+        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
+    folder = out.parent
+    if not folder.is_dir():
+        raise PredictError(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PredictError(f"--out {out}: the folder {folder} is not writable")
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(out.name.encode()) + NAME_MARGIN > name_max:
+        raise PredictError(f"--out: the file name is {len(out.name.encode())} bytes long; this file system allows "
+                           f"{name_max} and predict needs {NAME_MARGIN} more for {out.name[:20]}…{PARTIAL_SUFFIX}: "
+                           "choose a shorter name")
+    if out.exists() and not is_predict_output(out):
+        raise PredictError(f"--out {out} exists and is not an earlier swrr-predict output; swrr-predict replaces "
+                           "only its own tables: choose another --out (or move that file away yourself)")
+
+
+def is_predict_output(path: Path) -> bool:
+    """Whether `path` is a table swrr-predict wrote (CSV header or first JSON line starting with
+    LEADING_COLUMNS). An empty file is not: predict never leaves one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline(64 * 1024).strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if first.startswith("{"):
+        try:
+            keys = tuple(json.loads(first))
+        except ValueError:
+            return False
+    else:
+        keys = tuple(first.split(","))
+    return keys[:len(LEADING_COLUMNS)] == LEADING_COLUMNS
+
+
+def check_not_an_input(out: Path, items: Iterable[Item], manifests: Iterable[Path] = ()) -> None:
+    """PredictError when `out` is one of the request's input files (audio, manifest, sidecar text)."""
+    if not out.exists():
+        return
+    out_stat = out.stat()
+    candidates = [*manifests]
+    for item in items:
+        candidates += [item.path, item.path.with_suffix(".txt")]
+    for path in dict.fromkeys(candidates):
+        try:
+            same = os.path.samestat(out_stat, path.stat())
+        except OSError:
+            continue
+        if same:
+            raise PredictError(f"--out {out} is one of the inputs ({path}); choose another --out")
+
+
+def check_outside_model(out: Path, bundle_folder: Path) -> None:
+    """PredictError when `out` lies inside the model's bundle folder or the run folder holding it."""
+    target = out.resolve()
+    folders = [bundle_folder.resolve()]
+    run = folders[0].parent.parent  # runs/<name>/fold*/model
+    if folders[0].parent.name.startswith("fold") and (run / "config.json").is_file():
+        folders.append(run)
+    for folder in folders:
+        if target.is_relative_to(folder):
+            raise PredictError(f"--out {out} lies inside the model's folder {folder}; write predictions elsewhere "
+                               "(a bundle or run folder holds only what swrr-train wrote)")
+
+
+def unique_plot_name(out: Path, source: str, taken: set) -> Path:
+    """`<out stem>.<source>.png`, unique among `taken` (names already given to this run's plots)."""
+    safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in str(source)).strip(".") or "input"
+    safe = safe[:MAX_PLOT_ID]  # a file name stays under NAME_MAX however long the input's id
+    path, n = out.with_name(f"{out.stem}.{safe}.png"), 1
+    while path.name in taken:
+        n += 1
+        path = out.with_name(f"{out.stem}.{safe}~{n}.png")
+    taken.add(path.name)
+    return path
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete a leftover of a failed write; a failure here must not hide the first error."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -1,0 +1,130 @@
+"""Issue 18, prediction side: nothing overwritten, no fake success, no traceback on a user's file.
+
+Shares the small real workflow of tests/test_predict.py (24 demo clips, tiny encoders, a tiny
+head trained 2 epochs), built once for this module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from swrr.bundle import BundleError, load_bundle, write_bundle
+from swrr.predict.cli import main as predict_main
+from swrr.predict.inputs import collect_inputs
+from tests.conftest import write_wav
+from tests.test_predict import predict, trained  # noqa: F401  (trained: the shared module fixture)
+
+
+def _refused(args, message):
+    result = CliRunner().invoke(predict_main, [str(a) for a in args])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+
+
+def _snapshot(folder: Path):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_never_replaces_an_input_or_the_model(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(Path(rows["path"][0]).read_bytes())
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(clip)], "text": ["hello"]}).to_csv(manifest, index=False)
+    model = run_dir / "fold01" / "model"
+    before = {**_snapshot(run_dir), clip: clip.read_bytes(), manifest: manifest.read_bytes()}
+    cases = [
+        (["--model", run_dir, clip, "--text", "x", "--out", clip], "name the table .csv or .jsonl"),
+        (["--model", run_dir, clip, "--text", "x", "--out", clip, "--format", "csv"], "contradicts --format csv"),
+        (["--model", run_dir, manifest, "--out", manifest], "is not an earlier swrr-predict output"),
+        (["--model", run_dir, clip, "--text", "x", "--out", model / "config.json"], "name the table .csv or .jsonl"),
+        (["--model", run_dir, clip, "--text", "x", "--out", model / "config.json", "--format", "jsonl"],
+         "contradicts"),
+        (["--model", run_dir, clip, "--text", "x", "--out", model / "new.csv"], "inside the model's folder"),
+        (["--model", model, clip, "--text", "x", "--out", run_dir / "preds.csv"], "inside the model's folder"),
+        (["--model", run_dir, clip, "--text", "x", "--out", tmp_path / "p.json"], "name the table .csv or .jsonl"),
+        (["--model", run_dir, clip, "--text", "x", "--out", tmp_path / "p.jsonl", "--format", "csv"],
+         "contradicts --format csv"),
+    ]
+    for args, message in cases:
+        _refused(args, message)
+    assert {**_snapshot(run_dir), clip: clip.read_bytes(), manifest: manifest.read_bytes()} == before
+    assert not list(tmp_path.glob("p.*")) and not (run_dir / "preds.csv").exists()
+    # an earlier prediction is ours: replaced without a flag
+    for _ in range(2):
+        summary, table = predict(tmp_path, run_dir, [clip], texts=["hello"], name="again.csv")
+        assert summary.predicted == 1 and len(table) == 1
+
+
+def test_an_input_that_looks_like_a_prediction_is_not_replaced(trained, tmp_path):  # noqa: F811
+    """A manifest that is itself an earlier output passes the "is ours" rule; it is still an input."""
+    from swrr.predict.inputs import PredictError
+
+    run_dir, _, rows = trained
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"id": ["a"], "file": ["x"], "start": [0], "end": [1], "kind": ["utterance"], "source_id": ["a"],
+                  "path": [rows["path"][0]], "text": ["hi"]}).to_csv(manifest, index=False)
+    before = manifest.read_bytes()
+    with pytest.raises(PredictError, match="is one of the inputs"):
+        predict(tmp_path, run_dir, [manifest], name="m.csv")
+    assert manifest.read_bytes() == before
+
+
+def test_the_same_file_twice_keeps_each_text(tmp_path):
+    clip = write_wav(tmp_path / "a.wav")
+    items = collect_inputs([str(clip), str(clip)], ["first words", "second words"])
+    assert [(i.text, i.text_source) for i in items] == [("first words", "given"), ("second words", "given")]
+    assert [i.item_id for i in items] == ["a", "a~2"]
+
+
+def test_non_finite_weights_are_refused_on_load(trained, tmp_path):  # noqa: F811
+    run_dir, _, _ = trained
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    state = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    state["classifier.kernels.bias"] = torch.full_like(state["classifier.kernels.bias"], float("nan"))
+    nan = write_bundle(tmp_path / "nan", state, bundle.model_config, bundle.task, bundle.label_names,
+                       bundle.recipe, {})
+    with pytest.raises(BundleError, match="NaN or inf.*classifier.kernels.bias"):
+        load_bundle(nan)
+    ints = {k: (v.round().to(torch.int64) if v.is_floating_point() else v) for k, v in bundle.model.state_dict().items()}
+    with pytest.raises(BundleError, match="torch.int64 vs torch.float32"):
+        load_bundle(write_bundle(tmp_path / "ints", ints, bundle.model_config, bundle.task, bundle.label_names,
+                                 bundle.recipe, {}))
+
+
+def test_audio_that_gives_non_finite_features_is_an_error_row(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    wave, rate = sf.read(rows["path"][0], dtype="float32")
+    sf.write(tmp_path / "huge.wav", wave / np.abs(wave).max() * np.float32(3e38), rate, subtype="FLOAT")
+    good = tmp_path / "good.wav"
+    good.write_bytes(Path(rows["path"][1]).read_bytes())
+    summary, table = predict(tmp_path, run_dir, [tmp_path / "huge.wav", good], texts=["a", "b"])
+    errors = dict(zip(table["id"], table["error"]))
+    assert errors["huge"].startswith("non-finite") and errors["good"] == ""
+    assert summary.predicted == 1 and sum(summary.errors.values()) == 1
+    assert table.set_index("id").loc["huge", "label"] == ""
+    assert "1 of 2 rows predicted" in summary.lines()[0]
+
+
+def test_a_long_file_with_nan_samples_is_an_error_row_under_vad(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    wave = np.concatenate([sf.read(p, dtype="float32")[0] for p in rows["path"][:4]] * 2)
+    wave[len(wave) // 2: len(wave) // 2 + 100] = np.nan
+    sf.write(tmp_path / "long.wav", wave, 16000, subtype="FLOAT")
+    good = tmp_path / "good.wav"
+    good.write_bytes(Path(rows["path"][1]).read_bytes())
+    summary, table = predict(tmp_path, run_dir, [tmp_path / "long.wav", good], texts=["a", "b"], segment="vad")
+    errors = dict(zip(table["id"], table["error"]))  # the VAD needs the whole file: one error row for it
+    assert errors == {"long": errors["long"], "good": ""} and errors["long"].startswith("non-finite samples")
+    assert summary.predicted == 1 and summary.errors == {"non-finite samples": 1}
+    _, windows = predict(tmp_path, run_dir, [tmp_path / "long.wav"], texts=["a"], segment="window", name="w.csv")
+    nan_at = len(wave) / 2 / 16000
+    hit = (windows["start"] <= nan_at + 0.01) & (windows["end"] >= nan_at)
+    assert hit.any() and windows.loc[hit, "error"].str.startswith("non-finite samples").all()
+    assert (windows.loc[~hit, "error"] == "").all() and (~hit).any()  # the windows without NaN are predicted
