@@ -29,8 +29,10 @@ MAX_PLOT_ID = 100  # characters of an input's id kept in its plot's file name
 
 
 def output_format(out: Path, fmt: Optional[str]) -> str:
-    """The table format: `fmt`, or from the suffix (.csv / .jsonl). PredictError when the suffix
-    contradicts `fmt` or says neither (a `.json` name would hold JSON lines, not one JSON document)."""
+    """The table format: `fmt`, or from the suffix (.csv / .jsonl). PredictError when `out` is a
+    folder, or its suffix contradicts `fmt` or says neither (a `.json` name would hold JSON lines, not one JSON document)."""
+    if out.is_dir():
+        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
     suffix = out.suffix.lower()
     by_suffix = {v: k for k, v in FORMAT_SUFFIXES.items()}.get(suffix)
     if fmt is None and by_suffix is None:
@@ -46,8 +48,6 @@ def output_format(out: Path, fmt: Optional[str]) -> str:
 def check_output(out: Path) -> None:
     """Refuse an --out that cannot be written, or that would replace a file that is not an earlier
     swrr-predict output, before any work."""
-    if out.is_dir():
-        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
     folder = out.parent
     if not folder.is_dir():
         raise PredictError(f"--out {out}: the folder {folder} does not exist")
