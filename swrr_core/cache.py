@@ -15,9 +15,16 @@ Layout (SCHEMA_VERSION 2), N utterances:
         (Version 1 stored it relative to the working folder of the extraction; version 1
         caches are still read.)
     /done        (N,)  bool     rows already written (resume)
+    /row_digest  (N, 16) uint8  OPTIONAL (caches made before issue 18 lack it): BLAKE2b-128 of
+                 each row's lengths and stored (padded) feature bytes, written with the row
 
     attrs: format, schema_version, complete, and every field of CacheMeta
-           (lists and dicts as JSON strings).
+           (lists and dicts as JSON strings); OPTIONAL feature_digest (set by `finalize`
+           from /row_digest; absent in older caches, which compute it when asked).
+
+Two digests say what a model learns from (see `FeatureCache.task_digest` / `feature_digest`):
+the task digest covers row ids, labels (with the class names), splits, speakers and sessions;
+the feature digest covers every row's lengths and feature contents, in row order.
 
 A cache is written to `<path>.partial` and renamed to `<path>` only when every row is
 written and `complete` is set, so a file at the final path is never a half-written one.
@@ -31,6 +38,7 @@ Embedding chunks carry Fletcher-32 checksums, so corrupted bytes fail loudly on 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -50,6 +58,10 @@ PARTIAL_SUFFIX = ".partial"
 SCRATCH_SUFFIX = ".new"  # <path>.partial.new: the layout being created, renamed to .partial when whole
 LOCK_OWNER = "swrr-extract"
 STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source")
+ROW_DIGEST = "row_digest"  # optional dataset: one digest per row, written with the row
+DIGEST_BYTES = 16
+FEATURE_DIGEST_ATTR = "feature_digest"  # optional attribute: the digest of all row digests, set on finalize
+TASK_COLUMNS = ("utt_id", "split", "speaker", "session")  # with the labels: what the task digest covers
 TASKS = ("classification", "regression")
 DTYPES = ("float16", "float32")
 
@@ -205,6 +217,8 @@ class CacheWriter:
                 h5["text"][row] = text[i]
             h5["audio_len"][rows] = audio_len
             h5["text_len"][rows] = text_len
+            if ROW_DIGEST in h5:  # a .partial begun by an older swrr has none: its digest is computed on open
+                h5[ROW_DIGEST][rows] = row_digests(audio, audio_len, text, text_len)
             h5.flush()
             h5["done"][rows] = True
             h5.flush()
@@ -228,8 +242,9 @@ class CacheWriter:
                     for row in rows:
                         mask, chunk = src_id.read_direct_chunk((int(row), 0, 0))
                         dst_id.write_direct_chunk((int(row), 0, 0), chunk, mask)
-                for name in ("audio_len", "text_len"):
-                    h5[name][rows] = src[name][rows]
+                for name in ("audio_len", "text_len", ROW_DIGEST):
+                    if name in h5 and name in src:
+                        h5[name][rows] = src[name][rows]
             h5.flush()
             h5["done"][rows] = True
             h5.flush()
@@ -249,6 +264,10 @@ class CacheWriter:
         if not done.all():
             missing = int((~done).sum())
             raise CacheError(f"{self.partial_path}: {missing} rows are still missing; not marking it complete")
+        if ROW_DIGEST in self._h5:
+            digests = self._h5[ROW_DIGEST][:]
+            if digests.any(axis=1).all():  # every row's digest was written (not copied from an older shard)
+                self._h5.attrs[FEATURE_DIGEST_ATTR] = feature_digest_of(digests)
         self._h5.attrs["complete"] = True
         self._h5.close()
         _check_whole(self.partial_path)
@@ -267,6 +286,25 @@ class CacheWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def row_digests(audio: np.ndarray, audio_len, text: np.ndarray, text_len) -> np.ndarray:
+    """(B, DIGEST_BYTES) uint8: per row, BLAKE2b of its two lengths and its stored (padded,
+    cache-dtype) audio and text feature bytes. The writer and a reader of the finished file
+    compute the same value from the same row."""
+    out = np.empty((len(audio), DIGEST_BYTES), dtype=np.uint8)
+    for i in range(len(audio)):
+        h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+        h.update(np.asarray([audio_len[i], text_len[i]], dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(audio[i]).tobytes())
+        h.update(np.ascontiguousarray(text[i]).tobytes())
+        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
+    return out
+
+
+def feature_digest_of(digests: np.ndarray) -> str:
+    """The feature digest of a cache from its row digests (N, DIGEST_BYTES), in row order."""
+    return hashlib.blake2b(np.ascontiguousarray(digests, dtype=np.uint8).tobytes(), digest_size=16).hexdigest()
 
 
 def _pad_to(x: np.ndarray, length: int, dtype: str, name: str) -> np.ndarray:
@@ -486,6 +524,7 @@ def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> N
     for column in STRING_COLUMNS:
         h5.create_dataset(column, data=[str(getattr(r, column)) for r in rows], dtype=text_type)
     h5.create_dataset("done", (n,), dtype="bool", fillvalue=False)
+    h5.create_dataset(ROW_DIGEST, (n, DIGEST_BYTES), dtype="uint8", fillvalue=0)
     h5.flush()
 
 
@@ -510,7 +549,9 @@ def _validate_layout(h5: h5py.File, path, versions: Sequence[int] = READABLE_SCH
         "audio": (n, meta.max_frames, meta.audio_dim),
         "text": (n, meta.max_tokens, meta.text_dim),
     }
-    for name in required:
+    if ROW_DIGEST in h5:
+        expected[ROW_DIGEST] = (n, DIGEST_BYTES)
+    for name in (*required, *([ROW_DIGEST] if ROW_DIGEST in h5 else [])):
         shape = h5[name].shape
         want = expected.get(name, (n,))
         if shape != want:
@@ -670,6 +711,38 @@ class FeatureCache:
 
     def __exit__(self, *exc):
         self.close()
+
+    def task_digest(self) -> str:
+        """What the model is taught and scored on: the task, class names, and per row (in order)
+        its id, label, split, speaker and session. Equal task digests: the same rows with the same
+        labels in the same splits, whatever the features (other encoders, layers, transcripts)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([self.meta.task, list(self.meta.label_names)]).encode())
+        h.update(np.ascontiguousarray(self.label, dtype="<i8" if self.meta.task == "classification"
+                                      else "<f4").tobytes())
+        for column in TASK_COLUMNS:
+            h.update(json.dumps(self.columns[column].tolist()).encode())
+        return h.hexdigest()
+
+    def feature_digest(self, chunk_rows: int = 128) -> str:
+        """Every row's lengths and feature contents, in row order: the attribute the writer stored,
+        or (a cache made before it existed) computed now with one chunked pass over the embeddings."""
+        stored = self._file().attrs.get(FEATURE_DIGEST_ATTR)
+        if stored is not None:
+            return stored.decode() if isinstance(stored, bytes) else str(stored)
+        if getattr(self, "_feature_digest", None) is None:
+            digests = []
+            try:
+                h5 = self._file()
+                for start in range(0, len(self), chunk_rows):
+                    rows = slice(start, start + chunk_rows)
+                    digests.append(row_digests(h5["audio"][rows], self.audio_len[rows], h5["text"][rows],
+                                               self.text_len[rows]))
+            except OSError as exc:
+                raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
+                                 "the file is damaged: re-extract it with --overwrite") from exc
+            self._feature_digest = feature_digest_of(np.concatenate(digests))
+        return self._feature_digest
 
     def nonfinite_rows(self, chunk_rows: int = 128) -> np.ndarray:
         """Indices (sorted, int64) of the rows whose audio or text embeddings hold NaN or inf.

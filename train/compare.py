@@ -48,6 +48,7 @@ class RunResults:
     task: str
     protocol: str
     cache_fingerprint: str
+    task_digest: Optional[str]  # the cache's rows, labels and splits; None in runs made before issue 18
     folds: Dict[int, Tuple[str, int]]  # fold number -> (held-out group, test rows)
     units: Dict[Unit, Dict[str, float]]  # (fold, seed) -> metrics as reported (percent for accuracies)
     random_encoders: bool
@@ -173,7 +174,7 @@ def load_run(path: Path, name: Optional[str] = None, config: Optional[Dict] = No
     if not units:
         raise CompareError(f"{path} holds no unit results (fold*/metrics.json)")
     return RunResults(name or path.name, path, config["cache"]["task"], config["train"]["protocol"],
-                      config["cache"]["fingerprint"],
+                      config["cache"]["fingerprint"], config["cache"].get("task_digest"),
                       {f["number"]: (f["name"], f["test"]) for f in config.get("folds", [])},
                       units, bool(config["cache"].get("random_encoders")))
 
@@ -193,10 +194,18 @@ def _read_config(path: Path) -> Dict:
 
 
 def check_pairable(runs: Sequence[RunResults]) -> None:
-    """Same cache, same protocol, and every fold number that two runs share holds out the same group."""
+    """The same task (rows, labels, splits, speakers, sessions: the cache's task digest), the same
+    protocol, and every fold number that two runs share holds out the same group. Features may
+    differ: runs on other encoders, layers or transcripts of the same rows are what one compares.
+    Runs made before the task digest existed are paired by their cache fingerprint, as before."""
     reference = runs[0]
     for run in runs[1:]:
-        if run.cache_fingerprint != reference.cache_fingerprint:
+        if run.task_digest and reference.task_digest:
+            if run.task_digest != reference.task_digest:
+                raise CompareError(f"{run.path} and {reference.path} were trained on different tasks (task digests "
+                                   f"{run.task_digest} vs {reference.task_digest}: other rows, labels, splits, "
+                                   "speakers or sessions): their units test different data and cannot be paired")
+        elif run.cache_fingerprint != reference.cache_fingerprint:
             raise CompareError(f"{run.path} and {reference.path} were trained on different caches (fingerprints "
                                f"{run.cache_fingerprint} vs {reference.cache_fingerprint}): their units test "
                                "different data and cannot be paired")
@@ -290,8 +299,8 @@ def markdown(rows: List[Dict], runs: Sequence[RunResults]) -> str:
     corrected = len(runs) > 2
     first = rows[0]
     lines = [f"# {' vs '.join(run.name for run in runs)}", "",
-             f"Reference: **{runs[0].name}** ({runs[0].path}); protocol {runs[0].protocol}, cache fingerprint "
-             f"{runs[0].cache_fingerprint}; {len(units)} paired units (fold x seed). Differences are run − "
+             f"Reference: **{runs[0].name}** ({runs[0].path}); protocol {runs[0].protocol}, task digest "
+             f"{runs[0].task_digest or runs[0].cache_fingerprint}; {len(units)} paired units (fold x seed). Differences are run − "
              f"reference; {LEVEL:.0%} CI from a paired bootstrap over units ({first['bootstrap_resamples']} "
              f"resamples, seed {first['bootstrap_seed']}); p from a paired t-test and a Wilcoxon signed-rank test."]
     if corrected:

@@ -30,7 +30,8 @@ def main(runs, metrics, out, resamples, bootstrap_seed):
     \b
     Per metric: each run's mean ± std, the paired difference with a 95% bootstrap CI, paired
     t-test and Wilcoxon p-values, the number of paired units and a verdict in words. Runs must
-    share the cache (fingerprint), the protocol and their folds' definitions.
+    share the task (the rows, labels and splits of their caches: the task digest; encoders,
+    layers and transcripts may differ), the protocol and their folds' definitions.
     """
     rows, folder = run_compare(runs, metrics, out, resamples, bootstrap_seed)
     for row in rows:

@@ -96,7 +96,21 @@ def resume(run_dir, **runtime: Any) -> Path:
         if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
             raise TrainError(f"{plan.cache.path} is not the cache {run_dir} was trained on "
                              f"(its rows or extraction config differ); pass the original with --cache")
+        check_same_data(saved["cache"], plan.cache, run_dir)
         return execute(plan, run_dir)
+
+
+def check_same_data(saved: Dict[str, Any], cache: FeatureCache, run_dir: Path) -> None:
+    """--resume continues on the very data the run began with: TrainError unless the cache's task
+    digest (ids, labels, splits, speakers, sessions) and feature digest (lengths, features) equal
+    those in the run's config.json. Decision: a run made before the digests existed records
+    neither; it is checked by its fingerprint alone (ids and extraction config), as it always was."""
+    for key, what, now in (("task_digest", "labels, splits, speakers or sessions", cache.task_digest),
+                           ("feature_digest", "features", cache.feature_digest)):
+        if key in saved and saved[key] != now():
+            raise TrainError(f"{cache.path} is not the cache {run_dir} was trained on: its {what} differ "
+                             f"({key} {now()} vs {saved[key]}); resume with the original cache (--cache), "
+                             "or start a new run on this one")
 
 
 @contextmanager
@@ -348,7 +362,9 @@ def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = N
         **({"rerun": rerun} if rerun else {}),
         "train": plan.config.to_dict(),
         "model": asdict(plan.jobs[0].model_config),
-        "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint, "rows": len(plan.cache),
+        "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint,
+                  "task_digest": plan.cache.task_digest(), "feature_digest": plan.cache.feature_digest(),
+                  "rows": len(plan.cache),
                   "dataset": meta.dataset, "task": meta.task, "label_names": meta.label_names,
                   "audio_encoder": meta.audio_encoder, "text_encoder": meta.text_encoder,
                   "random_encoders": meta.random_encoders},
