@@ -30,7 +30,7 @@ from swrr import objectives
 from swrr.bundle import Bundle
 from swrr.device import resolve_device
 
-NO_TEXT = "no transcript: give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL"
+NO_TEXT = failure_text("no transcript", "give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL")
 NON_FINITE_FEATURES = "non-finite features (NaN or inf from the encoders: audio far outside [-1, 1]?)"
 NON_FINITE_OUTPUT = "non-finite model output (NaN or inf)"
 

@@ -124,7 +124,8 @@ def _manifest_items(csv_path: Path) -> List[Item]:
         try:
             item.start, item.end = _seconds(row.get("start", "")), _seconds(row.get("end", ""))
         except ValueError:
-            item.error = f"line {line}: start/end {row.get('start')!r}-{row.get('end')!r} are not times in seconds"
+            item.error = failure_text("start/end are not times in seconds",
+                                      f"line {line}: {row.get('start')!r}-{row.get('end')!r}")
         items.append(item)
     return items
 

@@ -23,9 +23,10 @@ FORMAT_SUFFIXES = {"csv": ".csv", "jsonl": ".jsonl"}
 # The first columns of every table swrr-predict writes, in order: how an earlier output is recognised.
 LEADING_COLUMNS = ("id", "file", "start", "end", "kind", "source_id")
 PARTIAL_SUFFIX = ".partial"
-# Room kept in a file name for what predict adds to --out: ".partial", and "<stem>.<file id>.png" plots.
-NAME_MARGIN = len(PARTIAL_SUFFIX)
-MAX_PLOT_ID = 100  # characters of an input's id kept in its plot's file name
+# Room kept beside --out's stem for a plot's name: ".<file id, >= 8 bytes>.~999.png.partial".
+PLOT_NAME_MARGIN = len(".12345678.~999.png") + len(PARTIAL_SUFFIX)
+MAX_PLOT_ID = 100  # bytes of an input's id kept in its plot's file name
+NAME_MAX = 255  # bytes in a file name on Linux and macOS file systems (checked per folder for --out)
 
 
 def output_format(out: Path, fmt: Optional[str]) -> str:
@@ -45,9 +46,9 @@ def output_format(out: Path, fmt: Optional[str]) -> str:
     return fmt
 
 
-def check_output(out: Path) -> None:
-    """Refuse an --out that cannot be written, or that would replace a file that is not an earlier
-    swrr-predict output, before any work."""
+def check_output(out: Path, plot: bool = False) -> None:
+    """Refuse an --out that cannot be written (with its `--plot` PNGs beside it when `plot`), or
+    that would replace a file that is not an earlier swrr-predict output, before any work."""
     folder = out.parent
     if not folder.is_dir():
         raise PredictError(f"--out {out}: the folder {folder} does not exist")
@@ -56,11 +57,12 @@ def check_output(out: Path) -> None:
     try:
         name_max = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError):
-        name_max = 255
-    if len(out.name.encode()) + NAME_MARGIN > name_max:
-        raise PredictError(f"--out: the file name is {len(out.name.encode())} bytes long; this file system allows "
-                           f"{name_max} and predict needs {NAME_MARGIN} more for {out.name[:20]}…{PARTIAL_SUFFIX}: "
-                           "choose a shorter name")
+        name_max = NAME_MAX
+    longest = (len(out.stem.encode()) + PLOT_NAME_MARGIN) if plot else len(out.name.encode()) + len(PARTIAL_SUFFIX)
+    if longest > name_max:
+        raise PredictError(f"--out {out.name[:24]}…: the file name is {len(out.name.encode())} bytes long; this "
+                           f"file system allows {name_max} per name and predict adds up to {longest - len(out.name.encode())} "
+                           f"({PARTIAL_SUFFIX} while writing{', <id>.png for --plot' if plot else ''}): choose a shorter name")
     if out.exists() and not is_predict_output(out):
         raise PredictError(f"--out {out} exists and is not an earlier swrr-predict output; swrr-predict replaces "
                            "only its own tables: choose another --out (or move that file away yourself)")
@@ -117,7 +119,9 @@ def check_outside_model(out: Path, bundle_folder: Path) -> None:
 def unique_plot_name(out: Path, source: str, taken: set) -> Path:
     """`<out stem>.<source>.png`, unique among `taken` (names already given to this run's plots)."""
     safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in str(source)).strip(".") or "input"
-    safe = safe[:MAX_PLOT_ID]  # a file name stays under NAME_MAX however long the input's id
+    budget = min(MAX_PLOT_ID, NAME_MAX - len(out.stem.encode()) - len(".~999.png" + PARTIAL_SUFFIX) - 1)
+    while len(safe.encode()) > max(budget, 8):  # the PNG's name fits the file system however long the id
+        safe = safe[:-1]
     path, n = out.with_name(f"{out.stem}.{safe}.png"), 1
     while path.name in taken:
         n += 1

@@ -32,6 +32,8 @@ FORMATS = tuple(FORMAT_SUFFIXES)
 SEGMENT_MODES = ("vad", "window", "none")
 AGGREGATES = ("mean",)
 WHOLE_FILE_TEXT = "whole-file transcript"
+INPUT_PREFIX = "input_"  # the output name of a manifest column kept in the table
+FILE_MEAN = "file-mean"
 
 
 @dataclass
@@ -93,11 +95,13 @@ class Summary:
     seconds: float
     random_encoders: bool
     warnings: List[str]
+    file_means: int = 0  # --aggregate mean rows, beside the `items` scored rows
 
     def lines(self) -> List[str]:
         rate = self.predicted / self.seconds if self.seconds > 0 else 0.0
         errors = sum(self.errors.values())
-        out = [f"wrote {self.out}: {self.predicted} of {self.items} rows predicted in {self.seconds:.1f} s "
+        means = f" and {self.file_means} file means" if self.file_means else ""
+        out = [f"wrote {self.out}: {self.predicted} of {self.items} rows predicted{means} in {self.seconds:.1f} s "
                f"({rate:.1f} rows/s, {self.audio_seconds / max(self.seconds, 1e-9):.1f} s of audio per s), "
                f"{errors} errors" + (" (" + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + ")" if errors else "")]
         out += [f"  WARNING: {w}" for w in self.warnings]
@@ -109,7 +113,7 @@ class Summary:
 def run_predict(config: PredictConfig) -> Summary:
     """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes."""
     started = time.perf_counter()
-    check_output(config.out)
+    check_output(config.out, config.plot)
     items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
     check_not_an_input(config.out, items, [Path(p) for p in config.inputs])
     bundle = load_bundle(config.model, fold=config.fold)
@@ -141,11 +145,18 @@ def run_predict(config: PredictConfig) -> Summary:
         from swrr.predict.plot import plot_timelines
 
         plot_timelines(table, config.out, predictor)
-    errors = table.loc[table["error"] != "", "error"].str.split(" \\(").str[0].value_counts().to_dict()
-    done = table[(table["error"] == "") & (table["kind"] != "file-mean")]
-    return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
+    scored = table[table["kind"] != FILE_MEAN]  # file means are counted apart: they are not scored rows
+    errors = scored.loc[scored["error"] != "", "error"].map(error_reason).value_counts().to_dict()
+    done = scored[scored["error"] == ""]
+    return Summary(config.out, len(scored), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings)
+                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings,
+                   int((table["kind"] == FILE_MEAN).sum()))
+
+
+def error_reason(error: str) -> str:
+    """The fixed reason an error cell starts with (failure_text): what the summary groups rows by."""
+    return error.split(" (")[0]
 
 
 def _revision_warnings(predictor: Predictor) -> List[str]:
@@ -175,7 +186,9 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
         row.update({k: v[i] for k, v in scores.items()})
         row.update({"transcript": item.text if item.text is not None else "", "text_source": item.text_source,
                     "notes": "; ".join(item.notes), "error": item.error})
-        row.update({k if k not in row else f"input_{k}": v for k, v in item.extra.items()})  # e.g. input_label
+        # Decision: every kept manifest column is prefixed (input_label, input_speaker), so an input
+        # column can never read like a prediction, whatever the bundle's task.
+        row.update({f"{INPUT_PREFIX}{k}": v for k, v in item.extra.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -189,10 +202,10 @@ def _with_file_means(table, predictor: Predictor):
     for source, group in table.groupby("source_id", sort=False):
         ok = group[group["error"] == ""]
         row = {"id": source, "file": group["file"].iloc[0], "start": group["start"].min(), "end": group["end"].max(),
-               "kind": "file-mean", "source_id": source, "transcript": "", "text_source": "",
+               "kind": FILE_MEAN, "source_id": source, "transcript": "", "text_source": "",
                "notes": f"mean of {len(ok)} of {len(group)} rows", "error": "" if len(ok) else "no row predicted"}
         row.update({c: ok[c].mean() if len(ok) else np.nan for c in value_columns})
-        if "label" in table.columns:
+        if predictor.bundle.task == "classification":
             probs = np.array([row[c] for c in value_columns])
             row["label"] = predictor.bundle.label_names[int(np.argmax(probs))] if len(ok) else ""
         means.append(row)

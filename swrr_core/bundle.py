@@ -154,8 +154,20 @@ def load_bundle(path_or_hub_id, device: Union[str, torch.device] = "cpu", fold: 
         recipe = CacheMeta(**{f.name: config["recipe"][f.name] for f in fields(CacheMeta) if f.name in config["recipe"]})
     except (CacheError, TypeError) as exc:
         raise BundleError(f"{folder / CONFIG}: the extraction recipe is invalid ({exc})") from exc
+    check_recipe_fits(folder, recipe, model.config)
     return Bundle(folder, model, config["task"], list(config["label_names"]), config["objective"], recipe,
                   dict(config.get("provenance", {})))
+
+
+def check_recipe_fits(folder: Path, recipe: CacheMeta, model_config: SWRRConfig) -> None:
+    """BundleError when the recipe (how features are made) and the model disagree on the feature
+    sizes: such a bundle would load, then fail once the encoders are built."""
+    differ = [f"{key} {getattr(recipe, key)} vs {getattr(model_config, key)}"
+              for key in ("max_frames", "max_tokens", "audio_dim", "text_dim")
+              if getattr(recipe, key) != getattr(model_config, key)]
+    if differ:
+        raise BundleError(f"{folder / CONFIG}: the recipe and the model disagree ({', '.join(differ)}: recipe vs "
+                          "model); the bundle is damaged or mixed from two models")
 
 
 def _local_folder(path_or_hub_id) -> Path:
@@ -167,6 +179,11 @@ def _local_folder(path_or_hub_id) -> Path:
     text = str(path_or_hub_id)
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
         raise BundleError(f"{folder}: no such model bundle folder (and not a hub id like owner/name)")
+    if folder.parent.is_dir():  # runs/nope: a mistyped local folder, not a hub id to download
+        near = sorted(p.name for p in folder.parent.iterdir() if p.is_dir())[:5]
+        raise BundleError(f"{folder}: no such model bundle folder in {folder.parent}"
+                          + (f" (it holds {', '.join(near)})" if near else "")
+                          + f"; a hub id owner/name is downloaded only when no local folder {folder.parent} exists")
     try:
         from huggingface_hub import snapshot_download
 
@@ -189,12 +206,18 @@ def read_config(folder: Path) -> Dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != FORMAT_TAG:
         raise BundleError(f"{folder / CONFIG}: not an swrr model bundle (no format {FORMAT_TAG!r})")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{folder / CONFIG}: format_version is {version!r}, not an integer; the bundle is damaged")
+    if version > FORMAT_VERSION:
         raise BundleError(f"{folder}: bundle format version {version!r} is newer than this swrr reads "
                           f"({FORMAT_VERSION}); upgrade swrr (pip install -U swrr)")
     lacking = [k for k in ("task", "label_names", "objective", "model", "recipe") if k not in config]
     if lacking:
         raise BundleError(f"{folder / CONFIG}: lacks the keys {lacking}; the bundle is damaged")
+    names = config["label_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise BundleError(f"{folder / CONFIG}: label_names must be a list of distinct class names, got {names!r}; "
+                          "the bundle is damaged")
     if config["task"] == "classification" and len(config["label_names"]) != config["model"].get("num_outputs"):
         raise BundleError(f"{folder / CONFIG}: {len(config['label_names'])} label names for a model with "
                           f"{config['model'].get('num_outputs')} outputs")

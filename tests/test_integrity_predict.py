@@ -128,3 +128,109 @@ def test_a_long_file_with_nan_samples_is_an_error_row_under_vad(trained, tmp_pat
     hit = (windows["start"] <= nan_at + 0.01) & (windows["end"] >= nan_at)
     assert hit.any() and windows.loc[hit, "error"].str.startswith("non-finite samples").all()
     assert (windows.loc[~hit, "error"] == "").all() and (~hit).any()  # the windows without NaN are predicted
+
+
+def _long_file(path: Path, clips, repeat=2) -> Path:
+    sf.write(path, np.concatenate([sf.read(p, dtype="float32")[0] for p in clips] * repeat), 16000)
+    return path
+
+
+def test_a_regression_bundle_with_a_label_column_and_file_means(trained, tmp_path):  # noqa: F811
+    from dataclasses import replace
+
+    from swrr.model import SWRR
+
+    run_dir, _, rows = trained
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    config = replace(bundle.model_config, num_outputs=1)
+    torch.manual_seed(0)
+    folder = write_bundle(tmp_path / "regression", SWRR(config).state_dict(), config, "regression", [],
+                          replace(bundle.recipe, task="regression", label_names=[]), {}, objective="l1")
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": rows["path"][:2], "text": ["a", "b"], "label": ["1.5", "-2"]}).to_csv(manifest, index=False)
+    summary, table = predict(tmp_path, folder, [manifest], aggregate="mean")
+    assert "label" not in table.columns and table["input_label"].tolist()[:2] == ["1.5", "-2"]
+    means = table[table["kind"] == "file-mean"]
+    assert len(means) == 2 and np.isfinite(means["score"]).all()
+    assert summary.items == 2 and summary.file_means == 2 and "2 of 2 rows predicted and 2 file means" in summary.lines()[0]
+
+
+def test_a_recipe_that_disagrees_with_the_model_is_refused_on_load(trained, tmp_path):  # noqa: F811
+    from dataclasses import replace
+
+    run_dir, _, _ = trained
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    for key, value in (("max_frames", bundle.recipe.max_frames + 1), ("max_tokens", 7)):
+        folder = write_bundle(tmp_path / key, bundle.model.state_dict(), bundle.model_config, bundle.task,
+                              bundle.label_names, replace(bundle.recipe, **{key: value}), {})
+        with pytest.raises(BundleError, match=f"recipe and the model disagree \\({key} {value} vs"):
+            load_bundle(folder)
+
+
+def test_tampered_bundle_configs_are_refused(trained, tmp_path, monkeypatch):  # noqa: F811
+    import json
+    import shutil
+
+    run_dir, _, _ = trained
+    source = run_dir / "fold01" / "model"
+    cases = {"label_names": ("abcd", "distinct class names"), "format_version": ("1", "not an integer")}
+    for key, (value, message) in cases.items():
+        folder = tmp_path / key
+        shutil.copytree(source, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config[key] = value
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(BundleError, match=message):
+            load_bundle(folder)
+    folder = tmp_path / "duplicates"
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["label_names"] = ["ang", "ang", "sad", "neu"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="distinct class names"):
+        load_bundle(folder)
+    # a mistyped local folder is not a hub download
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BundleError, match="no such model bundle folder in runs"):
+        load_bundle("runs/nope")
+
+
+def test_plots_are_unique_per_input_and_a_full_disk_leaves_no_png(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    first = _long_file(tmp_path / "клип.wav", rows["path"][:2], repeat=2)
+    second = _long_file(tmp_path / "звук.wav", rows["path"][2:4], repeat=2)
+    _, table = predict(tmp_path, run_dir, [first, second], texts=["a", "b"], segment="window", plot=True,
+                       name="t.csv")
+    pngs = sorted(p.name for p in tmp_path.glob("t.*.png"))
+    assert pngs == ["t.звук.png", "t.клип.png"]
+    # a full disk while writing a PNG: one line, the CSV is whole, no PNG or .partial left
+    for png in tmp_path.glob("t.*.png"):
+        png.unlink()
+    (tmp_path / "t.клип.png.partial").symlink_to("/dev/full")
+    result = CliRunner().invoke(predict_main, ["--model", str(run_dir), str(first), "--text", "a", "--out",
+                                               str(tmp_path / "t.csv"), "--segment", "window", "--plot",
+                                               "--no-progress", "--device", "cpu"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "predictions are complete in" in lines[0], result.stderr
+    assert not list(tmp_path.glob("t.*.png*")) and len(pd.read_csv(tmp_path / "t.csv")) > 1
+
+
+def test_an_over_long_out_name_is_one_line(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    _refused(["--model", run_dir, rows["path"][0], "--text", "x", "--out", tmp_path / ("p" * 250 + ".csv")],
+             "choose a shorter name")
+    _refused(["--model", run_dir, rows["path"][0], "--text", "x", "--plot", "--out",
+              tmp_path / ("p" * 235 + ".csv")], "--plot")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_summary_counts_rows_by_kind_and_groups_errors_by_reason(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": list(rows["path"][:4]), "text": ["a", "b", "", "d"],
+                  "start": ["x", "-1", "", ""], "end": ["", "", "", ""]}).to_csv(manifest, index=False)
+    (tmp_path / "none.wav").write_bytes(Path(rows["path"][5]).read_bytes())
+    summary, table = predict(tmp_path, run_dir, [manifest, tmp_path / "none.wav"], aggregate="mean")
+    assert summary.errors == {"start/end are not times in seconds": 2, "no transcript": 1}
+    assert summary.items == 5 and summary.predicted == 2 and summary.file_means == 5
