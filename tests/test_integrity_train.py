@@ -99,3 +99,77 @@ def test_compare_pairs_by_the_task_digest_only(tmp_path):
     load_runs([_hand_run(tmp_path / "a", "t1", "fp1"), _hand_run(tmp_path / "b", "t1", "fp2")])
     with pytest.raises(CompareError, match="different tasks"):
         load_runs([tmp_path / "a", _hand_run(tmp_path / "c", "t2", "fp1")])
+
+
+def _train_cli(args):
+    from click.testing import CliRunner
+
+    from swrr.train.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stderr.strip().splitlines()
+
+
+def test_seed_and_seeds_contradictions_are_refused(caches, tmp_path):
+    import yaml
+
+    original = caches[0]
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump({"cache": str(original), "seed": 3, "seeds": [0, 1]}))
+    code, lines = _train_cli(["--config", both, "--runs-dir", tmp_path / "runs"])
+    assert code == 2 and len(lines) == 1 and "both seed (3) and seeds ([0, 1])" in lines[0], lines
+    seeded = tmp_path / "seeded.json"  # what a seeded run's config.json holds
+    seeded.write_text(json.dumps({"train": {"cache": str(original), "seed": 0, "seeds": [0, 1]}}))
+    code, lines = _train_cli(["--config", seeded, "--seed", "5", "--runs-dir", tmp_path / "runs"])
+    assert code == 2 and len(lines) == 1 and "--seed 5 contradicts seeds [0, 1]" in lines[0], lines
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_floats_written_without_a_dot_are_numbers(caches, tmp_path):
+    from swrr.train.config import load_config_file
+
+    path = tmp_path / "lr.yaml"
+    path.write_text(f"cache: {caches[0]}\nlr: 1e-3\nweight_decay: 5E-5\nepochs: 2\n")
+    assert load_config_file(path)["lr"] == 1e-3 and load_config_file(path)["weight_decay"] == 5e-5
+    path.write_text(f"cache: {caches[0]}\nlr: fast\n")
+    with pytest.raises(TrainError, match="lr: expected float or null, got 'fast'"):
+        load_config_file(path)
+
+
+def test_an_over_long_name_is_refused_before_any_folder(caches, tmp_path):
+    with pytest.raises(TrainError, match="--name is 252 bytes long"):
+        run(tiny_config(caches[0], tmp_path / "runs", name="n" * 252))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_outputs_are_all_or_nothing_and_never_replace_another_comparison(tmp_path, monkeypatch):
+    import swrr.train.compare as compare
+    from swrr.train.compare import run_compare
+
+    a, b = _hand_run(tmp_path / "x" / "A", "t"), _hand_run(tmp_path / "x" / "B", "t")
+    with pytest.raises(CompareError, match="--resamples must be >= 100"):
+        run_compare([a, b], resamples=2)
+    assert not list((tmp_path / "x").glob("compare*"))
+    _, out = run_compare([a, b], resamples=100)
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "compare.json", "compare.md", "compare.png"]
+    run_compare([a, b], resamples=100)  # the same comparison again replaces it
+    # other runs with the same folder names would get the same default folder: refused
+    a2, b2 = _hand_run(tmp_path / "y" / "A", "t"), _hand_run(tmp_path / "y" / "B", "t")
+    with pytest.raises(CompareError, match="holds the comparison of other runs"):
+        run_compare([a2, b2], out=out, resamples=100)
+    with pytest.raises(CompareError, match="not a comparison folder"):
+        run_compare([a2, b2], out=tmp_path / "y", resamples=100)
+    # a full disk: nothing half written, the earlier comparison stays whole
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    full = tmp_path / "full"
+    real_markdown = compare.markdown
+
+    def markdown_to_full_disk(rows, runs):  # the folder's second file lands on a full device (/dev/full)
+        (full.with_name("full.partial") / "compare.md").symlink_to("/dev/full")
+        return real_markdown(rows, runs)
+
+    monkeypatch.setattr(compare, "markdown", markdown_to_full_disk)
+    with pytest.raises(CompareError, match="nothing was written"):
+        run_compare([a, b], out=full, resamples=100)
+    assert not full.exists() and not (tmp_path / "full.partial").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

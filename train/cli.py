@@ -72,6 +72,11 @@ def config_from_options(options: Dict[str, Any], given: Set[str], config_file: O
         return TrainConfig(**options), None
     data = load_config_file(config_file)
     overrides = {name: options[name] for name in given if name in options}
+    if "seed" in overrides and data.get("seeds") is not None:
+        raise TrainError(f"--seed {overrides['seed']} contradicts seeds {data['seeds']} of {config_file}; give "
+                         f"--seeds {overrides['seed']}, to train that seed alone, or --seeds with the seeds you want")
+    if "seeds" in overrides:
+        data.pop("seed", None)  # --seeds replaces the file's single seed
     if given & {"lstm_hidden", "model_set"}:
         overrides["model"] = {**data.get("model", {}), **options["model"]}
     if "cache" not in {**data, **overrides}:
