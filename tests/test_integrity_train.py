@@ -173,3 +173,20 @@ def test_compare_outputs_are_all_or_nothing_and_never_replace_another_comparison
         run_compare([a, b], out=full, resamples=100)
     assert not full.exists() and not (tmp_path / "full.partial").exists()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_resumes(caches, tmp_path):
+    from swrr.train.config import INCOMPLETE
+
+    original = caches[0]
+    with pytest.raises(RunInterrupted):
+        run(tiny_config(original, tmp_path, name="full", folds=[1], stop_after_epochs=1))
+    fold = tmp_path / "full" / "fold01"
+    kept = (fold / "last.pt").read_bytes()
+    (fold / "last.pt.tmp").symlink_to("/dev/full")  # the next checkpoint lands on a full device
+    code, lines = _train_cli(["--resume", tmp_path / "full"])
+    assert code == 2 and "cannot write the checkpoint" in lines[-1] and "--resume" in lines[-1], lines
+    assert not (fold / "last.pt.tmp").exists() and not (fold / "last.pt.tmp").is_symlink()
+    assert (fold / "last.pt").read_bytes() == kept and (tmp_path / "full" / INCOMPLETE).exists()
+    resume(tmp_path / "full")  # space freed: the run finishes
+    assert not (tmp_path / "full" / INCOMPLETE).exists()
