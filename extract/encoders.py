@@ -37,7 +37,12 @@ TINY_VOCAB = Path(str(resources.files("swrr.extract") / "tiny_vocab.txt"))
 
 
 class EncoderError(Exception):
-    """An encoder that cannot be loaded or used as asked; the message says what to do."""
+    """An encoder that cannot be loaded or used as asked; the message says what to do.
+    `advice` (part of the message) is swrr-extract's; another command may give its own instead."""
+
+    def __init__(self, cause: str, advice: str = ""):
+        super().__init__(cause + advice)
+        self.cause, self.advice = cause, advice
 
 
 # ---------------------------------------------------------------------------------- exact batching
@@ -259,7 +264,7 @@ def _from_pretrained(loader, role: str, id_or_path: str):
             raise EncoderError(f"{id_or_path}: cannot load the {role} encoder from this folder ({reason})") from exc
         raise EncoderError(
             f"cannot load the {role} encoder {id_or_path!r}: it is neither a local folder nor reachable "
-            f"on the Hugging Face hub ({reason}). Download it once with network access, pass a local "
+            f"on the Hugging Face hub ({reason})", ". Download it once with network access, pass a local "
             "folder, or use --encoders tiny for an offline run with random weights") from exc
 
 

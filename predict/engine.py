@@ -1,6 +1,6 @@
 """Scoring items with a bundle: features through extract's own code path, then the bundle's head.
 
-    predictor = Predictor(load_bundle("runs/demo-all/fold01/model"))
+    predictor = Predictor(load_bundle("runs/demo-split/fold01/model"))
     rows = predictor.predict([Item("clip", Path("clip.wav"), "what was said", "given")])
 
 The features are made exactly as `swrr-extract` made the training cache: the encoders named by
@@ -33,6 +33,7 @@ from swrr.device import resolve_device
 NO_TEXT = failure_text("no transcript", "give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL")
 NON_FINITE_FEATURES = "non-finite features (NaN or inf from the encoders: audio far outside [-1, 1]?)"
 NON_FINITE_OUTPUT = "non-finite model output (NaN or inf)"
+DIGITAL_SILENCE = failure_text("no speech found", "digital silence: every sample is 0")
 
 
 def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
@@ -50,17 +51,26 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
     except EncoderError as exc:
         raise PredictError(f"the model's recipe needs the encoders {recipe.audio_encoder} (revision "
                            f"{recipe.audio_encoder_revision or '?'}) and {recipe.text_encoder} (revision "
-                           f"{recipe.text_encoder_revision or '?'}), and one cannot be loaded: {exc}. Pass "
+                           f"{recipe.text_encoder_revision or '?'}), and one cannot be loaded: {exc.cause}. Pass "
                            "--audio-encoder PATH / --text-encoder PATH to a local copy of the same model") from None
-    for role, encoder, dim, option in (("audio", audio, recipe.audio_dim, "--audio-encoder"),
-                                       ("text", text, recipe.text_dim, "--text-encoder")):
+    for role, encoder, dim, override, option in (("audio", audio, recipe.audio_dim, audio_override, "--audio-encoder"),
+                                                 ("text", text, recipe.text_dim, text_override, "--text-encoder")):
         differ = [f"hidden_size {encoder.dim} vs {dim}"] if encoder.dim != dim else []
         if role == "audio" and encoder.sample_rate != recipe.sample_rate:
             differ.append(f"sampling_rate {encoder.sample_rate} vs {recipe.sample_rate}")
-        if differ:
-            raise PredictError(f"{option} {encoder.name}: its config differs from the model's recipe "
+        if differ:  # name what was given: the override, or the recipe's own encoder
+            given = f"{option} {encoder.name}" if override else f"the recipe's {role} encoder {encoder.name}"
+            raise PredictError(f"{given}: its config differs from the model's recipe "
                                f"({', '.join(differ)}); it is not the encoder the model was trained on")
     return audio, text
+
+
+def _mark_silent(batch: LoadedBatch, failed: Dict[int, str]) -> None:
+    """Rows whose waveform is digital silence (every sample 0) get the error a silent long file
+    gets from the VAD: no speech, whatever the length (a 2 s silence is not "sad")."""
+    for k, (row, length) in enumerate(zip(batch.rows, batch.sample_lengths.tolist())):
+        if not bool(batch.input_values[k, :length].any()):
+            failed[row] = DIGITAL_SILENCE
 
 
 class Predictor:
@@ -138,9 +148,11 @@ class Predictor:
         inputs = BatchInputs(plan.batches, utts, self.audio.feature_extractor, self.text.tokenizer,
                              recipe.sample_rate, self.max_samples, recipe.max_tokens)
         for encoded in encode_ahead(self._loaded(inputs, failed), self.audio, self.text, recipe.dtype):
-            keep = np.asarray(encoded.finite, dtype=bool)
-            failed.update({row: NON_FINITE_FEATURES for row, ok in zip(encoded.rows, keep) if not ok})
-            if keep.any():  # as swrr-extract, which never stores such rows: the head does not see them
+            finite = np.asarray(encoded.finite, dtype=bool)
+            failed.update({row: NON_FINITE_FEATURES for row, ok in zip(encoded.rows, finite)
+                           if not ok and row not in failed})
+            keep = np.array([row not in failed for row in encoded.rows], dtype=bool)
+            if keep.any():  # as swrr-extract, which never stores non-finite rows: the head does not see them
                 yield [row for row, ok in zip(encoded.rows, keep) if ok], self._head(encoded)[keep]
 
     def _loaded(self, inputs: BatchInputs, failed: Dict[int, str]) -> Iterator[LoadedBatch]:
@@ -149,6 +161,7 @@ class Predictor:
         workers = min(self.workers, len(inputs) - 1)  # one batch: a worker process would only add its start-up
         for i, batch in enumerate(decoding_loader(inputs, workers, self.device.type == "cuda")):  # in plan order: batch i is inputs.batches[i]
             if not isinstance(batch, LoadFailure):
+                _mark_silent(batch, failed)
                 yield batch
                 continue
             for row in inputs.batches[i]:
@@ -157,6 +170,7 @@ class Predictor:
                 if isinstance(single, LoadFailure):
                     failed[row] = failure_text(single.reason, single.detail)
                 else:
+                    _mark_silent(single, failed)
                     yield single
 
     @torch.no_grad()

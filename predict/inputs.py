@@ -14,12 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from swrr.extract.datasets.manifest import is_number, read_csv_table
+from swrr.extract.datasets.manifest import check_unique_ids, is_number, read_csv_table
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 MANIFEST_COLUMNS = ("path", "text", "utt_id", "start", "end")  # what the manifest means to predict
 
 GIVEN, SIDECAR, ASR = "given", "sidecar", "asr"  # where a transcript came from
+BAD_TIMES = "start/end are not times in seconds"
 
 
 class PredictError(Exception):
@@ -78,7 +79,7 @@ def collect_inputs(inputs: Sequence[str], texts: Sequence[str] = ()) -> List[Ite
         else:
             items.append(_file_item(path, path.stem, next(given, None)))
     seen = set()
-    for item in items:  # the same name in two places: keep both, told apart by a suffix
+    for item in items:  # files of the same name (or one file twice) on the command line: told apart by a suffix
         base, n = item.item_id, 1
         while item.item_id in seen:
             n += 1
@@ -112,9 +113,14 @@ def _manifest_items(csv_path: Path) -> List[Item]:
         table = read_csv_table(csv_path, required=("path",))
     except DatasetError as exc:
         raise PredictError(str(exc)) from None
+    records = [{k: str(v).strip() for k, v in row.items()} for row in table.to_dict("records")]
+    try:  # swrr-extract's rule: a manifest names each row once
+        check_unique_ids(csv_path, [row.get("utt_id") or Path(row["path"]).with_suffix("").as_posix()
+                                    for row in records], "utt_id" in table.columns)
+    except DatasetError as exc:
+        raise PredictError(str(exc)) from None
     items = []
-    for line, row in enumerate(table.to_dict("records"), start=2):
-        row = {k: str(v).strip() for k, v in row.items()}
+    for line, row in enumerate(records, start=2):
         path = Path(row["path"]).expanduser()
         path = path if path.is_absolute() else csv_path.parent / path
         item = Item(row.get("utt_id") or Path(row["path"]).with_suffix("").as_posix(), path,
@@ -124,7 +130,7 @@ def _manifest_items(csv_path: Path) -> List[Item]:
         try:
             item.start, item.end = _seconds(row.get("start", "")), _seconds(row.get("end", ""))
         except ValueError:
-            item.error = failure_text("start/end are not times in seconds",
+            item.error = failure_text(BAD_TIMES,
                                       f"line {line}: {row.get('start')!r}-{row.get('end')!r}")
         items.append(item)
     return items

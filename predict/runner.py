@@ -1,7 +1,7 @@
 """`swrr-predict` end to end: check the request, load the bundle, collect the inputs, cut long
 files into segments, transcribe what has no text, score everything, write the table.
 
-    summary = run_predict(PredictConfig(model="runs/demo-all", inputs=["clip.wav"], texts=["hello"]))
+    summary = run_predict(PredictConfig(model="runs/demo-split", inputs=["clip.wav"], texts=["hello"]))
 
 The output (CSV, or JSON lines) has one row per utterance or segment: id, file, start, end, the
 label and one prob_<class> column per class (or score), the transcript and its source, notes,
@@ -22,7 +22,7 @@ from swrr.extract.audio import probe_audio
 from swrr.extract.batching import AUTO, parse_batch_seconds
 from swrr.extract.pipeline import default_workers
 from swrr.predict.engine import Predictor
-from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
+from swrr.predict.inputs import ASR, BAD_TIMES, Item, PredictError, collect_inputs
 from swrr.predict.output import (FORMAT_SUFFIXES, PARTIAL_SUFFIX, check_not_an_input, check_output,
                                  check_outside_model, output_format, remove_quietly)
 from swrr.bundle import load_bundle
@@ -132,6 +132,8 @@ def run_predict(config: PredictConfig) -> Summary:
     for item in items:
         if item.start is not None and item.file_id != item.item_id and item.text_source not in ("", ASR):
             item.notes.append(WHOLE_FILE_TEXT)
+    if bundle.needs_text:
+        _transcript_notes(items, predictor)
     bar = progress_bar(total=len(items), unit="utt", desc="predict", disable=not config.progress)
     try:
         outputs = predictor.predict(items, bar)
@@ -169,18 +171,36 @@ def _revision_warnings(predictor: Predictor) -> List[str]:
     return out
 
 
+def _transcript_notes(items: List[Item], predictor: Predictor) -> None:
+    """Notes on transcripts the model reads differently from what was given: empty, or cut."""
+    limit = predictor.recipe.max_tokens
+    for item in items:
+        if item.error or item.text is None:
+            continue
+        if not item.text.strip():
+            item.notes.append("empty transcript")
+            continue
+        tokens = len(predictor.text.tokenizer(item.text, truncation=False)["input_ids"])
+        if tokens > limit:
+            item.notes.append(f"transcript cut to its first {limit} of {tokens} tokens")
+
+
 def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predictor):
     import pandas as pd
 
     durations = {}
     rows = []
     for i, item in enumerate(items):
-        start = item.start or 0.0
+        start = np.nan if item.error.startswith(BAD_TIMES) else item.start or 0.0  # never a made-up 0.0
         end = item.end
-        if end is None and not item.error:  # to the end of the file
+        if not item.error:
             if item.path not in durations:  # one probe per file, however many segments it has
                 durations[item.path] = probe_audio(item.path).duration
-            end = durations[item.path]
+            if end is None:  # to the end of the file
+                end = durations[item.path]
+            elif end > durations[item.path] + 1e-3:  # as the audio is read: up to the file's end
+                item.notes.append(f"end {end} s is past the file's end ({durations[item.path]:.2f} s)")
+                end = durations[item.path]
         row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})

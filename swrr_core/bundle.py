@@ -313,7 +313,7 @@ def find_bundle(path, fold: Optional[int] = None):
     if len(bundles) == 1:
         return bundles[0]
     listing = "; ".join(f"{b.parent.name}: {_fold_summary(b)}" for b in bundles)
-    choose = ("pass one unit's bundle folder as --model, e.g. " + str(bundles[0])) if fold is not None or \
+    choose = ("give one unit's bundle folder instead, e.g. " + str(bundles[0])) if fold is not None or \
         len(by_fold) == 1 else "choose one with --fold K"
     raise BundleError(f"{path} holds {len(bundles)} models; {choose} ({listing}). "
                       "To deploy, train on every row with --protocol all and quote the cross-validation numbers")

@@ -500,8 +500,16 @@ def _check_disk(path: Path, meta: CacheMeta, n_rows: int) -> None:
     need = estimated_bytes(meta, n_rows)
     free = shutil.disk_usage(folder).free
     if need > free:
-        raise CacheError(f"{path}: the cache needs about {need / 1e9:.2f} GB but {folder} has "
-                         f"{free / 1e9:.2f} GB free; free some space or choose another --out")
+        raise CacheError(f"{path}: the cache needs about {human_bytes(need)} but {folder} has "
+                         f"{human_bytes(free)} free; free some space or choose another --out")
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB': a size in the unit that shows it (not '0.00 GB' for a small cache)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> None:
