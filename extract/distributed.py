@@ -44,8 +44,8 @@ from swrr.extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, 
                               _split_counts, cache_meta, class_report, read_rows, ready_encoders,
                               resolve_batch_seconds)
 from swrr.extract.encoders import describe
-from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, partial_done, partial_path, refuse_finished,
-                             shard_partials, shard_path)
+from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, discard_shard, partial_done, partial_path,
+                        refuse_finished, shard_partials, shard_path)
 from swrr.device import resolve_device
 from swrr.ranks import FailureFlag, Ranks, deal
 
@@ -213,7 +213,7 @@ def assemble(out: Path, meta: CacheMeta, rows: Rows) -> Path:
     finally:
         writer.close()
     for shard in shards:
-        shard.unlink(missing_ok=True)
+        discard_shard(shard)
     return path
 
 

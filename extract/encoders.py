@@ -14,6 +14,8 @@ single-utterance run (tests/test_encoders.py).
 """
 from __future__ import annotations
 
+import hashlib
+
 import contextlib
 import shutil
 import tempfile
@@ -134,6 +136,18 @@ def tokenize(tokenizer, texts: Sequence[str], max_tokens: int) -> Dict[str, torc
 
 
 # ---------------------------------------------------------------------------------- encoders
+def weights_digest(model: nn.Module) -> str:
+    """BLAKE2b-128 of a model's weights (every tensor of its state dict, by name, as stored bytes):
+    two folders with the same digest hold the same model, wherever they lie and whatever their
+    revision label; recorded in the cache's recipe and checked by swrr-predict."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 class _Encoder:
     """A transformers model in eval mode with layer selection, device and precision."""
 
@@ -149,6 +163,7 @@ class _Encoder:
         self.layer = layer
         self.device = torch.device("cpu")
         self.fp16 = False
+        self.weights_digest = weights_digest(self.model)  # as loaded, before any device or dtype move
 
     @property
     def dim(self) -> int:

@@ -254,6 +254,7 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
                      max_frames=config.max_frames, max_tokens=config.max_tokens, dtype=config.dtype,
                      layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
+                     audio_encoder_digest=audio.weights_digest, text_encoder_digest=text.weights_digest,
                      tool_version=__version__, source_root=str(source_root(reader)), config=numbers)
 
 

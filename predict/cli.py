@@ -50,10 +50,13 @@ USER_ERRORS = (PredictError, BundleError, DeviceError)
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Processes decoding audio while the encoders run. Default: as swrr-extract, here "
                    f"{default_workers()}; 0 = decode in the main process.")
+@click.option("--strict", is_flag=True,
+              help="Refuse encoders whose weights differ from those the model's features were made with (the "
+                   "recipe's weights digest), instead of warning.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="A progress bar over the rows to score (one line per update in a log).")
 def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, hop, aggregate, plot, asr, asr_all,
-         audio_encoder, text_encoder, workers, progress):
+         audio_encoder, text_encoder, workers, strict, progress):
     """Predict emotions (or sentiment scores) of audio files, folders or a manifest CSV with a trained
     swrr model, through the same feature code path as swrr-extract.
 
@@ -69,7 +72,7 @@ def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, h
                                aggregate=aggregate, plot=plot, asr=asr, asr_all=asr_all,
                                audio_encoder=audio_encoder, text_encoder=text_encoder,
                                workers=default_workers() if workers is None else workers,
-                               progress=progress)
+                               strict=strict, progress=progress)
         summary = run_predict(config)
     except KeyboardInterrupt:
         click.echo("\nswrr-predict: interrupted; nothing was written", err=True)

@@ -57,6 +57,7 @@ class PredictConfig:
     audio_encoder: Optional[str] = None  # local copy of the recipe's audio encoder
     text_encoder: Optional[str] = None
     workers: int = field(default_factory=default_workers)  # audio decoding processes, as swrr-extract
+    strict: bool = False  # refuse encoders whose weights differ from the recipe's, instead of warning
     progress: bool = True
 
     def __post_init__(self):
@@ -120,7 +121,7 @@ def run_predict(config: PredictConfig) -> Summary:
     check_outside_model(config.out, bundle.path)
     predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
                           config.batch_seconds, config.workers)
-    warnings = _revision_warnings(predictor)
+    warnings = _encoder_warnings(predictor, config.strict)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
 
@@ -161,13 +162,29 @@ def error_reason(error: str) -> str:
     return error.split(" (")[0]
 
 
-def _revision_warnings(predictor: Predictor) -> List[str]:
+def _encoder_warnings(predictor: Predictor, strict: bool = False) -> List[str]:
+    """Encoders that may not be the ones the model was trained on. With the weights digest in the
+    recipe (caches made since issue 18) the weights decide: equal digests are silent (a moved copy),
+    different ones a warning naming both (PredictError when `strict`); without it, the revision."""
     recipe, out = predictor.recipe, []
-    for encoder, wanted in ((predictor.audio, recipe.audio_encoder_revision),
-                            (predictor.text, recipe.text_encoder_revision)):
-        if wanted and encoder.revision != wanted and not encoder.random_init:
+    for role, encoder, wanted_digest, wanted_revision, trained_on in (
+            ("audio", predictor.audio, recipe.audio_encoder_digest, recipe.audio_encoder_revision,
+             recipe.audio_encoder),
+            ("text", predictor.text, recipe.text_encoder_digest, recipe.text_encoder_revision, recipe.text_encoder)):
+        if encoder.random_init:
+            continue
+        if wanted_digest:
+            if encoder.weights_digest != wanted_digest:
+                message = (f"the {role} encoder {encoder.name} has weights {encoder.weights_digest}, but the model "
+                           f"was trained on features of {trained_on} with weights {wanted_digest}: another model, "
+                           "its predictions differ")
+                if strict:
+                    raise PredictError(message + " (--strict)")
+                out.append(message)
+        elif wanted_revision and encoder.revision != wanted_revision:
             out.append(f"{encoder.name} is revision {encoder.revision}, the model was trained on features of "
-                       f"revision {wanted}: predictions may differ")
+                       f"revision {wanted_revision}: predictions may differ (this model's recipe has no weights "
+                       "digest to tell)")
     return out
 
 

@@ -89,6 +89,9 @@ class CacheMeta:
     audio_encoder_revision: str = ""
     text_encoder_revision: str = ""
     random_encoders: bool = False  # True: features come from randomly initialised encoders
+    # optional (issue 18; "" in older caches): extract.encoders.weights_digest of each encoder as loaded
+    audio_encoder_digest: str = ""
+    text_encoder_digest: str = ""
     tool_version: str = ""
     source_root: str = ""  # absolute dataset folder that relative `source` paths start from
     config: Dict = field(default_factory=dict)  # the full extraction config, compared on resume
@@ -388,6 +391,24 @@ def shard_partials(path) -> List[Path]:
     """The shard files of distributed extractions of `path` on disk, of any world size."""
     path = Path(path)
     return sorted(path.parent.glob(f"{glob.escape(path.name)}.rank-*-of-*{PARTIAL_SUFFIX}"))
+
+
+def discard_shard(shard_partial) -> None:
+    """Delete an assembled shard (`<out>.rank-R-of-W.partial`) and its lock file. The lock is taken
+    first: a shard some live process still holds keeps its lock file (deleting it would let two
+    processes lock two different files), so no `.lock` is left beside a finished cache otherwise."""
+    shard_partial = Path(shard_partial)
+    shard = shard_partial.with_name(shard_partial.name[: -len(PARTIAL_SUFFIX)])
+    try:
+        lock = OutputLock(shard, LOCK_OWNER).acquire()
+    except (LockHeld, OSError):
+        shard_partial.unlink(missing_ok=True)  # assembled already: the rows are in the cache
+        return
+    try:
+        shard_partial.unlink(missing_ok=True)
+        lock.file.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def refuse_finished(path, meta: CacheMeta) -> None:
