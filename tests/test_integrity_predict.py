@@ -234,3 +234,96 @@ def test_the_summary_counts_rows_by_kind_and_groups_errors_by_reason(trained, tm
     summary, table = predict(tmp_path, run_dir, [manifest, tmp_path / "none.wav"], aggregate="mean")
     assert summary.errors == {"start/end are not times in seconds": 2, "no transcript": 1}
     assert summary.items == 5 and summary.predicted == 2 and summary.file_means == 5
+
+
+def _saved(folder: Path, built) -> Path:
+    model, processor = built
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_encoder_weights_are_checked_by_digest_not_by_folder(trained, tmp_path):  # noqa: F811
+    import shutil
+    from dataclasses import replace
+
+    from swrr.extract.encoders import build_tiny_audio, build_tiny_text, load_audio_encoder, load_text_encoder
+    from swrr.predict.inputs import PredictError
+
+    run_dir, _, rows = trained
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    audio = _saved(tmp_path / "wavlm", build_tiny_audio())
+    moved = Path(shutil.copytree(audio, tmp_path / "elsewhere" / "wavlm"))
+    other = _saved(tmp_path / "other", build_tiny_audio(seed=7))  # same architecture, other weights
+    text = _saved(tmp_path / "bert", build_tiny_text())
+    digest = load_audio_encoder(str(audio)).weights_digest
+    assert load_audio_encoder(str(moved)).weights_digest == digest != load_audio_encoder(str(other)).weights_digest
+    recipe = replace(bundle.recipe, audio_encoder=str(audio), text_encoder=str(text), config={},
+                     random_encoders=False, audio_encoder_revision=f"local:{audio.resolve()}",
+                     text_encoder_revision=f"local:{text.resolve()}",
+                     audio_encoder_digest=digest, text_encoder_digest=load_text_encoder(str(text)).weights_digest)
+    folder = write_bundle(tmp_path / "b", bundle.model.state_dict(), bundle.model_config, bundle.task,
+                          bundle.label_names, recipe, {})
+    clip = rows["path"][0]
+    summary, _ = predict(tmp_path, folder, [clip], texts=["hi"], audio_encoder=str(moved))
+    assert summary.warnings == []  # a moved copy: the same weights, silent
+    summary, _ = predict(tmp_path, folder, [clip], texts=["hi"], audio_encoder=str(other))
+    (warning,) = summary.warnings
+    assert str(other) in warning and str(audio) in warning and digest in warning
+    with pytest.raises(PredictError, match="--strict"):
+        predict(tmp_path, folder, [clip], texts=["hi"], audio_encoder=str(other), strict=True)
+    # a recipe without digests (older caches) still falls back to the revision
+    old = write_bundle(tmp_path / "old", bundle.model.state_dict(), bundle.model_config, bundle.task,
+                       bundle.label_names, replace(recipe, audio_encoder_digest="", text_encoder_digest=""), {})
+    summary, _ = predict(tmp_path, old, [clip], texts=["hi"], audio_encoder=str(moved))
+    assert len(summary.warnings) == 1 and "no weights digest" in summary.warnings[0]
+    # a recipe/encoder mismatch names the recipe's encoder, not an option that was never given
+    odd = write_bundle(tmp_path / "odd", bundle.model.state_dict(), bundle.model_config, bundle.task,
+                       bundle.label_names, replace(recipe, sample_rate=8000), {})
+    with pytest.raises(PredictError, match="^the recipe's audio encoder .*sampling_rate 16000 vs 8000"):
+        predict(tmp_path, odd, [clip], texts=["hi"])
+    # a missing encoder is not told to use swrr-extract's --encoders tiny
+    gone = write_bundle(tmp_path / "gone", bundle.model.state_dict(), bundle.model_config, bundle.task,
+                        bundle.label_names, replace(recipe, audio_encoder=str(tmp_path / "nowhere")), {})
+    with pytest.raises(PredictError, match="--audio-encoder PATH") as info:
+        predict(tmp_path, gone, [clip], texts=["hi"])
+    assert "--encoders" not in str(info.value)
+
+
+def test_silent_input_problems_get_a_note_or_an_error(trained, tmp_path):  # noqa: F811
+    run_dir, _, rows = trained
+    sf.write(tmp_path / "silence.wav", np.zeros(32000, np.float32), 16000)  # 2 s of digital silence
+    clip = rows["path"][0]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"utt_id": ["empty", "long", "past", "negative", "silence"],
+                  "path": [clip, clip, clip, clip, str(tmp_path / "silence.wav")],
+                  "text": ["   ", " ".join(["word"] * 5000), "hi", "hi", "hi"],
+                  "start": ["", "", "0", "-1", ""], "end": ["", "", "80", "2", ""]}).to_csv(manifest, index=False)
+    _, table = predict(tmp_path, run_dir, [manifest])
+    by_id = table.set_index("id")
+    assert by_id.loc["empty", "notes"] == "empty transcript"
+    assert by_id.loc["long", "notes"].startswith("transcript cut to its first 50 of ")
+    duration = sf.info(clip).duration
+    assert float(by_id.loc["past", "end"]) == pytest.approx(duration) and "past the file's end" in by_id.loc["past", "notes"]
+    assert by_id.loc["negative", "error"].startswith("start/end are not times") and by_id.loc["negative", "start"] == ""
+    assert by_id.loc["silence", "error"].startswith("no speech found") and by_id.loc["silence", "label"] == ""
+
+
+def test_duplicate_manifest_ids_follow_extracts_rule(tmp_path):
+    from swrr.predict.inputs import PredictError
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("utt_id,path,text\nsame,a.wav,x\nsame,b.wav,y\n")
+    with pytest.raises(PredictError, match="duplicate utterance ids same; make the utt_id values unique"):
+        collect_inputs([str(manifest)])
+
+
+def test_export_help_and_examples(trained, tmp_path):  # noqa: F811
+    from swrr.predict.export import export_bundle
+
+    run_dir, _, _ = trained
+    with pytest.raises(BundleError, match="lies inside"):
+        export_bundle(run_dir / "fold01" / "model", run_dir / "fold01" / "model" / "copy")
+    assert not (run_dir / "fold01" / "model" / "copy").exists()
+    text = CliRunner().invoke(predict_main, ["--help"]).output
+    assert "demo-all" not in text and "A progress bar" in text and "--strict" in text

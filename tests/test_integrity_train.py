@@ -190,3 +190,29 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_resumes(caches, tmp_pat
     assert (fold / "last.pt").read_bytes() == kept and (tmp_path / "full" / INCOMPLETE).exists()
     resume(tmp_path / "full")  # space freed: the run finishes
     assert not (tmp_path / "full" / INCOMPLETE).exists()
+
+
+def test_an_assembled_shard_leaves_no_lock_file_unless_it_is_held(tmp_path):
+    import subprocess
+    import sys
+
+    from swrr.cache import discard_shard, shard_path
+    from swrr.guards import lock_path
+    from tests.test_cache import make_meta, make_rows
+
+    out = tmp_path / "c.h5"
+    for rank in (0, 1):
+        CacheWriter.open(shard_path(out, rank, 2), make_meta(), make_rows()).close()
+    partials = sorted(tmp_path.glob("c.h5.rank-*.partial"))
+    assert len(partials) == 2 and lock_path(shard_path(out, 1, 2)).exists()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from swrr.guards import OutputLock; "
+                               "OutputLock(sys.argv[1], 'x').acquire(); print('held', flush=True); time.sleep(60)",
+                               str(shard_path(out, 1, 2))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for partial in partials:
+            discard_shard(partial)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5.rank-1-of-2.lock"]  # rank 1's is held
+    finally:
+        holder.kill()
+        holder.wait()
