@@ -327,3 +327,14 @@ def test_export_help_and_examples(trained, tmp_path):  # noqa: F811
     assert not (run_dir / "fold01" / "model" / "copy").exists()
     text = CliRunner().invoke(predict_main, ["--help"]).output
     assert "demo-all" not in text and "A progress bar" in text and "--strict" in text
+
+
+def test_export_copy_failures_are_words():
+    import shutil
+
+    from swrr.predict.export import copy_failure
+
+    error = shutil.Error([("/runs/x/fold01/model/model.safetensors", "/out/model.safetensors",
+                           "[Errno 28] No space left on device")])
+    assert copy_failure(error) == "model.safetensors: [Errno 28] No space left on device"
+    assert copy_failure(OSError(28, "No space left on device")) == "No space left on device"
