@@ -40,6 +40,7 @@ import torch
 from profiling import int_list, launch_ranks, profile_calls, sync
 from swrr.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo
 from swrr.device import resolve_device
+from swrr.rundir import RunFolder
 from swrr.train.config import TrainConfig
 from swrr.train.data import LENGTHS, ResidentSource, StreamSource, as_tensors
 from swrr.train.loop import FoldJob, evaluate, train_epoch, training_parts
@@ -95,7 +96,7 @@ def make_job(rows: int, args, model_config: SWRRConfig, graphs: bool = False, se
 
 
 def warmed_up(source, device, args, model_config, steps: int, graphs: bool, seed: int = 0):
-    """A fresh model, as loop._train_fold builds it, trained for a warm-up epoch of args.warmup
+    """A fresh model, as loop.fit_fold builds it, trained for a warm-up epoch of args.warmup
     steps (CUDA graphs are captured there); -> (job of `steps` steps, parts, shuffle generator)."""
     job = make_job(args.warmup * args.batch_size, args, model_config, graphs, seed)
     parts = training_parts(job, device)
@@ -226,7 +227,7 @@ def rank_runs(args, cache_path: Path, runs: Path) -> dict:
                                        str(args.lstm_hidden), "--device", args.device, "--threads", "1",
                                        "--no-progress", "--runs-dir", str(runs), "--name", f"ranks{ranks}"],
                                ranks, "swrr-train")
-        units = len(list((runs / f"ranks{ranks}").glob("fold*/metrics.json")))
+        units = sum(unit.finished() for unit in RunFolder(runs / f"ranks{ranks}").units())
         out[ranks] = {"units": units, "wall_s": wall, "units_per_s": units / wall}
         print(f"  {ranks} rank(s): {units} units in {wall:.1f} s = {units / wall:.3f} units/s"
               + (f", {out[ranks]['units_per_s'] / out[args.ranks[0]]['units_per_s']:.2f}x {args.ranks[0]} rank(s)"

@@ -35,13 +35,13 @@ from swrr._version import __version__
 from swrr import objectives
 from swrr.cache import CacheError, CacheMeta
 from swrr.model import SWRR, SWRRConfig
+from swrr.rundir import UNIT_BUNDLE, UNIT_GLOB, RunFolder, UnitFolder
 
 FORMAT_TAG = "swrr-model-bundle"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
-BUNDLE_DIRNAME = "model"  # the bundle inside a fold folder of a run
 
 
 class BundleError(Exception):
@@ -279,9 +279,9 @@ def check_finite_weights(folder: Path, weights: Dict[str, torch.Tensor]) -> None
 
 
 # ---------------------------------------------------------------------------------- runs
-def fold_bundles(run_dir: Path) -> List[Path]:
-    """The bundles of a run folder's folds, in fold order."""
-    return sorted(p.parent for p in Path(run_dir).glob(f"fold*/{BUNDLE_DIRNAME}/{CONFIG}"))
+def unit_bundles(run_dir: Path) -> List[UnitFolder]:
+    """The units of a run folder that hold a bundle (swrr_core/rundir.py), in unit order."""
+    return [unit for unit in RunFolder(run_dir).units() if (unit.bundle / CONFIG).is_file()]
 
 
 def find_bundle(path, fold: Optional[int] = None):
@@ -294,34 +294,29 @@ def find_bundle(path, fold: Optional[int] = None):
             raise BundleError(f"{path}: no such run folder")
         return path  # maybe a hub id: load_bundle decides
     path = Path(path).expanduser()
-    if any((path / name).is_file() for name in (CONFIG, WEIGHTS)) and not list(path.glob("fold*")):
-        # (a run folder has a config.json too, and fold folders)
+    if any((path / name).is_file() for name in (CONFIG, WEIGHTS)) and not RunFolder(path).units():
+        # (a run folder has a config.json too, and unit folders)
         if fold is not None:
             raise BundleError(f"{path} is a model bundle, not a run folder; --fold applies to run folders")
         return path
-    bundles = fold_bundles(path) if path.is_dir() else []
-    if not bundles:
-        raise BundleError(f"{path}: neither a model bundle nor a run folder with fold*/{BUNDLE_DIRNAME}/ bundles "
+    units = unit_bundles(path) if path.is_dir() else []
+    if not units:
+        raise BundleError(f"{path}: neither a model bundle nor a run folder with {UNIT_GLOB}/{UNIT_BUNDLE}/ bundles "
                           "(runs made before bundles existed have none: retrain, or pass a bundle folder)")
-    by_fold: Dict[int, List[Path]] = {}
-    for bundle in bundles:  # several per fold in a run with --seeds (fold03-seed0, fold03-seed1, ...)
-        by_fold.setdefault(_fold_number(bundle), []).append(bundle)
+    by_fold: Dict[int, List[UnitFolder]] = {}
+    for unit in units:  # several per fold in a run with --seeds (fold03-seed0, fold03-seed1, ...)
+        by_fold.setdefault(unit.fold, []).append(unit)
     if fold is not None:
         if fold not in by_fold:
             raise BundleError(f"{path}: no fold {fold}; its folds with bundles are {sorted(by_fold)}")
-        bundles = by_fold[fold]
-    if len(bundles) == 1:
-        return bundles[0]
-    listing = "; ".join(f"{b.parent.name}: {_fold_summary(b)}" for b in bundles)
-    choose = ("give one unit's bundle folder instead, e.g. " + str(bundles[0])) if fold is not None or \
+        units = by_fold[fold]
+    if len(units) == 1:
+        return units[0].bundle
+    listing = "; ".join(f"{u.path.name}: {_fold_summary(u.bundle)}" for u in units)
+    choose = ("give one unit's bundle folder instead, e.g. " + str(units[0].bundle)) if fold is not None or \
         len(by_fold) == 1 else "choose one with --fold K"
-    raise BundleError(f"{path} holds {len(bundles)} models; {choose} ({listing}). "
+    raise BundleError(f"{path} holds {len(units)} models; {choose} ({listing}). "
                       "To deploy, train on every row with --protocol all and quote the cross-validation numbers")
-
-
-def _fold_number(bundle: Path) -> int:
-    digits = "".join(ch for ch in bundle.parent.name[len("fold"):].split("-")[0] if ch.isdigit())
-    return int(digits) if digits else 0
 
 
 def _fold_summary(bundle: Path) -> str:

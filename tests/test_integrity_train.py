@@ -176,7 +176,7 @@ def test_compare_outputs_are_all_or_nothing_and_never_replace_another_comparison
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_resumes(caches, tmp_path):
-    from swrr.train.config import INCOMPLETE
+    from swrr.rundir import INCOMPLETE
 
     original = caches[0]
     with pytest.raises(RunInterrupted):

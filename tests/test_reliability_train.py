@@ -28,7 +28,8 @@ from test_train import cache_path, fold_metrics, make_cache, reference, tiny_con
 from test_train_cli import invoke
 from swrr.train.config import TrainError
 from swrr.train.loop import RunInterrupted
-from swrr.train.runner import INCOMPLETE, resume, run
+from swrr.rundir import INCOMPLETE
+from swrr.train.runner import resume, run
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILES = ("summary.csv", "results.json", "metrics.json", "ablations.csv")  # a fold is done with its metrics.json
@@ -42,14 +43,15 @@ repo, point, cache, runs = sys.argv[1:5]
 sys.path[:0] = [repo, os.path.join(repo, "tests")]
 import torch
 from test_train import tiny_config
-from swrr.train import loop, report
+from swrr import rundir
+from swrr.train import report
 from swrr.train.runner import run
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 steps, saves = [], []
-real_step, real_save, real_write_json = torch.optim.Adam.step, torch.save, loop.write_json
+real_step, real_save, real_write_json = torch.optim.Adam.step, torch.save, rundir.write_json
 
 def step(self, *args, **kwargs):
     steps.append(1)
@@ -74,7 +76,7 @@ def write_json(path, data):
 def plot_confusion(*args, **kwargs):
     die()  # both folds done, the run's reports being written
 
-torch.optim.Adam.step, torch.save, loop.write_json = step, save, write_json
+torch.optim.Adam.step, torch.save, rundir.write_json = step, save, write_json
 if point == "reports":
     report.plot_confusion = plot_confusion
 run(tiny_config(cache, runs, name="killed"))

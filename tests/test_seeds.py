@@ -10,10 +10,12 @@ import yaml
 from click.testing import CliRunner
 
 from test_train import cache_path, make_cache, tiny_config  # noqa: F401 (cache_path is a fixture)
-from swrr.train.cli import main, parse_seeds
+from swrr.rundir import INCOMPLETE
+from swrr.train.cli import main
+from swrr.train.config import parse_seeds
 from swrr.train.compare import run_compare
 from swrr.train.loop import RunInterrupted
-from swrr.train.runner import INCOMPLETE, resume, run
+from swrr.train.runner import resume, run
 
 UNITS = ["fold01-seed0", "fold02-seed0", "fold01-seed1", "fold02-seed1"]  # seed by seed
 

@@ -19,7 +19,8 @@ from swrr.train.loop import RunInterrupted
 from swrr.train.protocols import default_protocol, make_folds, pick_folds
 from swrr.train.parallel import run_lanes
 from swrr.train import report
-from swrr.train.runner import INCOMPLETE, prepare, resume, run, torch_threads
+from swrr.rundir import INCOMPLETE, UnitFolder
+from swrr.train.runner import prepare, resume, run, torch_threads
 
 DIM, FRAMES, TOKENS = 16, 35, 6
 SPEAKERS = ("S1F", "S1M", "S2F", "S2M")
@@ -452,7 +453,7 @@ def test_plots_label_what_they_show_and_fit_their_titles(reference, tmp_path):
     renderer = FigureCanvasAgg(one_class).get_renderer()
     title = one_class.axes[0].title.get_window_extent(renderer)
     assert 0 <= title.x0 and title.x1 <= one_class.bbox.x1  # not cut off
-    curves = report.plot_learning_curves(tmp_path / "l.png", [reference / "fold01", reference / "fold02"],
+    curves = report.plot_learning_curves(tmp_path / "l.png", [UnitFolder(reference / "fold01"), UnitFolder(reference / "fold02")],
                                          "classification", "")
     loss, accuracy = curves.axes
     assert accuracy.get_title() == "accuracy: WA (train), UA (valid, test)"

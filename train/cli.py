@@ -1,9 +1,8 @@
-"""`swrr-train`: parse options -> TrainConfig -> train.runner.run (or resume). Nothing else here."""
+"""`swrr-train`: parse options -> TrainConfig -> train.launch.run (or resume). Nothing else here."""
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, Optional, Set
 
 import click
 
@@ -11,8 +10,8 @@ from swrr.cache import CacheError
 from swrr.cli import CONTEXT, OneLineErrors
 from swrr.device import DeviceError
 from swrr.objectives import REGRESSION_OBJECTIVES
-from swrr.train.config import (ABLATION_CHOICES, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig, TrainError,
-                          load_config_file, seed_problems)
+from swrr.train.config import (ABLATION_CHOICES, DEFAULTS, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig,
+                               TrainError, load_config_file, parse_folds, parse_model_set, parse_seeds)
 from swrr.train.loop import RunInterrupted
 
 USER_ERRORS = (CacheError, DeviceError, TrainError)
@@ -31,36 +30,6 @@ summary.csv, results.json and PNGs. Continue a killed run with --resume runs/<na
 # the options of RESUMABLE_FIELDS as typed (stop_after_epochs is a hidden test option)
 RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cuda-graphs/--no-cuda-graphs"}
                   .get(f, "--" + f.replace("_", "-")) for f in RESUMABLE_FIELDS if f != "stop_after_epochs"]
-
-
-def parse_folds(text: Optional[str]) -> Optional[List[int]]:
-    if not text:
-        return None
-    try:
-        return sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise click.BadParameter(f"expected fold numbers like 1,3 — got {text!r}", param_hint="--folds")
-
-
-def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
-    """--seeds: a list "1,2,3" (a single seed: "3,") or a count "5" meaning seeds 0..4."""
-    if text is None:
-        return None
-    try:
-        if "," not in text:
-            count = int(text) if text.strip() else 0
-            if count < 1:
-                raise click.BadParameter(f"a count of seeds must be >= 1, got {text!r} (seeds are listed "
-                                         "like 0,1,2; a single seed like 3,)", param_hint="--seeds")
-            return list(range(count))
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected seeds like 1,2,3 or a count like 5 — got {text!r}",
-                                 param_hint="--seeds") from None
-    problems = seed_problems(seeds)
-    if problems:
-        raise click.BadParameter("; ".join(problems).replace("--seeds ", ""), param_hint="--seeds")
-    return seeds
 
 
 def config_from_options(options: Dict[str, Any], given: Set[str], config_file: Optional[str]):
@@ -84,19 +53,6 @@ def config_from_options(options: Dict[str, Any], given: Set[str], config_file: O
     return TrainConfig.from_dict({**data, **overrides}), {"config_file": str(config_file), "overrides": overrides}
 
 
-def parse_model_set(items) -> Dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--model-set")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
 @click.command("swrr-train", cls=OneLineErrors, user_errors=USER_ERRORS, epilog=EPILOG, context_settings=CONTEXT)
 @click.option("--cache", type=click.Path(dir_okay=False), help="Feature cache made by swrr-extract, e.g. cache/iemocap.h5.")
 @click.option("--config", type=click.Path(dir_okay=False),
@@ -117,7 +73,7 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--early-stop-speaker", is_flag=True,
               help="LOSO only: hold out one training speaker per fold (the test speaker's session mate) as "
                    "validation and report the epoch with the best validation UA. Default: off (last epoch).")
-@click.option("--select", type=click.Choice(SELECT_RULES), default="auto", show_default=True,
+@click.option("--select", type=click.Choice(SELECT_RULES), default=DEFAULTS["select"], show_default=True,
               help="Which epoch's model is reported: 'valid' = best validation epoch (UA, or MAE for "
                    "regression), 'last' = final epoch, 'auto' = 'valid' when the fold has validation rows.")
 @click.option("--ablation", type=click.Choice(ABLATION_CHOICES),
@@ -127,16 +83,16 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--epochs", type=int, help="Training epochs. Default: 50 (classification) / 20 (regression), paper.")
 @click.option("--lr", type=float, help="Adam learning rate. Default: 5e-4 (classification) / 1e-3 (regression), paper.")
 @click.option("--batch-size", type=int, help="Utterances per forward pass. Default: 32 (not in the paper).")
-@click.option("--grad-accum", type=int, default=1, show_default=True,
+@click.option("--grad-accum", type=int, default=DEFAULTS["grad_accum"], show_default=True,
               help="Optimizer step every N batches (effective batch = batch size x N); for small GPUs use "
                    "e.g. --batch-size 16 --grad-accum 2.")
-@click.option("--beta1", type=float, default=0.9, show_default=True, help="Adam beta1 (paper).")
-@click.option("--beta2", type=float, default=0.99, show_default=True, help="Adam beta2 (paper).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Adam weight decay.")
-@click.option("--lr-decay-at", type=float, default=0.5, show_default=True,
+@click.option("--beta1", type=float, default=DEFAULTS["beta1"], show_default=True, help="Adam beta1 (paper).")
+@click.option("--beta2", type=float, default=DEFAULTS["beta2"], show_default=True, help="Adam beta2 (paper).")
+@click.option("--weight-decay", type=float, default=DEFAULTS["weight_decay"], show_default=True, help="Adam weight decay.")
+@click.option("--lr-decay-at", type=float, default=DEFAULTS["lr_decay_at"], show_default=True,
               help="Fraction of the epochs after which the learning rate is multiplied by --lr-decay-factor.")
-@click.option("--lr-decay-factor", type=float, default=0.1, show_default=True, help="Learning-rate decay factor (paper: /10).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--lr-decay-factor", type=float, default=DEFAULTS["lr_decay_factor"], show_default=True, help="Learning-rate decay factor (paper: /10).")
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True,
               help="Random seed; with the same seed CPU reruns are bit-identical.")
 @click.option("--mosei-objective", type=click.Choice(REGRESSION_OBJECTIVES),
               help="Regression caches only (CMU-MOSEI sentiment): l1 = one output, L1 loss (default; not in the "
@@ -149,24 +105,24 @@ def parse_model_set(items) -> Dict[str, Any]:
 @click.option("--model-set", multiple=True, metavar="KEY=VALUE",
               help="Set any SWRRConfig field, e.g. --model-set cnn_channels=[8,16] --model-set dropout=0.2 "
                    "(non-paper; repeatable).")
-@click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run folders.")
+@click.option("--runs-dir", default=DEFAULTS["runs_dir"], show_default=True, help="Folder that holds run folders.")
 @click.option("--name", help="Run folder name. Default: <dataset>-<protocol>[-<ablation>], numbered if taken.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (float16) on CUDA.")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
+@click.option("--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=DEFAULTS["amp"], show_default=True, help="Mixed precision (float16) on CUDA.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=DEFAULTS["cuda_graphs"], show_default=True,
               help="On CUDA: capture each batch size's forward + backward once and replay it (one launch "
                    "per step instead of hundreds; the same numbers as eager steps). Needs the default "
                    "lstm_padding=align; falls back to eager steps if capture fails. May change on --resume.")
 @click.option("--stream", is_flag=True,
               help="Read rows from the HDF5 file per batch instead of loading the cache into (device) memory; "
                    "for caches larger than memory. Same results.")
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes with --stream.")
-@click.option("--parallel-folds", type=int, default=1, show_default=True,
+@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="DataLoader worker processes with --stream.")
+@click.option("--parallel-folds", type=int, default=DEFAULTS["parallel_folds"], show_default=True,
               help="Train N folds at once on the same device: on CUDA as N streams of this process sharing "
                    "one resident cache (a big GPU runs them concurrently), on CPU as N processes. A fold's seed, "
                    "data order and initial weights do not depend on N.")
 @click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
+@click.option("--progress/--no-progress", default=DEFAULTS["progress"], show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
 @click.option("--tensorboard", is_flag=True,
               help="Also write each unit's per-epoch scalars (loss, lr, valid/test metrics) to runs/<name>/tb/ "
                    "for TensorBoard (needs pip install 'swrr[tb]'); the CSV logs stay the record.")
@@ -183,13 +139,13 @@ def main(ctx: click.Context, resume_dir, config, folds, seeds_text, lstm_hidden,
       swrr-train --config runs/five-seeds/config.json --name again
       swrr-train --resume runs/iemocap-loso-speaker
     """
-    from swrr.train.runner import resume, run
+    from swrr.train.launch import resume, run
 
     given = {name for name in ctx.params
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     given = {"seeds" if name == "seeds_text" else name for name in given}
     if {"seed", "seeds"} <= given:
-        raise click.UsageError("--seed and --seeds exclude each other (--seeds 3, runs seed 3 alone)")
+        raise TrainError("--seed and --seeds exclude each other (--seeds 3, runs seed 3 alone)")
     model = parse_model_set(model_set)
     if lstm_hidden is not None:
         model["lstm_hidden"] = lstm_hidden

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from swrr.train.config import INCOMPLETE
+from swrr.rundir import INCOMPLETE, UNIT_GLOB, UNIT_RESULT, RunFolder, RunFolderError
 from swrr.train.report import NAMES, PERCENT, RANDOM_NOTE, sample_std, shown
 
 RESAMPLES = 10_000
@@ -153,8 +153,8 @@ def load_runs(paths: Sequence) -> List[RunResults]:
         if "grid" not in configs[0]:
             raise CompareError(f"{paths[0]} is a single run: give two or more runs (the first is the reference), "
                                "or one --ablation all folder")
-        top = paths[0]
-        runs = [load_run(top / variant, variant) for variant in configs[0]["grid"]]
+        top = RunFolder(paths[0])
+        runs = [load_run(top.variant(variant).path, variant) for variant in configs[0]["grid"]]
     else:
         grids = [str(p) for p, c in zip(paths, configs) if "grid" in c]
         if grids:
@@ -171,15 +171,17 @@ def load_run(path: Path, name: Optional[str] = None, config: Optional[Dict] = No
     if "grid" in config:
         raise CompareError(f"{path} is an --ablation all folder; give it alone to compare its variants")
     units = {}
-    for metrics_file in sorted(path.glob("fold*/metrics.json")):
+    for unit in RunFolder(path).units():
+        if not unit.finished():
+            continue
         try:
-            result = json.loads(metrics_file.read_text())
+            result = unit.read_result()
             key = (int(result["fold"]), int(result.get("seed", config["train"]["seed"])))  # runs before seeds
             units[key] = {k: shown(k, v) for k, v in result["metrics"].items() if isinstance(v, (int, float))}
         except (ValueError, KeyError, TypeError) as exc:
-            raise CompareError(f"{metrics_file} is damaged ({exc!r}); rerun that run") from None
+            raise CompareError(f"{unit.metrics} is damaged ({exc!r}); rerun that run") from None
     if not units:
-        raise CompareError(f"{path} holds no unit results (fold*/metrics.json)")
+        raise CompareError(f"{path} holds no unit results ({UNIT_GLOB}/{UNIT_RESULT})")
     return RunResults(name or path.name, path, config["cache"]["task"], config["train"]["protocol"],
                       config["cache"]["fingerprint"], config["cache"].get("task_digest"),
                       {f["number"]: (f["name"], f["test"]) for f in config.get("folds", [])},
@@ -189,15 +191,14 @@ def load_run(path: Path, name: Optional[str] = None, config: Optional[Dict] = No
 def _read_config(path: Path) -> Dict:
     if not path.is_dir():
         raise CompareError(f"no such run folder: {path}")
-    if (path / INCOMPLETE).exists():
+    folder = RunFolder(path)
+    if folder.is_incomplete():
         raise CompareError(f"{path} has not finished (it holds an {INCOMPLETE} marker); finish it with "
                            f"swrr-train --resume {path}")
     try:
-        return json.loads((path / "config.json").read_text())
-    except FileNotFoundError:
-        raise CompareError(f"{path} is not a run folder (no config.json)") from None
-    except ValueError as exc:
-        raise CompareError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
+        return folder.read_config()
+    except RunFolderError as exc:
+        raise CompareError(str(exc)) from None
 
 
 def check_pairable(runs: Sequence[RunResults]) -> None:
@@ -415,7 +416,7 @@ def default_out(paths: Sequence) -> Path:
     """An ablation folder: <folder>/compare; runs: compare-<A>-vs-<B>... beside the first run."""
     first = Path(paths[0])
     if len(paths) == 1:
-        return first / "compare"
+        return RunFolder(first).comparison
     return first.parent / ("compare-" + "-vs-".join(Path(p).name for p in paths))
 
 

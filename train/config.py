@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -55,7 +55,6 @@ RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_f
 # What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
 # Not the folder: --resume names it, so --runs-dir and --name cannot be given with it.
 RESUMABLE_FIELDS = (*(f for f in RUNTIME_FIELDS if f not in ("runs_dir", "name")), "cache")
-INCOMPLETE = "INCOMPLETE"  # the marker file of a run folder whose run has not finished
 MAX_NAME_BYTES = 255 - len(".lock")  # a run folder's name, with room for its lock file beside it
 
 
@@ -113,6 +112,56 @@ class TrainConfig:
     def result_fields(self) -> Dict[str, Any]:
         """The fields that decide the numbers a run produces (compared on resume)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+# Each field's default, written once (in TrainConfig); swrr-train's options show and use these.
+DEFAULTS: Dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+def parse_folds(text: Optional[str]) -> Optional[List[int]]:
+    """--folds "1,3" -> [1, 3] (sorted, once each); None or "" = all folds. Raises TrainError."""
+    if not text:
+        return None
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise TrainError(f"--folds: expected fold numbers like 1,3 — got {text!r}") from None
+
+
+def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
+    """--seeds: a list "1,2,3" (a single seed: "3,") or a count "5" meaning seeds 0..4; None = not
+    given. Raises TrainError naming the option."""
+    if text is None:
+        return None
+    try:
+        if "," not in text:
+            count = int(text) if text.strip() else 0
+            if count < 1:
+                raise TrainError(f"--seeds: a count of seeds must be >= 1, got {text!r} (seeds are listed "
+                                 "like 0,1,2; a single seed like 3,)")
+            return list(range(count))
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TrainError(f"--seeds: expected seeds like 1,2,3 or a count like 5 — got {text!r}") from None
+    problems = seed_problems(seeds)
+    if problems:
+        raise TrainError("; ".join(problems))
+    return seeds
+
+
+def parse_model_set(items) -> Dict[str, Any]:
+    """--model-set KEY=VALUE items -> {KEY: VALUE}, VALUE read as JSON when it is JSON (8, [8,16], 0.2),
+    else kept as text. Raises TrainError."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TrainError(f"--model-set: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def resolve(config: TrainConfig, meta: CacheMeta, default_protocol: str) -> TrainConfig:

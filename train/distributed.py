@@ -1,5 +1,10 @@
 """Training on many GPUs or nodes: `torchrun --nproc-per-node G --no-python swrr-train ...`.
 
+The ranks layer over train/runner.py's public one-process functions: `RankGroup` is the
+coordination that train.launch hands to runner.run / resume under torchrun (runner never
+imports this module). Each rank trains its share with runner.collect_units, the loop a single
+process runs, and rank 0 writes the reports with runner.finish, as a single process does.
+
 The work units are whole fold trainings (the jobs of `runner.prepare`: fold x ablation x seed,
 whatever `plan.jobs` holds). The head is small and a fold fits any GPU, so units are dealt to
 ranks rather than split with DDP: no gradient all-reduce, and each unit computes exactly what it
@@ -21,58 +26,59 @@ the rank (`loop.fold_seed`).
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, Tuple, TypeVar
+from typing import Callable, TypeVar
 
 import torch
 
 from swrr.cache import CacheError
 from swrr.device import DeviceError
 from swrr.ranks import FailureFlag, RankError, Ranks, deal
+from swrr.rundir import RunFolder
+from swrr.train import report
 from swrr.train.config import TrainError
+from swrr.train.runner import Plan, collect_units, finish, finished_units, stopped_message
 
 T = TypeVar("T")
 USER_ERRORS = (TrainError, CacheError, DeviceError, RankError, torch.cuda.OutOfMemoryError, MemoryError)
-FLAG = "RANK-FAILED"
 
 
-def in_rank_group(function: Callable[..., T]) -> Callable[..., T]:
-    """Run `function` inside the launch's gloo process group (nothing for a single process).
-    Nested calls (the ablation grid calls run/resume per variant) reuse the group."""
-    @functools.wraps(function)
-    def wrapped(*args, **kwargs):
-        with Ranks.from_env().group():
-            return function(*args, **kwargs)
-    return wrapped
+class RankGroup:
+    """The coordination of a run under torchrun (the members of runner.OneProcess): steps on rank 0
+    or on every rank with one verdict, and the execution of a plan by all ranks. Used inside the
+    launch's process group (train.launch)."""
+
+    def __init__(self, ranks: Ranks):
+        self.ranks = ranks
+
+    @property
+    def is_main(self) -> bool:
+        return self.ranks.is_main
+
+    def on_rank0(self, work: Callable[[], T]) -> T:
+        """`work()` on rank 0 only (e.g. make the run folder), its result on every rank."""
+        return self.ranks.decide(work, USER_ERRORS)
+
+    def on_every_rank(self, work: Callable[[], T]) -> T:
+        """`work()` on every rank; a failure on any rank is one RankFailed on all of them."""
+        return self.ranks.step(work, USER_ERRORS)
+
+    def execute(self, plan: Plan, run_dir: Path) -> Path:
+        return execute_on_ranks(self.ranks, plan, run_dir)
 
 
-def on_rank0(work: Callable[[], T]) -> T:
-    """`work()` on rank 0 only (e.g. make the run folder), its result on every rank."""
-    return Ranks.from_env().decide(work, USER_ERRORS)
-
-
-def on_every_rank(work: Callable[[], T]) -> T:
-    """`work()` on every rank; a failure on any rank is one RankFailed on all of them."""
-    return Ranks.from_env().step(work, USER_ERRORS)
-
-
-def execute_on_ranks(plan, run_dir: Path) -> Path:
-    """`runner.execute` under torchrun: deal the pending units, train this rank's, gather, report."""
-    from swrr.train import report
-    from swrr.train.runner import finished_folds, finish, stopped_message, torch_threads, train_folds, unit_key
-
-    ranks = Ranks.from_env()
+def execute_on_ranks(ranks: Ranks, plan: Plan, run_dir: Path) -> Path:
+    """runner.execute on every rank: deal the pending units, train this rank's, gather, report."""
     device = ranks.step(lambda: ranks.device(plan.device), USER_ERRORS)
-    flag = FailureFlag(run_dir / FLAG)
+    flag = FailureFlag(RunFolder(run_dir).rank_failed_flag)
     advice = f"finished units are kept; fix the cause and continue with: swrr-train --resume {run_dir}"
 
     def survey():
         flag.clear()  # a flag of an earlier launch; the other ranks look at it only after this
         report.banner(plan, run_dir, device)
         print(f"{ranks.world} ranks: units dealt by training rows; rank 0 writes the reports", flush=True)
-        results, pending = finished_folds(plan)
+        results, pending = finished_units(plan)
         return results, [job.unit_key() for job in pending]
 
     results, pending_units = ranks.decide(survey, USER_ERRORS)
@@ -83,17 +89,9 @@ def execute_on_ranks(plan, run_dir: Path) -> Path:
           flush=True)
     if not ranks.is_main:  # one set of progress bars: rank 0's
         mine = [replace(job, config=replace(job.config, progress=False)) for job in mine]
-
-    def train_mine() -> Dict[Tuple[int, int], Dict]:
-        done: Dict[Tuple[int, int], Dict] = {}
-        with torch_threads(plan.config.threads):
-            for result in train_folds(plan, mine, device):
-                done[unit_key(result)] = result
-                flag.check()  # another rank failed: do not start the next unit
-        return done
-
-    try:
-        trained = ranks.step(train_mine, USER_ERRORS, flag, advice)
+    try:  # another rank failed: do not start the next unit
+        trained = ranks.step(lambda: collect_units(plan, mine, device, after_each=flag.check), USER_ERRORS,
+                             flag, advice)
     except BaseException:
         if ranks.is_main:
             print(stopped_message(run_dir))
@@ -103,4 +101,3 @@ def execute_on_ranks(plan, run_dir: Path) -> Path:
     if not ranks.is_main:
         return run_dir
     return finish(plan, run_dir, results)
-

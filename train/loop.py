@@ -1,36 +1,35 @@
 """Training and evaluation of one fold, resumable after a kill at any point.
 
-After every epoch `last.pt` holds the model, optimizer, grad scaler, RNG and shuffle-generator
-states, the epoch log and the model-selection state, so `train_fold` called again on the same
-folder continues exactly where the last finished epoch left off: on CPU with a fixed seed the
-resumed fold ends with bit-identical weights and metrics.
+`fit_fold` is the algorithm (epochs, schedule, evaluation, model selection, the state to resume
+from); train.unit_files.UnitWriter persists what it hands over (checkpoints, logs, predictions,
+the bundle, metrics.json); `train_fold` joins the two for one unit folder. After every epoch
+`last.pt` holds the model, optimizer, grad scaler, RNG and shuffle-generator states, the epoch
+log and the model-selection state, so `train_fold` called again on the same folder continues
+exactly where the last finished epoch left off: on CPU with a fixed seed the resumed fold ends
+with bit-identical weights and metrics.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import resource
 import threading
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from swrr import objectives
-from swrr.bundle import BUNDLE_DIRNAME, write_bundle
 from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
 from swrr.model import SWRR, SWRRConfig
 from swrr.progress import progress_bar
-from swrr.train import checkpoint
+from swrr.rundir import unit_name
 from swrr.train.config import TrainConfig, TrainError, objective
 from swrr.train.data import epoch_batches
 from swrr.train.protocols import Fold
 from swrr.train.step import TrainStep
-from swrr.train.tensorboard_log import EpochScalars
+from swrr.train.unit_files import UnitWriter
 
 SYNC_EVERY = 25  # steps between host syncs for the progress bar and the NaN check
 
@@ -69,13 +68,25 @@ class FoldJob:
     recipe: Optional[Dict[str, Any]] = None  # the cache's CacheMeta as a dict: copied into the fold's bundle
 
     def unit_name(self) -> str:
-        """The unit's folder name: fold03, or fold03-seed2 in a run with --seeds."""
-        name = f"fold{self.fold.number:02d}"
-        return name if self.config.seeds is None else f"{name}-seed{self.config.seed}"
+        """The unit's folder name (swrr_core/rundir.py): its seed shows only in a run with --seeds."""
+        return unit_name(self.fold.number, None if self.config.seeds is None else self.config.seed)
 
     def unit_key(self) -> Tuple[int, int]:
         """(fold number, seed): what identifies a unit within a run and across runs (swrr-compare)."""
         return self.fold.number, self.config.seed
+
+
+@dataclass
+class FoldOutcome:
+    """What `fit_fold` hands to the writer: the unit's result (metrics.json) and the selected
+    model with its outputs on the test rows."""
+
+    result: Dict[str, Any]
+    model: SWRR
+    test_ids: np.ndarray
+    test_labels: np.ndarray
+    outputs: np.ndarray  # (test rows, outputs) float32
+    attention: Optional[np.ndarray]  # mean token x frame attention on the test rows; None without attention
 
 
 def fold_seed(seed: int, fold_number: int) -> int:
@@ -203,24 +214,6 @@ def _set_rng_state(state: Dict[str, Any], generator: torch.Generator, lane: bool
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_log(fold_dir: Path, history: List[Dict[str, Any]]) -> None:
-    """The per-epoch log as JSON lines and CSV (rewritten whole from the checkpointed history,
-    so it always matches the checkpoint, also after a kill)."""
-    import pandas as pd
-
-    with open(fold_dir / "log.jsonl", "w") as f:
-        for record in history:
-            f.write(json.dumps(record) + "\n")
-    pd.DataFrame(history).to_csv(fold_dir / "log.csv", index=False)
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def _epoch_record(epoch, lr, train, valid, test, task) -> Dict[str, Any]:
     record = {"epoch": epoch + 1, "lr": lr, **train}
     for prefix, metrics in (("valid", valid), ("test", test)):
@@ -245,7 +238,8 @@ def train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
     `cancel` is given to a fold lane (train.parallel.run_lanes: folds trained by threads of one
     process, each on its own CUDA stream); setting it stops the fold at its next step."""
     try:
-        return _train_fold(job, source, device, budget, cancel)
+        writer = UnitWriter(job)
+        return writer.finish(fit_fold(job, source, device, budget, writer, cancel))
     except torch.cuda.OutOfMemoryError:
         raise TrainError(f"out of GPU memory in fold {job.fold.number} at batch size {job.config.batch_size}: "
                          f"use e.g. --batch-size {max(1, job.config.batch_size // 2)} --grad-accum "
@@ -277,11 +271,21 @@ def training_parts(job: FoldJob, device: torch.device, cancel: Optional[threadin
     return model, optimizer, scaler, step
 
 
-def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
-                cancel: Optional[threading.Event]) -> Dict[str, Any]:
-    cfg, fold, fold_dir = job.config, job.fold, Path(job.fold_dir)
+def fit_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget, store,
+             cancel: Optional[threading.Event] = None) -> FoldOutcome:
+    """The fold's training algorithm: the epochs with their lr schedule, evaluation on the valid
+    and test rows, model selection, and the state to resume from. It writes nothing itself:
+    `store` (train.unit_files.UnitWriter) keeps what must survive a kill, and hands it back:
+
+        store.saved_state() -> the state of the last finished epoch, or None (a fresh fold)
+        store.epoch_done(state)   after every epoch (state: epoch, model, optimizer, scaler, rng,
+                                  history = the epoch records, best = the selection so far)
+        store.select(model_state, epoch)   the model selected so far (or at the end: the last)
+        store.selected_model() -> that model's state dict, to report it
+        store.epochs_done()       after the last epoch
+    """
+    cfg, fold = job.config, job.fold
     lane = cancel is not None
-    fold_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if device.type == "cuda" and not lane:  # lanes share the process's peak: not reset per fold
         torch.cuda.reset_peak_memory_stats(device)
@@ -292,16 +296,14 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
     history: List[Dict[str, Any]] = []
     best: Dict[str, Any] = {"epoch": 0, "valid": None}
     start_epoch = 0
-    last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
-    if last_path.exists():
-        state = checkpoint.load(last_path, job.identity)
+    state = store.saved_state()
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], generator, lane)
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
 
-    scalars = EpochScalars(fold_dir) if cfg.tensorboard else None
     decay_epoch = round(cfg.epochs * cfg.lr_decay_at)
     train_seconds, train_steps = 0.0, 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -317,29 +319,20 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         history.append(_epoch_record(epoch, lr, train, valid, test, job.task))
         if on_valid and is_better(job.task, valid, best["valid"]):
             best = {"epoch": epoch + 1, "valid": {k: valid[k] for k in (*headline(job.task), "loss")}}
-            _save_model(best_path, model, job, epoch + 1)
-        checkpoint.save(last_path, {"epoch": epoch + 1, "model": model.state_dict(),
-                                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                    "rng": _rng_state(generator), "history": history, "best": best},
-                        job.identity)
-        write_log(fold_dir, history)
-        if scalars:
-            scalars.add(history[-1])
+            store.select(model.state_dict(), epoch + 1)
+        store.epoch_done({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scaler": scaler.state_dict(), "rng": _rng_state(generator), "history": history,
+                          "best": best})
         budget.spend()
-    if scalars:
-        scalars.close()
+    store.epochs_done()
 
     if not on_valid:  # the reported model is the last epoch's
         best = {"epoch": cfg.epochs, "valid": None}
-        _save_model(best_path, model, job, cfg.epochs)
+        store.select(model.state_dict(), cfg.epochs)
     else:
-        model.load_state_dict(checkpoint.load(best_path, job.identity)["model"])
+        model.load_state_dict(store.selected_model())
     metrics, outputs, attention = evaluate(job, model, source, fold.test, device, attention=True)
-    if attention is not None:
-        np.save(fold_dir / "attention.npy", attention)
-    _write_predictions(fold_dir, source, fold.test, outputs, job)
     selection = "best valid epoch by " + SELECTION_METRIC[job.task][0] if on_valid else "last epoch"
-    _write_bundle(fold_dir, model, job, best["epoch"], selection, metrics if len(fold.test) else None)
     result = {
         "fold": fold.number, "seed": cfg.seed, "name": fold.name,
         "valid_speaker": None if cfg.protocol == "split" else fold.valid_name,
@@ -354,38 +347,4 @@ def _train_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget,
         "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }
-    write_json(fold_dir / "metrics.json", result)
-    return result
-
-
-def _save_model(path: Path, model, job: FoldJob, epoch: int) -> None:
-    checkpoint.save(path, {"epoch": epoch, "model": model.state_dict(),
-                           "model_config": asdict(job.model_config), "label_names": list(job.label_names),
-                           "task": job.task, "objective": objective(job.config, job.task)}, job.identity)
-
-
-def _write_bundle(fold_dir: Path, model, job: FoldJob, epoch: int, selection: str, metrics) -> None:
-    """The fold's reported model as a bundle in fold_dir/model (written before metrics.json, so a
-    finished fold always has one)."""
-    if job.recipe is None:  # a FoldJob built without its cache's recipe (benchmarks)
-        return
-    provenance = {"dataset": job.recipe["dataset"], "protocol": job.config.protocol, "fold": job.fold.number,
-                  "test_group": job.fold.name if len(job.fold.test) else "", "valid_group": job.fold.valid_name,
-                  "selected_epoch": epoch, "selection": selection, "ablation": job.config.ablation,
-                  "metrics": {k: v for k, v in (metrics or {}).items() if k != "confusion"},
-                  "cache_fingerprint": job.identity.get("cache"), "train": job.config.result_fields()}
-    write_bundle(fold_dir / BUNDLE_DIRNAME, model.state_dict(), job.model_config, job.task, job.label_names,
-                 job.recipe, provenance, objective=objective(job.config, job.task))
-
-
-def _write_predictions(fold_dir: Path, source, rows, outputs, job: FoldJob) -> None:
-    import pandas as pd
-
-    table = pd.DataFrame({"utt_id": source.utt_id[rows], "label": source.labels[rows]})
-    if job.task == "classification":
-        table["prediction"] = outputs.argmax(-1)
-        for i, name in enumerate(job.label_names):
-            table[f"logit_{name}"] = outputs[:, i]
-    else:  # the sentiment score the metrics read (for "ce7" the expected value of the 7 points)
-        table["prediction"] = objectives.scores(objective(job.config, job.task), outputs)
-    table.to_csv(fold_dir / "predictions.csv", index=False)
+    return FoldOutcome(result, model, source.utt_id[fold.test], source.labels[fold.test], outputs, attention)

@@ -23,7 +23,6 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
@@ -31,6 +30,7 @@ import torch.multiprocessing as mp
 from swrr.cache import FeatureCache
 from swrr.guards import die_with_parent
 from swrr.progress import progress_bar
+from swrr.rundir import UnitFolder
 from swrr.train.config import TrainConfig, TrainError
 from swrr.train.data import make_source
 from swrr.train.loop import EpochBudget, FoldJob, train_fold
@@ -93,8 +93,7 @@ def run_lanes(jobs: List[FoldJob], config: TrainConfig, device: torch.device, ca
 
 def finished_epochs(job: FoldJob) -> int:
     """Epochs a fold already has in its folder (its log is rewritten from its last checkpoint)."""
-    log = Path(job.fold_dir) / "log.jsonl"
-    return len(log.read_text().splitlines()) if log.exists() else 0
+    return UnitFolder(job.fold_dir).epochs_logged()
 
 
 def run_parallel(jobs: List[FoldJob], config: TrainConfig, device: torch.device) -> Iterator[Dict]:

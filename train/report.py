@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from swrr.metrics import classification_metrics, headline
+from swrr.rundir import ATTENTION_PLOT, CONFUSION_PLOT, LEARNING_CURVE_PLOT, RunFolder, UnitFolder
 from swrr.train.config import FULL_MODEL
 
 # The paper's numbers (percent): IEMOCAP 4-class leave-one-speaker-out (Table 1 and the
@@ -200,17 +201,18 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     for row in rows:  # the plan's warnings (e.g. a fold with one class) travel with every number
         row["note"] = "; ".join(filter(None, [row["note"], *plan.warnings]))
     suffix = " (random encoders)" if meta.random_encoders else ""
+    folder = RunFolder(run_dir)
     if meta.task == "classification":
-        plot_confusion(run_dir / "confusion.png", pooled_confusion(results), meta.label_names, suffix)
-    fold_dirs = [Path(job.fold_dir) for job in plan.jobs]  # in the order of `results`
-    plot_learning_curves(run_dir / "learning_curve.png", fold_dirs, meta.task, suffix)
-    plot_attention(run_dir / "attention.png", fold_dirs, [r["sizes"]["test"] for r in results],
+        plot_confusion(folder.plot(CONFUSION_PLOT), pooled_confusion(results), meta.label_names, suffix)
+    units = [UnitFolder(job.fold_dir) for job in plan.jobs]  # in the order of `results`
+    plot_learning_curves(folder.plot(LEARNING_CURVE_PLOT), units, meta.task, suffix)
+    plot_attention(folder.plot(ATTENTION_PLOT), units, [r["sizes"]["test"] for r in results],
                    plan.jobs[0].model_config, suffix)
     # last: a kill while plotting must not leave results beside the INCOMPLETE marker
-    (run_dir / "results.json").write_text(json.dumps(
+    folder.results.write_text(json.dumps(
         {"protocol": protocol_statement(plan, results), "folds": results, "summary": rows,
          "random_encoders": meta.random_encoders, "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
-    pd.DataFrame(rows).to_csv(run_dir / "summary.csv", index=False)
+    pd.DataFrame(rows).to_csv(folder.summary, index=False)
     units = f"{len(results)} units ({rows[0]['folds']} fold(s) x {rows[0]['seeds']} seed(s))" if cfg.seeds else \
         f"{len(results)} fold(s)"
     print(f"summary over {units}, {cfg.ablation or FULL_MODEL}{suffix}:")
@@ -260,7 +262,7 @@ def plot_confusion(path: Path, confusion: np.ndarray, label_names: List[str], su
     return fig
 
 
-def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: str):
+def plot_learning_curves(path: Path, units: List[UnitFolder], task: str, suffix: str):
     """Loss and the selection metric per epoch: each fold thin, the mean over folds thick.
     Training accuracy is plain accuracy (WA: the epoch's running count); valid/test show UA.
     Returns the (closed) figure, None without logs."""
@@ -268,7 +270,7 @@ def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: s
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    logs = [pd.read_json(d / "log.jsonl", lines=True) for d in fold_dirs if (d / "log.jsonl").exists()]
+    logs = [pd.read_json(u.log_jsonl, lines=True) for u in units if u.log_jsonl.exists()]
     if not logs:
         return None
     metric = "ua" if task == "classification" else "mae"
@@ -299,9 +301,9 @@ def plot_learning_curves(path: Path, fold_dirs: List[Path], task: str, suffix: s
     return fig
 
 
-def plot_attention(path: Path, fold_dirs: List[Path], test_sizes: List[int], model_config, suffix: str) -> None:
+def plot_attention(path: Path, units: List[UnitFolder], test_sizes: List[int], model_config, suffix: str) -> None:
     """The mean token x frame attention on the test data of all folds (as the paper's Fig. 3)."""
-    maps = [(np.load(d / "attention.npy"), n) for d, n in zip(fold_dirs, test_sizes) if (d / "attention.npy").exists()]
+    maps = [(np.load(u.attention), n) for u, n in zip(units, test_sizes) if u.attention.exists()]
     if not maps:
         return  # single-modality ablations have no attention
     plt = _pyplot()
@@ -326,8 +328,9 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
 
     rows = []
     for variant, run_dir in runs.items():
-        config = json.loads((run_dir / "config.json").read_text())
-        summary = pd.read_csv(run_dir / "summary.csv")
+        folder = RunFolder(run_dir)
+        config = folder.read_config()
+        summary = pd.read_csv(folder.summary)
         paper = paper_numbers(config["cache"]["dataset"], config["train"]["protocol"], variant)
         row = {"variant": variant}
         seed_std = summary["seed_std"] if "seed_std" in summary else [float("nan")] * len(summary)  # runs before seeds
@@ -342,7 +345,7 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
         row["note"] = RANDOM_NOTE if config["cache"]["random_encoders"] else ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.to_csv(top / "ablations.csv", index=False)
+    table.to_csv(RunFolder(top).ablation_table, index=False)
     print("ablations (Table 3):")
     print(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if rows and rows[0]["note"]:

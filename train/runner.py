@@ -1,9 +1,15 @@
-"""A training run end to end: check everything, make the run folder, train its units (one per
-fold and seed: one after another, `parallel_folds` at a time, or dealt to torchrun ranks by
-train/distributed.py), write the reports.
+"""A training run end to end in one process: check everything, make the run folder, train its
+units (one per fold and seed: one after another or `parallel_folds` at a time), write the reports.
 
-    run(TrainConfig(cache="cache/iemocap.h5"))     # what `swrr-train` calls
-    resume("runs/iemocap-loso-speaker")            # what `swrr-train --resume` calls
+    run(TrainConfig(cache="cache/iemocap.h5"))     # one process
+    resume("runs/iemocap-loso-speaker")
+
+`swrr-train` calls train.launch.run / resume, which pass the coordination: ONE_PROCESS here, or
+train.distributed.RankGroup under torchrun, a layer over this module's public functions (this
+module never imports it). The run's steps are written once: `run`, `resume` and the ablation grid
+ask the coordination which rank does what (`on_rank0`, `on_every_rank`) and to `execute` a plan;
+`collect_units` is the one train-and-collect loop of a process and of every rank, `finish` the
+one place the run's summary is made. The run folder's layout: swrr_core/rundir.py.
 
 Everything that can be wrong with the request (cache, protocol, folds, ablation, model options)
 is checked before the run folder is created. A folder whose run has not finished holds an
@@ -17,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -26,15 +32,15 @@ from tqdm.auto import tqdm
 from swrr._version import __version__
 from swrr.cache import FeatureCache
 from swrr.device import resolve_device
-from swrr.guards import LockHeld, OutputLock
+from swrr.guards import LockHeld
 from swrr.model import ABLATIONS
 from swrr.ranks import Ranks
+from swrr.rundir import RunFolder, RunFolderError, UnitFolder, numbered_run_folder
 from swrr.train import report
-from swrr.train.distributed import in_rank_group, on_every_rank, on_rank0
-from swrr.train.config import (FULL_MODEL, INCOMPLETE, RESUMABLE_FIELDS, TrainConfig, TrainError, check,
-                          fingerprint, model_config, resolve, unit_seeds)
+from swrr.train.config import (FULL_MODEL, RESUMABLE_FIELDS, TrainConfig, TrainError, check, fingerprint,
+                               model_config, resolve, unit_seeds)
 from swrr.train.data import make_source
-from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold, write_json
+from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold
 from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds
 from swrr.train.tensorboard_log import require_tensorboard
 
@@ -53,19 +59,52 @@ class Plan:
     warnings: List[str] = field(default_factory=list)  # shown in the console and summary.csv
 
 
-@in_rank_group
-def run(config: TrainConfig, rerun: Optional[Dict[str, Any]] = None) -> Path:
+T = TypeVar("T")
+
+
+class OneProcess:
+    """The coordination of a run that is the only process: every step here, at once.
+
+    Decision: a run's steps take their coordination as a parameter instead of asking the
+    environment, so that runner needs nothing of the ranks layer: train.launch decides (world
+    size 1: this; under torchrun: train.distributed.RankGroup, with the same four members)."""
+
+    is_main = True  # this process writes the run folder
+
+    def on_rank0(self, work: Callable[[], T]) -> T:
+        return work()
+
+    def on_every_rank(self, work: Callable[[], T]) -> T:
+        return work()
+
+    def execute(self, plan: "Plan", run_dir: Path) -> Path:
+        return execute(plan, run_dir)
+
+
+ONE_PROCESS = OneProcess()
+
+
+def run(config: TrainConfig, rerun: Optional[Dict[str, Any]] = None, coordination=ONE_PROCESS) -> Path:
     """Start a new run; returns its folder. Raises TrainError / CacheError on bad input.
 
     `rerun` (from `swrr-train --config FILE`): {"config_file": FILE, "overrides": {option: value}},
-    recorded in the run's config.json."""
+    recorded in the run's config.json. `coordination`: ONE_PROCESS, or what train.launch passes."""
+    _refuse_ranks_without_coordination(coordination)
     check(config)
     if config.ablation == "all":
-        return _run_grid(config, resume_dir=None, rerun=rerun)
-    plan = on_every_rank(lambda: prepare(config))
-    run_dir = on_rank0(lambda: _start_run_dir(plan, rerun))
-    with run_lock(run_dir):
-        return execute(plan, run_dir)
+        return _run_grid(config, None, coordination, rerun)
+    plan = coordination.on_every_rank(lambda: prepare(config, check_finite=coordination.is_main))
+    run_dir = coordination.on_rank0(lambda: _start_run_dir(plan, rerun))
+    with run_lock(run_dir, coordination):
+        return _execute(plan, run_dir, coordination)
+
+
+def _refuse_ranks_without_coordination(coordination) -> None:
+    """Under torchrun every rank calling the one-process run would train the whole run into the
+    same folder: refused, naming the entry that deals the units."""
+    if coordination is ONE_PROCESS and Ranks.from_env().distributed:
+        raise TrainError("this process is one rank of a torchrun launch: start runs with swrr.train.launch.run / "
+                         "resume (what swrr-train calls), which deal the units to the ranks")
 
 
 def _start_run_dir(plan: Plan, rerun: Optional[Dict[str, Any]]) -> Path:
@@ -77,10 +116,10 @@ def _start_run_dir(plan: Plan, rerun: Optional[Dict[str, Any]]) -> Path:
     return run_dir
 
 
-@in_rank_group
-def resume(run_dir, **runtime: Any) -> Path:
+def resume(run_dir, *, coordination=ONE_PROCESS, **runtime: Any) -> Path:
     """Continue the run in `run_dir` with its saved config; `runtime` may change only how it runs
     (device, workers, stream, parallel_folds, progress, stop_after_epochs) and the cache path."""
+    _refuse_ranks_without_coordination(coordination)
     run_dir = Path(run_dir)
     saved = _read_config(run_dir)
     bad = sorted(set(runtime) - set(RESUMABLE_FIELDS))
@@ -89,15 +128,15 @@ def resume(run_dir, **runtime: Any) -> Path:
                          f"{', '.join(bad)} (start a new run instead)")
     config = replace(TrainConfig.from_dict(saved["train"]), stop_after_epochs=None, progress=True)
     config = replace(config, **runtime, runs_dir=str(run_dir.parent), name=run_dir.resolve().name)
-    with run_lock(run_dir):  # held from here: a second --resume of this run is refused, not mixed in
+    with run_lock(run_dir, coordination):  # held from here: a second --resume of this run is refused, not mixed in
         if config.ablation == "all":
-            return _run_grid(config, resume_dir=run_dir)
-        plan = on_every_rank(lambda: prepare(config))
+            return _run_grid(config, run_dir, coordination)
+        plan = coordination.on_every_rank(lambda: prepare(config, check_finite=coordination.is_main))
         if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
             raise TrainError(f"{plan.cache.path} is not the cache {run_dir} was trained on "
                              f"(its rows or extraction config differ); pass the original with --cache")
         check_same_data(saved["cache"], plan.cache, run_dir)
-        return execute(plan, run_dir)
+        return _execute(plan, run_dir, coordination)
 
 
 def check_same_data(saved: Dict[str, Any], cache: FeatureCache, run_dir: Path) -> None:
@@ -114,11 +153,11 @@ def check_same_data(saved: Dict[str, Any], cache: FeatureCache, run_dir: Path) -
 
 
 @contextmanager
-def run_lock(run_dir: Path):
+def run_lock(run_dir: Path, coordination=ONE_PROCESS):
     """One process per run folder (an OS lock on `<run_dir>.lock`, dropped when the process ends
     however it ends): a second run or --resume of the same folder is refused with one line.
     Under torchrun only rank 0 holds it: the other ranks work inside rank 0's run."""
-    lock = OutputLock(run_dir, "swrr-train")
+    lock = RunFolder(run_dir).lock("swrr-train")
 
     def acquire():
         try:
@@ -128,15 +167,16 @@ def run_lock(run_dir: Path):
         except OSError as exc:
             raise TrainError(f"cannot lock the run folder {run_dir} ({exc})") from exc
 
-    on_rank0(acquire)  # a refusal on rank 0 stops every rank with one line
+    coordination.on_rank0(acquire)  # a refusal on rank 0 stops every rank with one line
     try:
         yield
     finally:
         lock.release()
 
 
-def prepare(config: TrainConfig) -> Plan:
-    """Open the cache, resolve the config, build folds, jobs and the model config; writes nothing."""
+def prepare(config: TrainConfig, check_finite: bool = True) -> Plan:
+    """Open the cache, resolve the config, build folds, jobs and the model config; writes nothing.
+    `check_finite`: read every embedding for NaN/inf (under torchrun rank 0 does, the others not)."""
     device = resolve_device(config.device)  # a bad --device is refused before any folder exists
     if config.tensorboard:
         require_tensorboard()
@@ -161,8 +201,8 @@ def prepare(config: TrainConfig) -> Plan:
             jobs.append(FoldJob(fold, len(all_folds), unit_config, model_cfg, meta.task, list(meta.label_names),
                                 "", identity, recipe=recipe))
             selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
-    if Ranks.from_env().is_main:  # last: the only check that reads every embedding; under torchrun once,
-        _check_finite_features(cache)  # on rank 0 (callers run prepare through on_every_rank)
+    if check_finite:  # last: the only check that reads every embedding
+        _check_finite_features(cache)
     return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
 
 
@@ -226,23 +266,21 @@ def torch_threads(count: Optional[int]):
         torch.set_num_threads(previous)
 
 
-def execute(plan: Plan, run_dir: Path) -> Path:
-    """Train the folds not finished yet in `run_dir`, then write the reports."""
+def _execute(plan: Plan, run_dir: Path, coordination) -> Path:
     for job in plan.jobs:
         job.fold_dir = str(run_dir / job.unit_name())
-    if Ranks.from_env().distributed:  # under torchrun: the units are dealt to the ranks
-        from swrr.train.distributed import execute_on_ranks
+    return coordination.execute(plan, run_dir)
 
-        return execute_on_ranks(plan, run_dir)
+
+def execute(plan: Plan, run_dir: Path) -> Path:
+    """Train the units not finished yet in `run_dir` in this process, then write the reports."""
     report.banner(plan, run_dir, plan.device)
-    results, pending = finished_folds(plan)
-    with torch_threads(plan.config.threads):  # the caller's thread count comes back afterwards
-        try:
-            for result in train_folds(plan, pending, plan.device):
-                results[unit_key(result)] = result
-        except (RunInterrupted, KeyboardInterrupt, TrainError):
-            print(stopped_message(run_dir))
-            raise
+    results, pending = finished_units(plan)
+    try:
+        results.update(collect_units(plan, pending, plan.device))
+    except (RunInterrupted, KeyboardInterrupt, TrainError):
+        print(stopped_message(run_dir))
+        raise
     return finish(plan, run_dir, results)
 
 
@@ -255,12 +293,12 @@ def unit_key(result: Dict) -> Tuple[int, int]:
     return result["fold"], result["seed"]
 
 
-def finished_folds(plan: Plan):
+def finished_units(plan: Plan):
     """-> (results of the units finished before, by (fold, seed); the jobs still to train)."""
     results: Dict[Tuple[int, int], Dict] = {}
     pending = []
     for job in plan.jobs:
-        result = _finished_fold(Path(job.fold_dir))
+        result = _finished_unit(UnitFolder(job.fold_dir))
         if result is not None:
             result = {"seed": job.config.seed, **result}  # runs before seeds lack "seed"
             results[job.unit_key()] = result
@@ -270,7 +308,21 @@ def finished_folds(plan: Plan):
     return results, pending
 
 
-def train_folds(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterator[Dict]:
+def collect_units(plan: Plan, jobs: List[FoldJob], device: torch.device,
+                  after_each: Optional[Callable[[], None]] = None) -> Dict[Tuple[int, int], Dict]:
+    """The train-and-collect loop of a process (and of each rank: its share of the units): train
+    `jobs` with the run's CPU thread count (the caller's comes back afterwards); -> their results
+    by (fold, seed). `after_each` runs when a unit has finished, before the next one starts."""
+    done: Dict[Tuple[int, int], Dict] = {}
+    with torch_threads(plan.config.threads):
+        for result in train_units(plan, jobs, device):
+            done[unit_key(result)] = result
+            if after_each is not None:
+                after_each()
+    return done
+
+
+def train_units(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterator[Dict]:
     """Train `jobs` one after another or `parallel_folds` at a time; yields each unit's result
     (and prints its line) as it finishes. The next unit starts only when the caller asks for it."""
     config = plan.config
@@ -304,28 +356,27 @@ def finish(plan: Plan, run_dir: Path, results: Dict[Tuple[int, int], Dict]) -> P
     """Write the run's reports from every unit's result and mark the run complete."""
     ordered = [results[job.unit_key()] for job in plan.jobs]
     report.write_reports(run_dir, ordered, plan)
-    (run_dir / INCOMPLETE).unlink(missing_ok=True)
+    RunFolder(run_dir).mark_complete()
     return run_dir
 
 
-def _finished_fold(fold_dir: Path) -> Optional[Dict]:
-    """The result of a fold finished before (on --resume), or None to (re)do it. A damaged
-    metrics.json or attention.npy is set aside and the fold evaluated again from its checkpoints
-    (train_fold trains only the epochs last.pt lacks: none, for a finished fold)."""
-    done = fold_dir / "metrics.json"
-    if not done.exists():
+def _finished_unit(unit: UnitFolder) -> Optional[Dict]:
+    """The result of a unit finished before (on --resume), or None to (re)do it. A damaged
+    metrics.json or attention.npy is set aside and the unit evaluated again from its checkpoints
+    (train_fold trains only the epochs last.pt lacks: none, for a finished unit)."""
+    if not unit.finished():
         return None
     try:
-        result = json.loads(done.read_text())
+        result = unit.read_result()
         if not isinstance(result, dict) or not {"fold", "metrics"} <= set(result):
             raise ValueError("not a fold result")
-        if (fold_dir / "attention.npy").exists():
-            np.load(fold_dir / "attention.npy")  # never pickles: allow_pickle is off
+        if unit.attention.exists():
+            np.load(unit.attention)  # never pickles: allow_pickle is off
         return result
     except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
-        print(f"{fold_dir}: a result file is damaged ({type(exc).__name__}: {exc}); evaluating the fold again")
-        for name in ("metrics.json", "attention.npy"):
-            (fold_dir / name).unlink(missing_ok=True)
+        print(f"{unit.path}: a result file is damaged ({type(exc).__name__}: {exc}); evaluating the fold again")
+        for path in unit.results_files:
+            path.unlink(missing_ok=True)
         return None
 
 
@@ -335,30 +386,24 @@ def _cache_fingerprint(cache: FeatureCache) -> str:
 
 
 def _new_run_dir(config: TrainConfig, dataset: str) -> Path:
-    runs = Path(config.runs_dir)
     if config.name:
-        run_dir = runs / config.name
-        if run_dir.exists():
-            raise TrainError(f"{run_dir} already exists; continue it with --resume {run_dir}, "
+        folder = RunFolder(Path(config.runs_dir) / config.name)
+        if folder.path.exists():
+            raise TrainError(f"{folder.path} already exists; continue it with --resume {folder.path}, "
                              "or choose another --name")
     else:
         base = f"{dataset}-{config.protocol}" + (f"-{config.ablation}" if config.ablation else "")
-        run_dir, n = runs / base, 1
-        while run_dir.exists():
-            n += 1
-            run_dir = runs / f"{base}-{n}"
+        folder = numbered_run_folder(config.runs_dir, base)
     try:
-        run_dir.mkdir(parents=True)
-        (run_dir / INCOMPLETE).write_text("This run has not finished. Continue it with: "
-                                          f"swrr-train --resume {run_dir}\n")
+        folder.create(f"Continue it with: swrr-train --resume {folder.path}")
     except OSError as exc:
-        raise TrainError(f"cannot create the run folder {run_dir} ({exc})") from exc
-    return run_dir
+        raise TrainError(f"cannot create the run folder {folder.path} ({exc})") from exc
+    return folder.path
 
 
 def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = None) -> None:
     meta = plan.cache.meta
-    write_json(run_dir / "config.json", {
+    RunFolder(run_dir).write_config({
         **({"rerun": rerun} if rerun else {}),
         "train": plan.config.to_dict(),
         "model": asdict(plan.jobs[0].model_config),
@@ -376,47 +421,48 @@ def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = N
 
 
 def _read_config(run_dir: Path) -> Dict[str, Any]:
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise TrainError(f"{run_dir} is not a run folder (no config.json); nothing to resume")
     try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise TrainError(f"{path} is not valid JSON ({exc}); the run folder is damaged") from exc
+        return RunFolder(run_dir).read_config()
+    except RunFolderError as exc:
+        raise TrainError(f"{exc}; nothing to resume") from None
 
 
 def _start_grid_dir(plan: Plan, config: TrainConfig, variants: List[str], rerun: Optional[Dict[str, Any]]) -> Path:
     top = _new_run_dir(replace(plan.config, ablation="ablations"), plan.cache.meta.dataset)
-    write_json(top / "config.json", {**({"rerun": rerun} if rerun else {}), "train": config.to_dict(),
-                                     "grid": variants, "swrr_version": __version__})
+    RunFolder(top).write_config({**({"rerun": rerun} if rerun else {}), "train": config.to_dict(),
+                                 "grid": variants, "swrr_version": __version__})
     return top
 
 
-def _run_grid(config: TrainConfig, resume_dir: Optional[Path], rerun: Optional[Dict[str, Any]] = None) -> Path:
+def _run_grid(config: TrainConfig, resume_dir: Optional[Path], coordination,
+              rerun: Optional[Dict[str, Any]] = None) -> Path:
     """--ablation all: the full model and every Table 3 row, each a run folder inside one folder."""
     variants = [FULL_MODEL, *ABLATIONS]
     if resume_dir is None:
         # check the request once, with the full model, before anything is written
-        plan = on_every_rank(lambda: prepare(replace(config, ablation=None)))
-        top = on_rank0(lambda: _start_grid_dir(plan, config, variants, rerun))
-        with run_lock(top):
-            return _train_grid(config, top, variants)
-    return _train_grid(config, resume_dir, variants)  # resume() holds the lock of resume_dir
+        plan = coordination.on_every_rank(lambda: prepare(replace(config, ablation=None),
+                                                          check_finite=coordination.is_main))
+        top = coordination.on_rank0(lambda: _start_grid_dir(plan, config, variants, rerun))
+        with run_lock(top, coordination):
+            return _train_grid(config, top, variants, coordination)
+    return _train_grid(config, resume_dir, variants, coordination)  # resume() holds the lock of resume_dir
 
 
-def _train_grid(config: TrainConfig, top: Path, variants: List[str]) -> Path:
+def _train_grid(config: TrainConfig, top: Path, variants: List[str], coordination) -> Path:
     runs = {}
     try:
         for variant in variants:
-            sub = top / variant
-            if on_rank0(lambda: (sub / "config.json").exists()):  # all ranks take the same branch
-                runs[variant] = resume(sub, **{k: getattr(config, k) for k in RESUMABLE_FIELDS})
+            sub = RunFolder(top).variant(variant)
+            if coordination.on_rank0(sub.has_config):  # all ranks take the same branch
+                runs[variant] = resume(sub.path, coordination=coordination,
+                                       **{k: getattr(config, k) for k in RESUMABLE_FIELDS})
             else:
-                runs[variant] = run(replace(config, ablation=variant, runs_dir=str(top), name=variant))
+                runs[variant] = run(replace(config, ablation=variant, runs_dir=str(top), name=variant),
+                                    coordination=coordination)
     except (RunInterrupted, KeyboardInterrupt, TrainError):
         print(f"the ablation grid {top} is incomplete. Continue it with: swrr-train --resume {top}")
         raise
-    if Ranks.from_env().is_main:
+    if coordination.is_main:
         report.write_ablation_table(top, runs)
-        (top / INCOMPLETE).unlink(missing_ok=True)
+        RunFolder(top).mark_complete()
     return top

@@ -33,10 +33,11 @@ def scalar_tag(key: str) -> str:
 class EpochScalars:
     """Writes one epoch record of a unit (a row of its log.jsonl) per `add`, at step = epoch."""
 
-    def __init__(self, unit_dir: Path):
+    def __init__(self, folder: Path):
+        """`folder`: the unit's TensorBoard folder (swrr_core/rundir.py: UnitFolder.tensorboard)."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(unit_dir.parent / "tb" / unit_dir.name))
+        self.writer = SummaryWriter(str(folder))
 
     def add(self, record: Dict[str, Any]) -> None:
         for key, value in record.items():
