@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from swrr.predict.inputs import Item, PredictError
+from swrr.rundir import RunFolder, parse_unit_name
 
 FORMAT_SUFFIXES = {"csv": ".csv", "jsonl": ".jsonl"}
 # The first columns of every table swrr-predict writes, in order: how an earlier output is recognised.
@@ -107,9 +108,9 @@ def check_outside_model(out: Path, bundle_folder: Path) -> None:
     """PredictError when `out` lies inside the model's bundle folder or the run folder holding it."""
     target = out.resolve()
     folders = [bundle_folder.resolve()]
-    run = folders[0].parent.parent  # runs/<name>/fold*/model
-    if folders[0].parent.name.startswith("fold") and (run / "config.json").is_file():
-        folders.append(run)
+    run = RunFolder(folders[0].parent.parent)  # runs/<name>/<unit>/model
+    if parse_unit_name(folders[0].parent.name) is not None and run.has_config():
+        folders.append(run.path)
     for folder in folders:
         if target.is_relative_to(folder):
             raise PredictError(f"--out {out} lies inside the model's folder {folder}; write predictions elsewhere "
