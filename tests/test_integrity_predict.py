@@ -338,3 +338,16 @@ def test_export_copy_failures_are_words():
                            "[Errno 28] No space left on device")])
     assert copy_failure(error) == "model.safetensors: [Errno 28] No space left on device"
     assert copy_failure(OSError(28, "No space left on device")) == "No space left on device"
+
+
+def test_a_head_that_overflows_gives_counted_error_rows(trained, tmp_path):  # noqa: F811
+    """Finite weights (loadable) whose outputs overflow to inf/NaN: error rows, never an empty success."""
+    run_dir, _, rows = trained
+    bundle = load_bundle(run_dir / "fold01" / "model")
+    state = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    state["classifier.kernels.weight"] = state["classifier.kernels.weight"].sign() * 3e38
+    folder = write_bundle(tmp_path / "overflow", state, bundle.model_config, bundle.task, bundle.label_names,
+                          bundle.recipe, {})
+    summary, table = predict(tmp_path, folder, [rows["path"][0], rows["path"][1]], texts=["a", "b"])
+    assert table["error"].str.startswith("non-finite model output").all() and (table["label"] == "").all()
+    assert summary.predicted == 0 and summary.errors == {"non-finite model output": 2}
