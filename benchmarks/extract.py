@@ -154,7 +154,8 @@ def write_dataset(folder: Path, waves, durations, texts) -> Path:
 def end_to_end(manifest: Path, out: Path, encoders, device: torch.device, batch_seconds, workers: int,
                dtype: str):
     """The real pipeline with these encoders, to a finished cache; -> its Summary."""
-    from swrr.extract.pipeline import ExtractConfig, run_extraction
+    from swrr.extract.pipeline import ExtractConfig
+    from swrr.extract.runner import run_extraction
 
     config = ExtractConfig(dataset="manifest", root=manifest, out=out, encoders="benchmark", device=device.type,
                            dtype=dtype, batch_seconds=batch_seconds, num_workers=workers, progress=False)
@@ -278,7 +279,7 @@ def main(argv=None) -> dict:
         args.device, args.encoders, args.n, args.per_utt_n = "cpu", "tiny", 48, 8
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
-    from swrr.extract.pipeline import default_workers, resolve_batch_seconds
+    from swrr.extract.featurizer import default_workers, resolve_batch_seconds
 
     workers = default_workers() if args.workers is None else args.workers
     fp16 = args.dtype == "float16" and device.type == "cuda"

@@ -1,5 +1,5 @@
 """`python -m swrr.extract`: the same command as swrr-extract."""
-from .cli import main
+from swrr.entry import extract as main  # passive OpenMP waiting first, then .cli
 
 if __name__ == "__main__":
     main()

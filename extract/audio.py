@@ -1,8 +1,10 @@
-"""Audio probing and loading: any soundfile-readable file -> float32 mono at 16 kHz.
+"""Audio probing and loading: any soundfile-readable file, or a waveform in memory -> float32 mono at 16 kHz.
 
 soundfile decodes (wav, flac, ogg, ...), only the frames needed are read (segment start/end
 and the max_samples cap), channels are averaged, other sample rates are resampled with
-librosa (imported only then). soundfile and librosa are imported lazily: the rest of the
+librosa (imported only then). A waveform in memory (`load_waveform`) takes the same steps
+from the point where a file's frames have been read, so it gives the samples of the file it
+was read from. soundfile and librosa are imported lazily: the rest of the
 package, and the trainer, never needs them.
 
 Every problem with one file is an `AudioError(path, reason)`; `reason` is one of the fixed
@@ -31,6 +33,9 @@ NON_FINITE = "non-finite samples"
 NO_SAMPLES = "no samples"
 OUTSIDE = "segment outside the audio"
 TOO_SHORT = "shorter than one WavLM frame"
+NOT_A_WAVEFORM = "not a waveform"
+BAD_RATE = "sampling rate is not a positive number of Hz"
+MAX_CHANNELS = 16  # a 2-d waveform's channel axis is its shorter one, and holds at most this many
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile subtypes that can hold non-finite samples
 
 
@@ -109,11 +114,62 @@ def check_audio(info: AudioInfo, start=None, end=None, sample_rate: int = SAMPLE
 def load_audio(utt, sample_rate: int = SAMPLE_RATE, max_samples: Optional[int] = MAX_SAMPLES) -> np.ndarray:
     """Samples of one utterance, (n,) float32 mono at `sample_rate`, n <= max_samples (None = no cap).
 
-    `utt` is an Utterance (audio_path, start, end). AudioError on any unusable file.
+    `utt` has audio_path, start and end (an Utterance, a featurizer Source). AudioError on any unusable file.
     """
     info = probe_audio(utt.audio_path)
     check_audio(info, utt.start, utt.end, sample_rate)
     samples = _read_frames(info.path, *frames_to_read(info, utt.start, utt.end, sample_rate, max_samples))
+    return _mono_at_rate(samples, info, sample_rate, max_samples)
+
+
+def waveform_frames(waveform, name: str = "waveform") -> np.ndarray:
+    """A waveform in memory (numpy array or tensor) -> (frames, channels) float32, as soundfile reads a file.
+
+    1-d: mono samples; 2-d: samples x channels or channels x samples (the shorter axis is the
+    channels, at most MAX_CHANNELS). Integer samples are scaled as soundfile scales PCM (int16 /
+    2**15, int32 / 2**31), so a waveform read with `dtype="int16"` equals the float one.
+    AudioError(name, NOT_A_WAVEFORM) for anything else.
+    """
+    if hasattr(waveform, "detach"):  # a torch tensor (torch is not needed to take numpy arrays)
+        waveform = waveform.detach().cpu().numpy()
+    array = np.asarray(waveform)
+    if array.dtype.kind not in "fi" or array.ndim not in (1, 2) or array.size == 0:
+        raise AudioError(name, NOT_A_WAVEFORM, "need 1-d samples or 2-d samples x channels, float or signed "
+                                               f"integer; got shape {array.shape} of {array.dtype}")
+    if array.ndim == 2 and array.shape[0] < array.shape[1]:
+        array = array.T  # channels x samples (torchaudio's layout) -> samples x channels
+    if array.ndim == 2 and array.shape[1] > MAX_CHANNELS:
+        raise AudioError(name, NOT_A_WAVEFORM, f"shape {array.shape}: more than {MAX_CHANNELS} channels")
+    if array.dtype.kind == "i":
+        array = array.astype(np.float64) / -float(np.iinfo(array.dtype).min)
+    frames = np.asarray(array, dtype=np.float32)
+    return frames[:, None] if frames.ndim == 1 else frames
+
+
+def waveform_info(frames: np.ndarray, sampling_rate, name: str = "waveform") -> AudioInfo:
+    """The AudioInfo a file holding `frames` (from `waveform_frames`) at `sampling_rate` would have;
+    AudioError(name, BAD_RATE) for a rate that is not a positive whole number of Hz."""
+    rate = sampling_rate.item() if hasattr(sampling_rate, "item") else sampling_rate
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0 or rate != int(rate):
+        raise AudioError(name, BAD_RATE, f"got {sampling_rate!r}")
+    return AudioInfo(Path(name), int(frames.shape[0]), int(rate), int(frames.shape[1]), "FLOAT")
+
+
+def load_waveform(waveform, sampling_rate, start: Optional[float] = None, end: Optional[float] = None,
+                  sample_rate: int = SAMPLE_RATE, max_samples: Optional[int] = MAX_SAMPLES,
+                  name: str = "waveform") -> np.ndarray:
+    """`load_audio` for a waveform in memory at `sampling_rate`: the same segment, cap, mixdown and
+    resampling, so the samples equal those of a file the waveform was read from. AudioError (naming
+    `name`) when it is not a waveform, holds NaN/inf, or its segment is too short."""
+    frames = waveform_frames(waveform, name)
+    info = waveform_info(frames, sampling_rate, name)
+    check_audio(info, start, end, sample_rate)
+    first, stop = frames_to_read(info, start, end, sample_rate, max_samples)
+    return _mono_at_rate(_finite(frames[first:stop], info.path), info, sample_rate, max_samples)
+
+
+def _mono_at_rate(samples: np.ndarray, info: AudioInfo, sample_rate: int, max_samples: Optional[int]) -> np.ndarray:
+    """Read frames (n, channels) -> (n',) float32 mono at `sample_rate`, cut to max_samples."""
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if info.sample_rate != sample_rate:
         import librosa
@@ -145,6 +201,11 @@ def _read_frames(path: Path, first: int, stop: int) -> np.ndarray:
         raise AudioError(path, BAD_DATA, str(err).strip()) from None
     if samples.shape[0] == 0:
         raise AudioError(path, NO_SAMPLES)
+    return _finite(samples, path)
+
+
+def _finite(samples: np.ndarray, path: Path) -> np.ndarray:
+    """`samples` itself; AudioError(NON_FINITE) if any is NaN or inf (they would become NaN features)."""
     if not np.isfinite(samples).all():
         bad = int(np.count_nonzero(~np.isfinite(samples)))
         raise AudioError(path, NON_FINITE, f"{bad} NaN or inf samples")

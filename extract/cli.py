@@ -1,4 +1,4 @@
-"""`swrr-extract`: parse options -> ExtractConfig -> run_extraction -> print the summary."""
+"""`swrr-extract`: parse options -> ExtractConfig -> runner.run_extraction -> print the summary."""
 from __future__ import annotations
 
 import sys
@@ -6,16 +6,14 @@ from pathlib import Path
 
 import click
 
-from swrr.extract.audio import AudioError
 from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds
-from swrr.extract.datasets import READERS, DatasetError
-from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS, EncoderError
-from swrr.extract.pipeline import DEVICES, DTYPES, ExtractConfig, default_workers, run_extraction
-from swrr.cache import CacheError, partial_path
+from swrr.extract.datasets import READERS
+from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS
+from swrr.extract.featurizer import default_workers
+from swrr.extract.pipeline import DEVICES, DTYPES, USER_ERRORS, ExtractConfig
+from swrr.extract.runner import run_extraction
+from swrr.cache import partial_path
 from swrr.cli import CONTEXT, OneLineErrors
-from swrr.device import DeviceError
-
-USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)
 
 
 def _label_list(text):

@@ -1,8 +1,9 @@
 """Extraction on many GPUs or nodes: `torchrun --nproc-per-node G --no-python swrr-extract ...`.
 
-`pipeline.run_extraction` hands over to `run_extraction` here when WORLD_SIZE > 1, or when shards
-of an earlier distributed run of the same output are on disk (then even a single process finishes
-them instead of starting over). The steps:
+`swrr.extract.runner.run_extraction` hands over to `run_on_ranks` here when WORLD_SIZE > 1, or
+when shards of an earlier distributed run of the same output are on disk (then even a single
+process finishes them instead of starting over). This module is a layer over the public
+functions of the one-process pipeline (extract/pipeline.py), which never imports it. The steps:
 
 1. Setup. Every rank loads its encoders onto cuda:LOCAL_RANK (or the CPU). Rank 0 alone reads the
    dataset and checks the audio headers, computes the length-sorted batch plan, reads which rows
@@ -30,7 +31,6 @@ those of an uninterrupted single-process run.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,11 +39,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from swrr.extract.batching import BatchPlan, plan_batches
-from swrr.extract.pipeline import (ExtractConfig, Rows, Summary, _class_counts, _encode_pending,
-                              _split_counts, cache_meta, class_report, read_rows, ready_encoders,
-                              resolve_batch_seconds)
-from swrr.extract.encoders import describe
+from swrr.extract.batching import BatchPlan
+from swrr.extract.featurizer import Featurizer
+from swrr.extract.pipeline import (USER_ERRORS, Extraction, ExtractConfig, Rows, Summary, encode_pending,
+                                   plan_extraction, read_rows, ready_featurizer)
 from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, discard_shard, partial_done, partial_path,
                         refuse_finished, shard_partials, shard_path)
 from swrr.device import resolve_device
@@ -67,10 +66,7 @@ def deal_batches(batches: Sequence[np.ndarray], lengths: np.ndarray, world: int)
 class Job:
     """What rank 0 decides in the setup and broadcasts to every rank."""
 
-    rows: Rows
-    meta: CacheMeta
-    plan: BatchPlan
-    batch_budget: str
+    extraction: Extraction  # rows, cache attributes, batch plan: as a single process has them
     pending: List[np.ndarray]  # batches with rows not done anywhere yet
     shares: List[List[int]]  # indices into `pending`, by rank
     loads: List[float]  # padded samples dealt to each rank
@@ -86,66 +82,55 @@ class RankWork:
     write_seconds: float
 
 
-def _user_errors():
-    from swrr.extract.cli import USER_ERRORS  # the CLI's list of what is the user's to fix
-
-    return USER_ERRORS + (torch.cuda.OutOfMemoryError, MemoryError)
+RANK_ERRORS = USER_ERRORS + (torch.cuda.OutOfMemoryError, MemoryError)  # told as one line by every rank
 
 
 def failure_flag(out: Path) -> FailureFlag:
     return FailureFlag(out.with_name(out.name + ".failed"))
 
 
-def run_extraction(config: ExtractConfig, encoders=None) -> Optional[Summary]:
+def run_on_ranks(config: ExtractConfig, encoders=None) -> Optional[Summary]:
     """Extract `config` on all ranks of the launch (or finish earlier shards in one process).
     -> the Summary on rank 0, None on the other ranks. RankFailed on every rank when one fails."""
     started = time.perf_counter()
     ranks, out = Ranks.from_env(), config.out_path
-    flag, errors = failure_flag(out), _user_errors()
+    flag = failure_flag(out)
     advice = (f"the batches written so far are kept in the shards beside {out}; fix the cause and relaunch "
               "the same command to resume")
     with ranks.group():
         def setup():
             device = ranks.device(resolve_device(config.device))
-            audio, text, fp16 = ready_encoders(config, device, encoders)
-            job = _plan(config, ranks, flag, device, audio, text, fp16) if ranks.is_main else None
-            return audio, text, job
+            featurizer, fp16 = ready_featurizer(config, device, encoders)
+            job = _plan(config, ranks, flag, device, featurizer, fp16) if ranks.is_main else None
+            return featurizer, job
 
-        audio, text, job = ranks.step(setup, errors, flag)  # nothing written yet: no advice on shards
+        featurizer, job = ranks.step(setup, RANK_ERRORS, flag)  # nothing written yet: no advice on shards
         job = ranks.broadcast(job)
-        work = ranks.step(lambda: _encode_share(config, ranks, job, audio, text, flag), errors, flag, advice)
+        work = ranks.step(lambda: _encode_share(config, ranks, job, featurizer, flag), RANK_ERRORS, flag, advice)
         works = ranks.gather(work)
     if not ranks.is_main:
         return None
     assembly_started = time.perf_counter()
-    path = assemble(out, job.meta, job.rows)
+    path = assemble(out, job.extraction.meta, job.extraction.rows)
     assembly = time.perf_counter() - assembly_started
     seconds = time.perf_counter() - started
-    return Summary(
-        out=path, dataset=config.dataset, task=job.meta.task, rows=len(job.rows.info), resumed_rows=job.done_before,
-        per_class=_class_counts(job.rows.info, job.rows.label_names), per_split=_split_counts(job.rows.info),
-        skipped=dict(sorted(job.rows.skipped.items())), seconds=seconds, file_bytes=path.stat().st_size,
-        random_encoders=job.meta.random_encoders, encoders=describe([audio, text]), batch_budget=job.batch_budget,
-        batches=len(job.plan), padding_waste=job.plan.padding_waste,
-        write_seconds=sum(w.write_seconds for w in works), notes=balance_lines(works, assembly, seconds))
+    return job.extraction.summary(path, job.done_before, seconds, featurizer, sum(w.write_seconds for w in works),
+                                  balance_lines(works, assembly, seconds))
 
 
-def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.device, audio, text,
+def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.device, featurizer: Featurizer,
           fp16: bool) -> Job:
     """Rank 0's setup: rows, plan, what is done already, and the deal of the rest."""
     flag.clear()  # a flag of an earlier launch; the other ranks look at it only after the broadcast
     reader, rows = read_rows(config)
-    meta = cache_meta(config, reader, audio, text, fp16)
-    out = config.out_path
+    extraction = plan_extraction(config, reader, rows, featurizer, device, fp16)
+    meta, plan, out = extraction.meta, extraction.plan, config.out_path
     if config.overwrite:
         if out.exists():
             check_replaceable(out)
         for old in (out, partial_path(out), *shard_partials(out)):
             old.unlink(missing_ok=True)
     refuse_finished(out, meta)
-    batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
-    max_samples = audio.samples_for(config.max_frames)
-    plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
     done = np.zeros(len(rows.info), dtype=bool)
     for source in (partial_path(out), *shard_partials(out)):
         source_done = partial_done(source, meta, rows.info)
@@ -153,9 +138,8 @@ def _plan(config: ExtractConfig, ranks: Ranks, flag: FailureFlag, device: torch.
             done |= source_done
     pending = plan.pending(done)
     shares, loads = deal_batches(pending, plan.lengths, ranks.world)
-    for line in class_report(rows, reader.task):  # as a single process says it, before encoding
-        print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
-    return Job(rows, meta, plan, batch_budget, pending, shares, loads, int(done.sum()))
+    extraction.report_classes()  # as a single process says it, before encoding
+    return Job(extraction, pending, shares, loads, int(done.sum()))
 
 
 class FlaggedWriter:
@@ -175,19 +159,21 @@ class FlaggedWriter:
         self.writer.write(*args)
 
 
-def _encode_share(config: ExtractConfig, ranks: Ranks, job: Job, audio, text, flag: FailureFlag) -> RankWork:
+def _encode_share(config: ExtractConfig, ranks: Ranks, job: Job, featurizer: Featurizer,
+                  flag: FailureFlag) -> RankWork:
     """Encode this rank's batches into its shard."""
     started = time.perf_counter()
     mine = [job.pending[i] for i in job.shares[ranks.rank]]
     padded = float(job.loads[ranks.rank]) / config.sample_rate
     if not mine:
         return RankWork(ranks.rank, 0, padded, 0.0, 0.0)
-    writer = CacheWriter.open(shard_path(config.out_path, ranks.rank, ranks.world), job.meta, job.rows.info)
+    rows, plan = job.extraction.rows, job.extraction.plan
+    writer = CacheWriter.open(shard_path(config.out_path, ranks.rank, ranks.world), job.extraction.meta, rows.info)
     try:
         quiet = replace(config, progress=config.progress and ranks.is_main)  # one bar: rank 0's share
-        flagged = FlaggedWriter(writer, flag, len(job.rows.info) - sum(map(len, mine)))
-        write_seconds = _encode_pending(BatchPlan(mine, job.plan.lengths, job.plan.sample_rate), flagged, job.rows,
-                                        audio, text, quiet, audio.samples_for(config.max_frames))
+        flagged = FlaggedWriter(writer, flag, len(rows.info) - sum(map(len, mine)))
+        write_seconds = encode_pending(BatchPlan(mine, plan.lengths, plan.sample_rate), flagged, rows, featurizer,
+                                       quiet)
     finally:
         writer.close()
     return RankWork(ranks.rank, sum(map(len, mine)), padded, time.perf_counter() - started, write_seconds)

@@ -1,14 +1,17 @@
-"""The extraction stage: dataset -> WavLM/BERT features -> cache/<dataset>.h5.
+"""The extraction stage in one process: dataset -> WavLM/BERT features -> cache/<dataset>.h5.
 
-    summary = run_extraction(ExtractConfig(dataset="demo", encoders="tiny"))
+    summary = run_one_process(ExtractConfig(dataset="demo", encoders="tiny"))
+
+Callers use `swrr.extract.runner.run_extraction`, which hands over to extract/distributed.py (a
+layer over this module's public functions) under a distributed launch; this module never
+imports it.
 
 Steps: the reader lists utterances; every audio header is checked first, so unusable files
 become counted skips and the row list is fixed before the cache is opened; the batch plan
-(extract/batching.py) is computed over all rows; batches not yet in the cache (resume) are
-decoded by DataLoader worker processes while the GPU encodes the previous ones; one batch is
-kept in flight on the GPU (`encode_ahead`: batch i+1 is launched before batch i's features are
-waited for), and a writer thread puts finished batches into the HDF5 file; the cache is renamed
-to its final path only when every row is in it.
+(`plan_extraction`) is computed over all rows; the batches not yet in the cache (resume) go
+through the featurizer (extract/featurizer.py: decoding in DataLoader worker processes, one
+batch in flight on the GPU, rounding to the cache dtype), and a writer thread puts finished
+batches into the HDF5 file; the cache is renamed to its final path only when every row is in it.
 """
 from __future__ import annotations
 
@@ -20,29 +23,26 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from swrr.extract.audio import AudioError, check_utterances, load_audio
-from swrr.extract.batching import AUTO, BatchPlan, auto_batch_seconds, parse_batch_seconds, plan_batches
+from swrr.extract.audio import AudioError, check_utterances
+from swrr.extract.batching import AUTO, BatchPlan, parse_batch_seconds
 from swrr.extract.datasets import DatasetError, Utterance, get_reader
 from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
-                              TextEncoder, describe, load_encoders, prepare_waveform, tokenize)
+                                   TextEncoder, describe, load_encoders)
+from swrr.extract.featurizer import Featurizer, Source, default_workers, resolve_batch_seconds
 from swrr._version import __version__
 from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
-from swrr.device import resolve_device
-from swrr.guards import die_with_parent
+from swrr.device import DeviceError, resolve_device
 from swrr.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
 RARE_CLASS_ROWS = 5  # a class with fewer rows is named in a warning (often a typo in a manifest)
-
-
-def default_workers() -> int:
-    """Audio decoding processes: a few suffice to keep one GPU busy (decoding is ~1 ms per clip)."""
-    return min(4, max(1, (os.cpu_count() or 1) - 1))
+USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)  # the stage's errors a user can fix
+DECODE_HINT = "its header looked fine; fix or remove the file, then rerun with --overwrite"
 
 
 @dataclass
@@ -123,17 +123,6 @@ def _counts(counts: Dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
-def resolve_batch_seconds(setting: Union[float, str], device: torch.device, dtype: str) -> Tuple[float, str]:
-    """--batch-seconds -> (seconds, how they were chosen): "auto" reads the card's total memory."""
-    if setting != AUTO:
-        return float(setting), f"{float(setting):g} s" + (" (one utterance per batch)" if setting == 0 else "")
-    if device.type != "cuda":
-        return auto_batch_seconds(None, dtype), f"{auto_batch_seconds(None, dtype):g} s (auto, {device.type})"
-    total = torch.cuda.get_device_properties(device).total_memory
-    seconds = auto_batch_seconds(total, dtype)
-    return seconds, f"{seconds:g} s (auto, {total / 2**30:.0f} GiB card, {dtype})"
-
-
 # ---------------------------------------------------------------------------------- rows
 @dataclass
 class Rows:
@@ -144,6 +133,7 @@ class Rows:
     samples: np.ndarray  # samples each row will have at the sample rate, before the max_frames cap
     skipped: Counter
     label_names: List[str] = field(default_factory=list)  # class names by index (empty for regression)
+    sources: List[Source] = field(default_factory=list)  # what the featurizer encodes, row by row
 
 
 def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = None) -> Rows:
@@ -162,7 +152,7 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
     skipped = reader.skipped + dropped + skipped  # the reader counted its own skips during that pass
     class_index = {name: i for i, name in enumerate(names)}
     root = source_root(reader)
-    info = []
+    info, sources = [], []
     for utt in utterances:
         if reader.task == "classification":
             if utt.label not in class_index:
@@ -172,7 +162,9 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
             label = float(utt.label)
         info.append(RowInfo(utt_id=utt.utt_id, label=label, speaker=utt.speaker, session=utt.session,
                             split=utt.split, transcript=utt.transcript, source=_source(utt, root)))
-    return Rows(utterances, info, samples, skipped, names)
+        sources.append(Source(utt.utt_id, audio_path=Path(utt.audio_path), transcript=utt.transcript,
+                              start=utt.start, end=utt.end))
+    return Rows(utterances, info, samples, skipped, names, sources)
 
 
 def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:
@@ -232,8 +224,9 @@ def class_report(rows: Rows, task: str) -> List[str]:
     return lines
 
 
-def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEncoder, fp16: bool) -> CacheMeta:
+def cache_meta(config: ExtractConfig, reader, featurizer: Featurizer, fp16: bool) -> CacheMeta:
     """The cache attributes; `config` holds the settings that change the numbers (compared on resume)."""
+    audio, text = featurizer.audio, featurizer.text
     numbers = {
         "dataset": config.dataset,
         "encoders": config.encoders,
@@ -256,55 +249,6 @@ def cache_meta(config: ExtractConfig, reader, audio: AudioEncoder, text: TextEnc
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
                      audio_encoder_digest=audio.weights_digest, text_encoder_digest=text.weights_digest,
                      tool_version=__version__, source_root=str(source_root(reader)), config=numbers)
-
-
-# ---------------------------------------------------------------------------------- loading
-class LoadedBatch(NamedTuple):
-    rows: List[int]
-    input_values: torch.Tensor  # (B, S) zero-padded waveforms
-    sample_lengths: torch.Tensor  # (B,)
-    tokens: Dict[str, torch.Tensor]  # (B, T) each
-
-
-class LoadFailure(NamedTuple):
-    """An AudioError met while decoding, returned so that it reaches the main process as it was."""
-
-    path: str
-    reason: str
-    detail: str
-
-
-class BatchInputs(torch.utils.data.Dataset):
-    """Planned batch i -> its decoded, prepared and padded inputs (runs in DataLoader workers).
-
-    Holds only the feature extractor and the tokenizer, never the models.
-    """
-
-    def __init__(self, batches: Sequence[np.ndarray], utterances: Sequence[Utterance], feature_extractor,
-                 tokenizer, sample_rate: int, max_samples: int, max_tokens: int):
-        self.batches = [list(map(int, b)) for b in batches]
-        self.utterances = utterances
-        self.feature_extractor, self.tokenizer = feature_extractor, tokenizer
-        self.sample_rate, self.max_samples, self.max_tokens = sample_rate, max_samples, max_tokens
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int):
-        rows = self.batches[i]
-        utts = [self.utterances[r] for r in rows]
-        try:
-            waves = [prepare_waveform(self.feature_extractor, load_audio(u, self.sample_rate, self.max_samples))
-                     for u in utts]
-        except AudioError as err:  # returned, not raised: a worker's exception would carry its traceback
-            return LoadFailure(str(err.path), err.reason, err.detail)
-        input_values, lengths = AudioEncoder.collate(waves)
-        return LoadedBatch(rows, input_values, lengths, tokenize(self.tokenizer, [u.transcript for u in utts],
-                                                                 self.max_tokens))
-
-
-def _as_is(item):
-    return item
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -345,80 +289,6 @@ class BackgroundWriter:
             raise self.error
 
 
-# ---------------------------------------------------------------------------------- running
-class EncodedBatch(NamedTuple):
-    """One batch's features on the host, as the cache writer takes them."""
-
-    rows: List[int]
-    audio: np.ndarray  # (B, F, D) in the cache dtype
-    audio_len: np.ndarray  # (B,) frames
-    text: np.ndarray  # (B, T, D)
-    text_len: np.ndarray  # (B,) tokens
-    finite: np.ndarray  # (B,) bool: every stored value of the row is finite
-
-
-class PendingBatch:
-    """A batch whose encoders have been launched. On CUDA its features are being copied into
-    pinned host memory behind the kernels, and `get()` waits for that copy only (an event); on
-    the CPU they are already there and `get()` returns at once."""
-
-    def __init__(self, rows: List[int], audio: torch.Tensor, frames: np.ndarray, text: torch.Tensor,
-                 n_tokens: np.ndarray, dtype: str):
-        torch_dtype = getattr(torch, dtype)
-        self.rows, self.frames, self.n_tokens = rows, frames, n_tokens
-        audio, text = audio.to(torch_dtype), text.to(torch_dtype)
-        # Checked in the cache dtype, on the device, and copied with the features (no extra sync):
-        # fp16 overflow turns finite activations into inf here, NaN audio would give NaN.
-        self.finite = _to_host(finite_rows(audio) & finite_rows(text))
-        self.audio = _to_host(audio)
-        self.text = _to_host(text)
-        self.copied: Optional[torch.cuda.Event] = None
-        if audio.is_cuda:
-            self.copied = torch.cuda.Event()
-            self.copied.record(torch.cuda.current_stream(audio.device))
-
-    def get(self) -> EncodedBatch:
-        if self.copied is not None:
-            self.copied.synchronize()
-        return EncodedBatch(self.rows, self.audio.numpy(), self.frames, self.text.numpy(), self.n_tokens,
-                            self.finite.numpy())
-
-
-def finite_rows(x: torch.Tensor) -> torch.Tensor:
-    """(B, L, D) -> (B,) bool: the row holds no NaN or inf. One reduction, on x's device."""
-    return torch.isfinite(x).flatten(1).all(dim=1)
-
-
-def _to_host(x: torch.Tensor) -> torch.Tensor:
-    """x itself on the CPU; on CUDA a pinned host tensor that a non-blocking copy is filling."""
-    if not x.is_cuda:
-        return x
-    return torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)
-
-
-def encode_batch(batch: LoadedBatch, audio: AudioEncoder, text: TextEncoder, dtype: str) -> PendingBatch:
-    """Launch both encoders on a batch; the features (in the cache dtype) come from `.get()`."""
-    audio_features, frames = audio(batch.input_values, batch.sample_lengths)
-    text_features, n_tokens = text(batch.tokens)
-    return PendingBatch(batch.rows, audio_features, frames, text_features, n_tokens, dtype)
-
-
-def encode_ahead(batches: Iterable[LoadedBatch], audio: AudioEncoder, text: TextEncoder,
-                 dtype: str) -> Iterator[EncodedBatch]:
-    """Encode batches in order with one in flight: batch i+1 is launched before batch i's
-    features are waited for, so the GPU keeps working while the host hands batch i to the
-    writer and fetches the next batch. An error while batch i+1 is loaded or launched drops
-    batch i unwritten: its rows are not marked done, and a rerun encodes them again."""
-    in_flight: Optional[PendingBatch] = None
-    for batch in batches:
-        launched = encode_batch(batch, audio, text, dtype)
-        if in_flight is not None:
-            yield in_flight.get()
-        in_flight = launched
-    if in_flight is not None:
-        yield in_flight.get()
-
-
 def read_rows(config: ExtractConfig):
     """-> (reader, Rows) of the dataset; DatasetError when no utterance is usable."""
     reader = get_reader(config.dataset, config.root)
@@ -429,77 +299,89 @@ def read_rows(config: ExtractConfig):
     return reader, rows
 
 
-def ready_encoders(config: ExtractConfig, device: torch.device,
-                   encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None):
-    """-> (audio, text, fp16): both encoders loaded (or given), checked and on `device`."""
+def ready_featurizer(config: ExtractConfig, device: torch.device,
+                     encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Tuple[Featurizer, bool]:
+    """-> (featurizer, fp16): both encoders loaded (or given), checked and on `device`."""
     audio, text = encoders or load_encoders(config.encoders, config.audio_encoder, config.text_encoder,
                                             config.layer, config.max_tokens)
-    if audio.sample_rate != config.sample_rate:
-        raise EncoderError(f"{audio.name} expects {audio.sample_rate} Hz audio, not {config.sample_rate} Hz")
-    return audio, text, place_encoders(audio, text, device, config.dtype)
+    featurizer = Featurizer(audio, text, config.dtype, config.max_frames, config.max_tokens, config.sample_rate)
+    return featurizer, featurizer.to(device)
 
 
-def place_encoders(audio: AudioEncoder, text: TextEncoder, device: torch.device, dtype: str) -> bool:
-    """Move both encoders to `device`; -> fp16: a float16 cache means fp16 autocast on CUDA."""
-    fp16 = dtype == "float16" and device.type == "cuda"
-    audio.to(device, fp16)
-    text.to(device, fp16)
-    return fp16
+@dataclass
+class Extraction:
+    """What an extraction does, fixed before anything is encoded: the rows, the cache's attributes
+    and the batch plan over all rows (a resume recomputes the same)."""
+
+    rows: Rows
+    meta: CacheMeta
+    plan: BatchPlan
+    batch_budget: str  # e.g. "400 s (auto, 140 GiB card, float16)"
+
+    def report_classes(self) -> None:
+        """The class counts and rare-class warnings, before encoding."""
+        for line in class_report(self.rows, self.meta.task):
+            print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
+
+    def summary(self, path: Path, resumed_rows: int, seconds: float, featurizer: Featurizer, write_seconds: float,
+                notes: Sequence[str] = ()) -> Summary:
+        """The Summary of the finished cache at `path` (one process and ranks alike)."""
+        rows = self.rows
+        return Summary(
+            out=path, dataset=self.meta.dataset, task=self.meta.task, rows=len(rows.info), resumed_rows=resumed_rows,
+            per_class=_class_counts(rows.info, rows.label_names), per_split=_split_counts(rows.info),
+            skipped=dict(sorted(rows.skipped.items())), seconds=seconds, file_bytes=path.stat().st_size,
+            random_encoders=self.meta.random_encoders, encoders=describe([featurizer.audio, featurizer.text]),
+            batch_budget=self.batch_budget, batches=len(self.plan), padding_waste=self.plan.padding_waste,
+            write_seconds=write_seconds, notes=list(notes))
 
 
-def run_extraction(config: ExtractConfig, encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
-    """Extract (or finish extracting) the cache described by `config`; see the module docstring.
+def plan_extraction(config: ExtractConfig, reader, rows: Rows, featurizer: Featurizer, device: torch.device,
+                    fp16: bool) -> Extraction:
+    """The cache attributes and the batch plan of `rows` (from `read_rows`) on `device`."""
+    batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
+    return Extraction(rows, cache_meta(config, reader, featurizer, fp16), featurizer.plan(rows.samples, batch_seconds),
+                      batch_budget)
+
+
+def run_one_process(config: ExtractConfig,
+                    encoders: Optional[Tuple[AudioEncoder, TextEncoder]] = None) -> Summary:
+    """Extract (or finish extracting) the cache described by `config` in this process; see the
+    module docstring. `swrr.extract.runner.run_extraction` is the entry that also covers ranks.
 
     `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
-    Raises DatasetError, AudioError, EncoderError, DeviceError or CacheError for problems the user can fix.
-    On any interruption the rows already written stay in `<out>.partial` for the next run.
+    Raises one of USER_ERRORS for problems the user can fix. On any interruption the rows already
+    written stay in `<out>.partial` for the next run.
     """
-    from swrr.extract import distributed  # under torchrun (or with shards of one on disk) the ranks take over
-
-    if distributed.takes_over(config):
-        return distributed.run_extraction(config, encoders)
     started = time.perf_counter()
     device = resolve_device(config.device)
-    reader, rows = read_rows(config)
-    audio, text, fp16 = ready_encoders(config, device, encoders)
-    max_samples = audio.samples_for(config.max_frames)
-    batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
-    plan = plan_batches(np.minimum(rows.samples, max_samples), config.sample_rate, batch_seconds)
-
-    meta = cache_meta(config, reader, audio, text, fp16)
-    writer = CacheWriter.open(config.out_path, meta, rows.info, overwrite=config.overwrite)
+    reader, rows = read_rows(config)  # before the encoders load: a dataset mistake is told at once
+    featurizer, fp16 = ready_featurizer(config, device, encoders)
+    job = plan_extraction(config, reader, rows, featurizer, device, fp16)
+    writer = CacheWriter.open(config.out_path, job.meta, rows.info, overwrite=config.overwrite)
     try:
-        for line in class_report(rows, reader.task):  # once the output is known to be usable, before encoding
-            print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
-        write_seconds = _encode_pending(plan, writer, rows, audio, text, config, max_samples)
+        job.report_classes()  # once the output is known to be usable, before encoding
+        write_seconds = encode_pending(job.plan, writer, rows, featurizer, config)
         path = writer.finalize()
     finally:
         writer.close()
-    return Summary(
-        out=path, dataset=config.dataset, task=reader.task, rows=len(rows.info), resumed_rows=writer.resumed_rows,
-        per_class=_class_counts(rows.info, rows.label_names), per_split=_split_counts(rows.info),
-        skipped=dict(sorted(rows.skipped.items())), seconds=time.perf_counter() - started,
-        file_bytes=path.stat().st_size, random_encoders=meta.random_encoders, encoders=describe([audio, text]),
-        batch_budget=batch_budget, batches=len(plan), padding_waste=plan.padding_waste, write_seconds=write_seconds)
+    return job.summary(path, writer.resumed_rows, time.perf_counter() - started, featurizer, write_seconds)
 
 
-def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: AudioEncoder, text: TextEncoder,
-                    config: ExtractConfig, max_samples: int) -> float:
-    """Encode and write the planned batches not in the cache yet; -> seconds spent writing HDF5.
+def encode_pending(plan: BatchPlan, writer, rows: Rows, featurizer: Featurizer, config: ExtractConfig) -> float:
+    """Encode and write the planned batches not in `writer`'s cache yet; -> seconds spent writing HDF5.
 
-    Rows whose features are not finite are not written (a finished cache never holds one): once
-    the other rows are written, EncoderError names them.
+    `writer` is a CacheWriter, or one wrapping it (a rank's shard). Rows whose features are not
+    finite are not written (a finished cache never holds one): once the other rows are written,
+    EncoderError names them. A file that fails to decode stops the run with its AudioError.
     """
     pending = plan.pending(writer.done_mask())
-    inputs = BatchInputs(pending, rows.utterances, audio.feature_extractor, text.tokenizer,
-                         config.sample_rate, max_samples, config.max_tokens)
-    loader = decoding_loader(inputs, min(config.num_workers, len(pending)), audio.device.type == "cuda")
     background = BackgroundWriter(writer)
     bar = progress_bar(total=len(rows.info), initial=writer.resumed_rows, unit="utt", desc=f"extract {config.dataset}",
                        disable=not config.progress, dynamic_ncols=True)
     not_finite: List[int] = []
     try:
-        for encoded in encode_ahead(map(_decoded, loader), audio, text, config.dtype):
+        for encoded in featurizer.encode(rows.sources, pending, config.num_workers):
             keep = encoded.finite
             if keep.all():  # the usual case: the pinned host buffers go to the writer as they are
                 background.put(*encoded[:5])
@@ -508,28 +390,15 @@ def _encode_pending(plan: BatchPlan, writer: CacheWriter, rows: Rows, audio: Aud
                 if keep.any():
                     background.put(list(np.asarray(encoded.rows)[keep]), encoded.audio[keep],
                                    encoded.audio_len[keep], encoded.text[keep], encoded.text_len[keep])
-            trim_heap()
             bar.update(len(encoded.rows))
+    except AudioError as err:  # the row list was fixed by the header check: this file is named and stops the run
+        raise AudioError(err.path, err.reason, "; ".join(filter(None, [err.detail, DECODE_HINT]))) from None
     finally:
         bar.close()
         background.close()
     if not_finite:
         raise _not_finite_error(sorted(not_finite), rows, config, writer.partial_path)
     return background.busy_seconds
-
-
-def decoding_loader(inputs: BatchInputs, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
-    """The batches of `inputs` in order, decoded by `workers` processes (0: in this one) that end
-    with this process."""
-    return torch.utils.data.DataLoader(inputs, batch_size=None, shuffle=False, collate_fn=_as_is,
-                                       num_workers=workers, pin_memory=pin_memory,
-                                       prefetch_factor=4 if workers else None,
-                                       worker_init_fn=_worker_init if workers else None)
-
-
-def _worker_init(worker_id: int) -> None:
-    """A decoding worker ends with the extraction, even a SIGKILLed one (it may hold the .partial open)."""
-    die_with_parent()
 
 
 def _not_finite_error(bad_rows: Sequence[int], rows: Rows, config: ExtractConfig, part: Path) -> EncoderError:
@@ -550,38 +419,6 @@ def refuse_input_as_output(out: Path, reader, utterances: Sequence[Utterance]) -
     for path in dict.fromkeys([*reader.index_files(), *(Path(u.audio_path) for u in utterances)]):
         if os.path.samestat(out_stat, path.stat()):
             raise CacheError(f"--out {out} is one of the dataset's input files ({path}); choose another --out")
-
-
-def trim_heap() -> None:
-    """Give the heap's free memory back to the OS (glibc; elsewhere nothing). Every batch shape
-    leaves differently sized freed buffers (oneDNN primitives and their scratch on the CPU),
-    which glibc keeps: measured on the CPU, the process grew ~3.5 MB per batch (430 -> 870 MB
-    over 140 batches of distinct lengths); trimmed after each batch it stays flat (~470 MB).
-    Costs well under a millisecond per batch."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def _decoded(batch: Union[LoadedBatch, LoadFailure]) -> LoadedBatch:
-    """The loader's batch, or the AudioError its worker met (the file is named)."""
-    if isinstance(batch, LoadFailure):
-        raise AudioError(batch.path, batch.reason, "; ".join(filter(None, [
-            batch.detail, "its header looked fine; fix or remove the file, then rerun with --overwrite"])))
-    return batch
 
 
 def _class_counts(info: Sequence[RowInfo], label_names: Sequence[str]) -> Dict[str, int]:

@@ -11,8 +11,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from swrr.extract.audio import AudioError, load_audio
-from swrr.extract.datasets import Utterance
+from swrr.extract.audio import AudioError
 from swrr.predict.inputs import ASR, Item, PredictError
 
 ASR_BATCH = 8
@@ -62,8 +61,7 @@ def transcribe_items(items: Sequence[Item], model: str, predictor, replace_all: 
     waves, ready = [], []
     for item in targets:
         try:
-            waves.append(load_audio(Utterance(item.item_id, item.path, "", "", start=item.start, end=item.end),
-                                    rate, max_samples=None))
+            waves.append(item.source.load(rate, max_samples=None))
             ready.append(item)
         except AudioError:
             continue

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from swrr.extract.batching import AUTO
-from swrr.extract.pipeline import default_workers
+from swrr.extract.featurizer import default_workers
 from swrr.predict.inputs import PredictError
 from swrr.predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
 from swrr.bundle import BundleError

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from swrr.extract.datasets.manifest import check_unique_ids, is_number, read_csv_table
+from swrr.extract.featurizer import Source
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 MANIFEST_COLUMNS = ("path", "text", "utt_id", "start", "end")  # what the manifest means to predict
@@ -34,10 +35,11 @@ def failure_text(reason: str, detail: str = "") -> str:
 
 @dataclass
 class Item:
-    """One utterance or segment to score. start/end: seconds into `path` (None = file edge)."""
+    """One utterance or segment to score: a file (`path`), or a waveform in memory at its
+    `sampling_rate` (path None). start/end: seconds into the audio (None = its edge)."""
 
     item_id: str
-    path: Path
+    path: Optional[Path]
     text: Optional[str] = None  # None: no transcript yet
     text_source: str = ""  # given | sidecar | asr | ""
     start: Optional[float] = None
@@ -46,9 +48,17 @@ class Item:
     notes: List[str] = field(default_factory=list)
     error: str = ""
     file_id: str = ""  # the input this segment was cut from (= item_id when not segmented)
+    waveform: Optional[Any] = field(default=None, repr=False)  # numpy array or tensor, instead of a path
+    sampling_rate: Optional[int] = None  # of the waveform
 
     def __post_init__(self):
         self.file_id = self.file_id or self.item_id
+
+    @property
+    def source(self) -> Source:
+        """What the featurizer reads for this item (the one place an item becomes an utterance)."""
+        return Source(self.item_id, audio_path=self.path, transcript=self.text or "", start=self.start, end=self.end,
+                      waveform=self.waveform, sampling_rate=self.sampling_rate)
 
     def segment(self, number: int, start: float, end: float) -> "Item":
         """The part [start, end) s of this item's file, as an item of its own."""

@@ -18,9 +18,8 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from swrr.extract.audio import probe_audio
 from swrr.extract.batching import AUTO, parse_batch_seconds
-from swrr.extract.pipeline import default_workers
+from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import Predictor
 from swrr.predict.inputs import ASR, BAD_TIMES, Item, PredictError, collect_inputs
 from swrr.predict.output import (FORMAT_SUFFIXES, PARTIAL_SUFFIX, check_not_an_input, check_output,
@@ -211,14 +210,14 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
         start = np.nan if item.error.startswith(BAD_TIMES) else item.start or 0.0  # never a made-up 0.0
         end = item.end
         if not item.error:
-            if item.path not in durations:  # one probe per file, however many segments it has
-                durations[item.path] = probe_audio(item.path).duration
+            if item.file_id not in durations:  # one probe per input, however many segments it has
+                durations[item.file_id] = item.source.probe().duration
             if end is None:  # to the end of the file
-                end = durations[item.path]
-            elif end > durations[item.path] + 1e-3:  # as the audio is read: up to the file's end
-                item.notes.append(f"end {end} s is past the file's end ({durations[item.path]:.2f} s)")
-                end = durations[item.path]
-        row = {"id": item.item_id, "file": str(item.path), "start": start, "end": end,
+                end = durations[item.file_id]
+            elif end > durations[item.file_id] + 1e-3:  # as the audio is read: up to the file's end
+                item.notes.append(f"end {end} s is past the file's end ({durations[item.file_id]:.2f} s)")
+                end = durations[item.file_id]
+        row = {"id": item.item_id, "file": str(item.path) if item.path is not None else "", "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})
         row.update({"transcript": item.text if item.text is not None else "", "text_source": item.text_source,

@@ -18,8 +18,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from swrr.extract.audio import AudioError, load_audio, probe_audio, segment_frames
-from swrr.extract.datasets import Utterance
+from swrr.extract.audio import AudioError, segment_frames
 from swrr.predict.inputs import Item, failure_text
 
 # Pauses shorter than this stay inside one speech region: words of one sentence are not split.
@@ -71,7 +70,7 @@ def segment_long_items(items: List[Item], predictor, mode: str, hop: Optional[fl
     out: List[Item] = []
     for item in items:
         try:
-            info = probe_audio(item.path)
+            info = item.source.probe()
             first, stop = segment_frames(info, item.start, item.end)
         except AudioError:
             out.append(item)  # predict() makes it an error row with the reason
@@ -82,8 +81,7 @@ def segment_long_items(items: List[Item], predictor, mode: str, hop: Optional[fl
             continue
         if mode == "vad":
             try:
-                wave = load_audio(Utterance(item.item_id, item.path, "", "", start=item.start, end=item.end),
-                                  sample_rate, max_samples=None)
+                wave = item.source.load(sample_rate, max_samples=None)
             except AudioError as err:  # NaN samples, a corrupt body: this file's error row, as in window mode
                 item.error = failure_text(err.reason, err.detail)
                 out.append(item)

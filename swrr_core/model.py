@@ -146,12 +146,14 @@ class SharedLSTM(nn.Module):
     forward(audio (B, N, Da), audio_len (B,), text (B, T, Dt), text_len (B,))
         -> X (B, N, D), Y (B, T, D), D = 2 * hidden; zeros at padded positions.
     Padding never enters the recurrence of a valid position, in either of two ways (`padding`):
-      "align"  the forward direction reads the zero-padded batch as it is, the backward direction
-               a copy whose rows are shifted to end at the last position (padding first, where it
-               comes after the valid frames in that direction's order); one LSTM call on 2B rows.
-               Twice the LSTM arithmetic, but static shapes and no host round trip (CUDA graphs),
-               and it runs the whole-batch LSTM kernels: faster than "pack" on CPU and GPU alike.
+      "align"  each direction is one LSTM call on the B rows of the padded batch: the forward
+               direction reads the batch as it is, the backward direction a copy whose rows hold
+               their valid frames in reverse order (its padding comes after them, as in the forward
+               direction); the same index gathers its outputs back. Static shapes and no host round
+               trip (CUDA graphs), and the whole-batch LSTM kernels: faster than "pack" on CPU and
+               GPU alike. (Until issue 22 it was one bidirectional call on 2B rows: twice the work.)
       "pack"   packed sequences: the reference; needs the lengths on the host, shapes vary.
+    Both keep nn.LSTM's parameters (bidirectional, state_dict keys unchanged).
     Decision: when Da != Dt, a linear layer maps the audio to Dt so one LSTM can read both.
     """
 
@@ -170,15 +172,27 @@ class SharedLSTM(nn.Module):
             out, _ = self.lstm(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
             return out
-        b, size, hidden = x.shape[0], x.shape[1], self.lstm.hidden_size
+        size = x.shape[1]
         lengths = lengths.to(x.device, non_blocking=True)
-        shift = (size - lengths)[:, None]  # (B, 1): padding of each row
-        steps = torch.arange(size, device=x.device)[None, :]
-        right = shift_rows(x, steps - shift) * (steps >= shift)[..., None].to(x.dtype)
-        out, _ = self.lstm(torch.cat([x, right]))  # (2B, L, D)
-        backward = shift_rows(out[b:, :, hidden:], steps + shift)  # frame t sits at t + shift
-        valid = lengths_to_mask(lengths, size)[..., None].to(out.dtype)
-        return torch.cat([out[:b, :, :hidden], backward], dim=-1) * valid
+        # step t of the backward direction reads frame len-1-t (negative: padding, clamped; it comes
+        # after every valid step, so it never reaches a valid output); the map is its own inverse
+        reverse = lengths[:, None] - 1 - torch.arange(size, device=x.device)[None, :]
+        forward = self.direction(x, "")
+        backward = shift_rows(self.direction(shift_rows(x, reverse), "_reverse"), reverse)
+        valid = lengths_to_mask(lengths, size)[..., None].to(forward.dtype)
+        return torch.cat([forward, backward], dim=-1) * valid
+
+    def direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+        """One direction of the BiLSTM (its weights "..._l0" + suffix) over (B, L, Dt) -> (B, L, hidden):
+        what nn.LSTM runs for that direction, on these rows only."""
+        lstm = self.lstm
+        weights = [getattr(lstm, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        if x.is_cuda:  # cuDNN reads one contiguous buffer per call; nn.LSTM's holds both directions
+            flat = torch.cat([w.reshape(-1) for w in weights]).split([w.numel() for w in weights])
+            weights = [part.view_as(w) for part, w in zip(flat, weights)]
+        zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+        out, _, _ = torch.lstm(x, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)
+        return out
 
     def encode_audio(self, audio, audio_len):
         return self.run(self.audio_proj(audio), audio_len)
@@ -305,6 +319,7 @@ class HRS(nn.Module):
             self.w2 = nn.Linear(hidden, channels)
         if mode in ("both", "local"):  # one filter shared by all maps and frames; no bias, since
             # eq. (10) compares each point with its frame mean, a constant shift cancels
+            # (its weight runs through row_filter; the Conv2d keeps the parameter's name and init)
             self.local = nn.Conv2d(1, 1, (1, local_kernel), padding=(0, local_kernel // 2), bias=False)
 
     def screened_size(self, h: int, w: int) -> Tuple[int, int]:
@@ -319,9 +334,9 @@ class HRS(nn.Module):
             alpha = torch.sigmoid(self.w2(F.leaky_relu(self.w1(z.mean(dim=(2, 3)))))).float()
             q = q + h_kept * alpha
         if self.mode in ("both", "local"):
-            filtered = self.local(z.reshape(b * c, 1, h, w))
+            filtered = row_filter(z, self.local.weight.reshape(-1))
             # Decision: screening to H' x W' = average pooling of the filtered map to that size
-            filtered = F.adaptive_avg_pool2d(filtered, (h_kept, w_kept)).reshape(b, c, h_kept, w_kept)
+            filtered = F.adaptive_avg_pool2d(filtered, (h_kept, w_kept))
             filtered = filtered.float()
             blink = heaviside(filtered - filtered.mean(dim=3, keepdim=True), self.temperature)
             frame_score = blink.sum(dim=3)  # (B, C, H')
@@ -340,6 +355,22 @@ class HRS(nn.Module):
             weight = 1 + (weight - weight.detach())
         chosen = z[rows, index] * weight.to(z.dtype)[:, None, None]
         return chosen[:, None], index
+
+
+def row_filter(z: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) maps, (k,) kernel -> every row of every map cross-correlated with the kernel
+    after k // 2 zeros on both sides: the HRS local branch's Conv2d(1, 1, (1, k), padding=(0, k // 2))
+    (width W, W + 1 for an even k), as k shifted multiply-adds.
+
+    Decision: a 1-channel convolution is the slowest kind for oneDNN on a CPU (measured: 20 ms for
+    forward + backward of a demo batch vs 2.5 ms this way, benchmarks/step.py); values agree with
+    the Conv2d to float32 rounding (the sums run in another order)."""
+    padded = F.pad(z, (kernel.numel() // 2, kernel.numel() // 2))
+    width = padded.shape[-1] - kernel.numel() + 1
+    out = padded[..., :width] * kernel[0]
+    for j in range(1, kernel.numel()):
+        out = out + padded[..., j:j + width] * kernel[j]
+    return out
 
 
 class ConvLevel(nn.Module):

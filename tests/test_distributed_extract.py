@@ -20,7 +20,8 @@ from test_extract import assert_same_cache
 
 from swrr.extract.batching import plan_batches
 from swrr.extract.distributed import deal_batches
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.cache import partial_path, shard_partials
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,14 +56,14 @@ if os.environ.get("SWRR_TEST_KILL_RANK") == rank and stage == "train":  # SIGKIL
         return real_save(*args, **kwargs)
     checkpoint.save = save
 if os.environ.get("SWRR_TEST_BREAK"):  # decoding this utterance fails although its header was fine
-    from swrr.extract import pipeline
+    from swrr.extract import featurizer
     from swrr.extract.audio import AudioError
-    real_load = pipeline.load_audio
+    real_load = featurizer.load_audio
     def broken(utt, *args, **kwargs):
-        if utt.utt_id == os.environ["SWRR_TEST_BREAK"]:
+        if utt.name == os.environ["SWRR_TEST_BREAK"]:
             raise AudioError(utt.audio_path, "truncated or corrupt header", "unexpected end of data")
         return real_load(utt, *args, **kwargs)
-    pipeline.load_audio = broken
+    featurizer.load_audio = broken
 if os.environ.get("SWRR_TEST_BREAK_FOLD"):  # this fold's training fails at once, on whichever rank has it
     from swrr.train import runner
     from swrr.train.config import TrainError
@@ -194,3 +195,29 @@ def test_a_failing_rank_stops_all_ranks_with_one_line_and_keeps_the_shards(corpu
     assert f"{kept} kept from an interrupted run" in result.stdout
     assert_same_cache(out, reference)
     assert not shard_partials(out)
+
+
+def _imported_modules(path: Path) -> set:
+    """Every module `path` imports, at the top or inside functions (absolute names)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_ranks_layer_sits_over_the_pipeline_and_predict_only_over_the_featurizer():
+    """extract/pipeline.py never imports the ranks layer, the entry above both or the CLI (the
+    circle cli -> pipeline -> distributed -> pipeline is gone); the featurizer, shared with predict,
+    imports neither the pipeline nor what sits on it, and predict reaches extraction only through it."""
+    above = {"swrr.extract.distributed", "swrr.extract.runner", "swrr.extract.cli"}
+    assert not _imported_modules(REPO / "extract" / "pipeline.py") & above
+    assert not _imported_modules(REPO / "extract" / "featurizer.py") & (above | {"swrr.extract.pipeline"})
+    assert "swrr.extract.pipeline" in _imported_modules(REPO / "extract" / "distributed.py")
+    for module in (REPO / "predict").glob("*.py"):
+        assert not {name for name in _imported_modules(module) if name.startswith("swrr.extract.pipeline")}, module

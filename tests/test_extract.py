@@ -13,14 +13,15 @@ import torch
 from click.testing import CliRunner
 from conftest import write_wav
 
-from swrr.extract import pipeline
+from swrr.extract import featurizer
 from swrr.extract.audio import AudioError, load_audio
 from swrr.extract.batching import (AUTO_LADDER, AUTO_MEMORY_SHARE, auto_batch_seconds, estimated_peak_bytes,
                               parse_batch_seconds)
 from swrr.extract.cli import main
 from swrr.extract.datasets import get_reader
 from swrr.extract.encoders import tiny_encoders
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.cache import CacheError, open_cache, partial_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,19 +84,19 @@ def assert_same_cache(a: Path, b: Path) -> None:
 
 def break_decoding(monkeypatch, utt_id: str) -> None:
     """Decoding `utt_id` fails although its header passed the check."""
-    real = pipeline.load_audio
+    real = featurizer.load_audio
 
     def broken(utt, *args, **kwargs):
-        if utt.utt_id == utt_id:
+        if utt.name == utt_id:
             raise AudioError(utt.audio_path, "truncated or corrupt header", "unexpected end of data")
         return real(utt, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "load_audio", broken)
+    monkeypatch.setattr(featurizer, "load_audio", broken)
 
 
 def fail_encoding(monkeypatch, call: int, error: BaseException) -> None:
     """The `call`-th encode_batch raises `error` (e.g. Ctrl-C or a GPU error while a batch is encoded)."""
-    real, calls = pipeline.encode_batch, []
+    real, calls = featurizer.encode_batch, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -103,7 +104,7 @@ def fail_encoding(monkeypatch, call: int, error: BaseException) -> None:
             raise error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "encode_batch", failing)
+    monkeypatch.setattr(featurizer, "encode_batch", failing)
 
 
 def test_end_to_end_counts_shapes_lengths_labels(reference, dataset):
@@ -172,9 +173,9 @@ def test_killed_run_resumes_to_the_same_file(reference, dataset, tmp_path):
 import os, sys, time
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from swrr.extract import pipeline
+from swrr.extract import featurizer, pipeline, runner
 from swrr import cache
-real, calls = pipeline.encode_batch, []
+real, calls = featurizer.encode_batch, []
 real_write, written = cache.CacheWriter.write, []
 def counted_write(self, *args):
     real_write(self, *args)
@@ -188,8 +189,8 @@ def dying(*args, **kwargs):
         os._exit(9)
     return real(*args, **kwargs)
 cache.CacheWriter.write = counted_write
-pipeline.encode_batch = dying
-pipeline.run_extraction(pipeline.ExtractConfig(dataset="manifest", root=Path({str(dataset)!r}),
+featurizer.encode_batch = dying
+runner.run_extraction(pipeline.ExtractConfig(dataset="manifest", root=Path({str(dataset)!r}),
     out=Path({str(out)!r}), encoders="tiny", device="cpu", batch_seconds={BATCH_SECONDS}, num_workers=0,
     progress=False))
 """
@@ -241,10 +242,10 @@ def test_batch_i_is_waited_for_only_after_batch_i_plus_1_is_launched(monkeypatch
         events.append(f"launch {batch}")
         return Pending(batch)
 
-    monkeypatch.setattr(pipeline, "encode_batch", launch)
-    assert list(pipeline.encode_ahead(iter([1, 2, 3]), None, None, "float16")) == [1, 2, 3]
+    monkeypatch.setattr(featurizer, "encode_batch", launch)
+    assert list(featurizer.encode_ahead(iter([1, 2, 3]), None, None, "float16")) == [1, 2, 3]
     assert events == ["launch 1", "launch 2", "get 1", "launch 3", "get 2", "get 3"]
-    assert list(pipeline.encode_ahead(iter([]), None, None, "float16")) == []
+    assert list(featurizer.encode_ahead(iter([]), None, None, "float16")) == []
 
 
 @pytest.mark.parametrize("failure, rows_kept", [("decode", ["long", "e", "g"]), ("encoder", ["long"])])
@@ -299,9 +300,9 @@ def test_auto_budget_is_resolved_from_the_card_and_named(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert pipeline.resolve_batch_seconds("auto", cuda, "float16") == (400, "400 s (auto, 131 GiB card, float16)")
-    assert pipeline.resolve_batch_seconds("auto", cpu, "float16") == (160, "160 s (auto, cpu)")
-    assert pipeline.resolve_batch_seconds(120.0, cuda, "float16") == (120, "120 s")
+    assert featurizer.resolve_batch_seconds("auto", cuda, "float16") == (400, "400 s (auto, 131 GiB card, float16)")
+    assert featurizer.resolve_batch_seconds("auto", cpu, "float16") == (160, "160 s (auto, cpu)")
+    assert featurizer.resolve_batch_seconds(120.0, cuda, "float16") == (120, "120 s")
 
 
 def test_batch_seconds_values():

@@ -160,15 +160,6 @@ def test_the_graph_covers_every_stage(edges):
         "extract", "train", "predict", "cache", "bundle", "rundir"}
 
 
-def test_no_import_circle_outside_extract(edges):
-    """The train side, predict and swrr's core: no circle (the extract stage's own circle, inside
-    swrr.extract, is issue 17's extraction part: checked by the next test)."""
-    found = [c for c in cycles(edges) if not all(m.startswith("swrr.extract.") for m in c)]
-    assert not found, describe(found, edges)
-
-
-@pytest.mark.xfail(strict=True, reason="the swrr.extract circle (cli -> pipeline -> distributed -> cli) is removed on "
-                                       "branch wt-feat; once that is merged this passes: delete this mark")
 def test_no_import_circle_anywhere(edges):
     found = cycles(edges)
     assert not found, describe(found, edges)

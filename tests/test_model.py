@@ -3,10 +3,11 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from swrr.model import (ABLATIONS, FMC, HRS, READINGS, SWRR, LinearClassifier, SliWa, SWRRConfig,
-                             ablation_config, count_parameters, heaviside, lengths_to_mask)
+                             ablation_config, count_parameters, heaviside, lengths_to_mask, row_filter)
 
 # 12 tokens and D = 32 keep H' >= 2 and W' >= 3 at every HRS level: with H' = 1 beta is always 0
 # (see the test below), with W' = 2 the two points of a frame always split 1/1
@@ -372,3 +373,18 @@ def test_learns_a_separable_synthetic_set():
             if accuracy >= 0.95:
                 break
     assert accuracy >= 0.95, f"train accuracy {accuracy:.2f} after {step + 1} steps"
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_row_filter_equals_the_hrs_conv2d(k):
+    """HRS's local branch runs its Conv2d(1, 1, (1, k)) weight through row_filter (shifted
+    multiply-adds, far faster on a CPU): the same values, shapes (even k too) and gradients."""
+    torch.manual_seed(k)
+    conv = nn.Conv2d(1, 1, (1, k), padding=(0, k // 2), bias=False).double()
+    z = torch.randn(3, 4, 5, 7, dtype=torch.double, requires_grad=True)
+    expected = conv(z.reshape(12, 1, 5, 7)).reshape(3, 4, 5, -1)
+    got = row_filter(z, conv.weight.reshape(-1))
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-12)
+    grads_conv = torch.autograd.grad(expected.sin().sum(), [z, conv.weight])
+    grads_rows = torch.autograd.grad(got.sin().sum(), [z, conv.weight])
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads_conv, grads_rows))

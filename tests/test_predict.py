@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr.predict.inputs import PredictError, collect_inputs
 from swrr.predict.runner import PredictConfig, run_predict
 from swrr.bundle import load_bundle, write_bundle
@@ -310,11 +311,11 @@ def test_asr_fills_missing_transcripts_and_asr_all_replaces_given_ones(trained, 
 
 
 def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, monkeypatch):
-    import swrr.extract.pipeline as pipeline
+    import swrr.extract.featurizer as featurizer
     from swrr.extract.audio import AudioError
 
     run_dir, _, rows = trained
-    real = pipeline.load_audio
+    real = featurizer.load_audio
     broken = Path(rows["path"][1])
 
     def load(utt, *args, **kwargs):  # the header is fine, the samples are not (as a truncated chunk)
@@ -322,13 +323,36 @@ def test_a_file_that_fails_to_decode_errors_only_its_own_row(trained, tmp_path, 
             raise AudioError(broken, "truncated or corrupt header", "simulated")
         return real(utt, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "load_audio", load)
+    monkeypatch.setattr(featurizer, "load_audio", load)
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"path": rows["path"][:3], "text": rows["text"][:3]}).to_csv(manifest, index=False)
     summary, table = predict(tmp_path, run_dir, [manifest], workers=0)
     errors = dict(zip(table["file"], table["error"]))
     assert errors[str(broken)] == "truncated or corrupt header (simulated)"
     assert summary.predicted == 2 and all(errors[p] == "" for p in rows["path"][[0, 2]])
+
+
+def test_a_waveform_in_memory_scores_as_the_file_it_was_read_from(trained, tmp_path):
+    """The in-memory path (the API's classify(waveform, sampling_rate, text)): the same features,
+    hence the same outputs, and the same notes as the file, resampled and mixed down alike."""
+    import soundfile as sf
+
+    from swrr.predict.engine import Predictor
+    from swrr.predict.inputs import Item
+
+    run_dir, _, rows = trained
+    clip = write_wav(tmp_path / "stereo.wav", seconds=1.4, sample_rate=44100, channels=2, freq=180.0)
+    waveform, rate = sf.read(clip)
+    predictor = Predictor(load_bundle(run_dir / "fold01" / "model"), "cpu")
+    from_file = Item("file", clip, rows["text"][0], "given")
+    in_memory = Item("memory", None, rows["text"][0], "given", waveform=waveform, sampling_rate=rate)
+    expected, got = predictor.predict([from_file]), predictor.predict([in_memory])
+    assert np.isfinite(expected).all() and not in_memory.error
+    np.testing.assert_array_equal(got, expected)
+    assert in_memory.notes == from_file.notes == ["resampled from 44100 Hz", "2 channels averaged"]
+    broken = Item("broken", None, "x", "given", waveform=np.full(16000, np.nan), sampling_rate=16000)
+    assert np.isnan(predictor.predict([broken])).all()
+    assert broken.error == "non-finite samples (16000 NaN or inf samples)"
 
 
 def test_the_vad_leaves_torchs_thread_count_as_it_was():
@@ -356,3 +380,28 @@ def test_manifest_times_that_are_not_finite_seconds_make_an_error_row(tmp_path, 
     manifest.write_text(f"path,text,start,end\nclip.wav,hello,{start},{end}\n")
     (item,) = collect_inputs([str(manifest)])
     assert item.error.startswith("start/end are not times in seconds (line 2:")
+
+
+ONE_CLIP = """
+import sys
+from swrr.entry import predict
+sys.argv = ["swrr-predict", *sys.argv[1:]]
+try:
+    predict()
+finally:
+    print("loaded:", *(m for m in ("silero_vad", "matplotlib", "transformers.pipelines", "librosa")
+                       if m in sys.modules))
+"""
+
+
+def test_one_clip_from_the_command_line_loads_no_vad_asr_or_plotting(trained, tmp_path):
+    """Start-up is most of a one-clip run (issue 22): what this run does not use (Silero VAD for
+    clips within the model's span, the ASR pipeline, matplotlib) is imported only when used."""
+    run_dir, _, rows = trained
+    out = tmp_path / "one.csv"
+    done = subprocess.run([sys.executable, "-c", ONE_CLIP, "--model", str(run_dir), rows["path"][0], "--text",
+                           "hello there", "--out", str(out), "--no-progress"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "loaded:"  # none of them
+    assert pd.read_csv(out, keep_default_na=False)["error"].tolist() == [""]

@@ -26,10 +26,12 @@ from click.testing import CliRunner
 from conftest import write_wav
 from test_extract import assert_same_cache
 
-from swrr.extract import pipeline
+from swrr.extract import featurizer
+from swrr.extract.encoders import AudioEncoder
 from swrr.extract.batching import plan_batches
 from swrr.extract.cli import main
-from swrr.extract.pipeline import ExtractConfig, run_extraction
+from swrr.extract.pipeline import ExtractConfig
+from swrr.extract.runner import run_extraction
 from swrr import cache as cache_mod
 from swrr.cache import CacheError, open_cache, partial_path
 from swrr.model import SWRR, SWRRConfig
@@ -90,7 +92,7 @@ repo, point, values = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 sys.path.insert(0, repo)
 from pathlib import Path
 import h5py
-from swrr.extract import pipeline
+from swrr.extract import pipeline, runner
 from swrr import cache
 
 def die():
@@ -124,7 +126,7 @@ def replace(src, dst):
 cache.CacheWriter.write, h5py.Group.create_dataset, h5py.Dataset.__setitem__ = write, create_dataset, setitem
 os.replace = replace
 values["root"], values["out"] = Path(values["root"]), Path(values["out"])
-pipeline.run_extraction(pipeline.ExtractConfig(**values))
+runner.run_extraction(pipeline.ExtractConfig(**values))
 print("the kill hook never fired")
 """
 KILL_POINTS = ["layout", "row-write", "done-mask", "rename"]
@@ -181,7 +183,7 @@ def no_encoding(monkeypatch):
     def encode_batch(*args, **kwargs):
         raise AssertionError("a batch was encoded although the output could not be written")
 
-    monkeypatch.setattr(pipeline, "encode_batch", encode_batch)
+    monkeypatch.setattr(featurizer, "encode_batch", encode_batch)
 
 
 BAD_OUTPUTS = [
@@ -384,9 +386,9 @@ import json, os, sys, time
 repo, values, gate = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 sys.path.insert(0, repo)
 from pathlib import Path
-from swrr.extract import pipeline
+from swrr.extract import featurizer, pipeline, runner
 
-real_encode, batches = pipeline.encode_batch, []
+real_encode, batches = featurizer.encode_batch, []
 
 def encode_batch(*args, **kwargs):
     batches.append(1)
@@ -396,9 +398,9 @@ def encode_batch(*args, **kwargs):
             time.sleep(0.05)
     return real_encode(*args, **kwargs)
 
-pipeline.encode_batch = encode_batch
+featurizer.encode_batch = encode_batch
 values["root"], values["out"] = Path(values["root"]), Path(values["out"])
-pipeline.run_extraction(pipeline.ExtractConfig(**values))
+runner.run_extraction(pipeline.ExtractConfig(**values))
 """
 CLI_CHILD = "import sys; sys.path.insert(0, sys.argv.pop(1)); from swrr.extract.cli import main; main()"
 
@@ -546,14 +548,14 @@ def test_non_finite_audio_is_a_counted_skip(clips, tmp_path):
 def test_features_that_overflow_float16_stop_the_run_naming_the_utterance(clips, tmp_path, monkeypatch):
     """Activations beyond float16's range (the row of clip h, scaled by 1e6) become inf in the cache dtype:
     the row is not written, the run stops naming it and suggesting float32, the other rows are kept."""
-    real_call = pipeline.AudioEncoder.__call__
+    real_call = AudioEncoder.__call__
 
     def loud(self, input_values, sample_lengths):
         features, frames = real_call(self, input_values, sample_lengths)
         scale = torch.where(sample_lengths == int(0.35 * 16000), 1e6, 1.0).to(features)
         return features * scale[:, None, None], frames
 
-    monkeypatch.setattr(pipeline.AudioEncoder, "__call__", loud)
+    monkeypatch.setattr(AudioEncoder, "__call__", loud)
     out = tmp_path / "loud.h5"
     result = _cli(["--dataset", "manifest", "--root", str(clips), "--out", str(out), "--encoders", "tiny",
                    "--device", "cpu", "--workers", "0", "--batch-seconds", str(BATCH_SECONDS)])

@@ -1,5 +1,5 @@
 """`python -m swrr.train`: the same command as swrr-train."""
-from .cli import main
+from swrr.entry import train as main  # passive OpenMP waiting first, then .cli
 
 if __name__ == "__main__":
     main()

@@ -121,7 +121,10 @@ def config_from_options(options: Dict[str, Any], given: Set[str], config_file: O
               help="Train N folds at once on the same device: on CUDA as N streams of this process sharing "
                    "one resident cache (a big GPU runs them concurrently), on CPU as N processes. A fold's seed, "
                    "data order and initial weights do not depend on N.")
-@click.option("--threads", type=int, help="CPU threads per process. Default: torch's choice.")
+@click.option("--threads", type=int, help="CPU threads per process. Default: 1 for a small head (the BiLSTM's "
+                   "batch x hidden x 4 hidden below 1M multiply-adds, e.g. the demo's: more threads wait on each "
+                   "other, badly so beside other jobs), else torch's choice (one per core). Recorded in config.json. "
+                   "CPU numbers depend on it.")
 @click.option("--progress/--no-progress", default=DEFAULTS["progress"], show_default=True, help="A progress bar per epoch on a terminal; in a log (stderr not a terminal) one line per epoch.")
 @click.option("--tensorboard", is_flag=True,
               help="Also write each unit's per-epoch scalars (loss, lr, valid/test metrics) to runs/<name>/tb/ "
