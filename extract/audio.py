@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+from swrr.errors import SwrrError
 
 SAMPLE_RATE = 16000
 MAX_SAMPLES = 81680  # 255 WavLM frames: 254 * 320 + 400
@@ -39,7 +40,7 @@ MAX_CHANNELS = 16  # a 2-d waveform's channel axis is its shorter one, and holds
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile subtypes that can hold non-finite samples
 
 
-class AudioError(Exception):
+class AudioError(SwrrError):
     """An audio file that cannot be used; `reason` is a short fixed phrase, the message names the file."""
 
     def __init__(self, path, reason: str, detail: str = ""):

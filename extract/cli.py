@@ -1,4 +1,4 @@
-"""`swrr-extract`: parse options -> ExtractConfig -> runner.run_extraction -> print the summary."""
+"""`swrr-extract`: parse options -> extract_config -> runner.run_extraction -> print the summary."""
 from __future__ import annotations
 
 import sys
@@ -6,34 +6,18 @@ from pathlib import Path
 
 import click
 
-from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS, parse_batch_seconds
+from swrr.extract.batching import AUTO, CPU_BATCH_SECONDS
 from swrr.extract.datasets import READERS
 from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, PRESETS
 from swrr.extract.featurizer import default_workers
-from swrr.extract.pipeline import DEVICES, DTYPES, USER_ERRORS, ExtractConfig
+from swrr.extract.options import extract_config
+from swrr.extract.pipeline import DEVICES, DTYPES
 from swrr.extract.runner import run_extraction
 from swrr.cache import partial_path
 from swrr.cli import CONTEXT, OneLineErrors
 
 
-def _label_list(text):
-    """--labels "ang, hap" -> ("ang", "hap"); None when not given."""
-    if text is None:
-        return None
-    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    if not names:
-        raise click.BadParameter("give at least one class, e.g. --labels ang,hap,neu,sad", param_hint="--labels")
-    return names
-
-
-def _batch_seconds(ctx, param, value):
-    try:
-        return parse_batch_seconds(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-@click.command("swrr-extract", cls=OneLineErrors, user_errors=USER_ERRORS, context_settings=CONTEXT)
+@click.command("swrr-extract", cls=OneLineErrors, context_settings=CONTEXT)
 @click.option("--dataset", required=True, type=click.Choice(list(READERS)),
               help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release or "
                    "label.csv layout), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
@@ -59,7 +43,7 @@ def _batch_seconds(ctx, param, value):
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True,
               help="Dtype of the stored features. float16 also runs the encoders under fp16 autocast on CUDA; "
                    "float32 computes and stores full precision (twice the disk).")
-@click.option("--batch-seconds", default=AUTO, show_default=True, callback=_batch_seconds, metavar="auto|SECONDS",
+@click.option("--batch-seconds", default=AUTO, show_default=True, metavar="auto|SECONDS",
               help="Audio per batch, in seconds of padded audio (rows x longest row). auto: from the GPU's "
                    "total memory, the largest of 40..400 s whose estimated peak (base-size encoders) stays "
                    "under 45% of it: 200 s on an 11 GB card, 400 s on 24 GB and up with float16; "
@@ -86,15 +70,9 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
       swrr-extract --dataset iemocap --root /data/IEMOCAP_full_release
       swrr-extract --dataset manifest --root my.csv --out cache/mine.h5
     """
-    if encoders == "tiny" and (audio_encoder or text_encoder):
-        raise click.UsageError("--encoders tiny builds its own random encoders; leave out "
-                               "--audio-encoder/--text-encoder, or use --encoders pretrained")
-    config = ExtractConfig(dataset=dataset, root=root, out=out,
-                           audio_encoder=audio_encoder or DEFAULT_AUDIO_ENCODER,
-                           text_encoder=text_encoder or DEFAULT_TEXT_ENCODER, encoders=encoders, layer=layer,
-                           device=device, dtype=dtype, batch_seconds=batch_seconds, overwrite=overwrite,
-                           num_workers=default_workers() if workers is None else workers,
-                           labels=_label_list(labels))
+    config = extract_config(dataset, root, out, audio_encoder=audio_encoder, text_encoder=text_encoder,
+                            encoders=encoders, layer=layer, device=device, dtype=dtype, batch_seconds=batch_seconds,
+                            workers=workers, labels=labels, overwrite=overwrite)
     try:
         summary = run_extraction(config)
     except KeyboardInterrupt:

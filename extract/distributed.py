@@ -41,11 +41,12 @@ import torch
 
 from swrr.extract.batching import BatchPlan
 from swrr.extract.featurizer import Featurizer
-from swrr.extract.pipeline import (USER_ERRORS, Extraction, ExtractConfig, Rows, Summary, encode_pending,
+from swrr.extract.pipeline import (Extraction, ExtractConfig, Rows, Summary, encode_pending,
                                    plan_extraction, read_rows, ready_featurizer)
 from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, discard_shard, partial_done, partial_path,
                         refuse_finished, shard_partials, shard_path)
 from swrr.device import resolve_device
+from swrr.errors import SwrrError
 from swrr.ranks import FailureFlag, Ranks, deal
 
 COPY_BLOCK = 1024  # rows per assembly step: memory stays flat however large the cache
@@ -82,7 +83,7 @@ class RankWork:
     write_seconds: float
 
 
-RANK_ERRORS = USER_ERRORS + (torch.cuda.OutOfMemoryError, MemoryError)  # told as one line by every rank
+RANK_ERRORS = (SwrrError, torch.cuda.OutOfMemoryError, MemoryError)  # told as one line by every rank
 
 
 def failure_flag(out: Path) -> FailureFlag:

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+from swrr.errors import SwrrError
 
 DEFAULT_AUDIO_ENCODER = "microsoft/wavlm-base-plus"
 DEFAULT_TEXT_ENCODER = "bert-base-uncased"
@@ -38,7 +39,7 @@ TINY_SEED = 0
 TINY_VOCAB = Path(str(resources.files("swrr.extract") / "tiny_vocab.txt"))
 
 
-class EncoderError(Exception):
+class EncoderError(SwrrError):
     """An encoder that cannot be loaded or used as asked; the message says what to do.
     `advice` (part of the message) is swrr-extract's; another command may give its own instead."""
 

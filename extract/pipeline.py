@@ -15,9 +15,9 @@ batches into the HDF5 file; the cache is renamed to its final path only when eve
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections import Counter
@@ -36,12 +36,13 @@ from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, 
 from swrr.extract.featurizer import Featurizer, Source, default_workers, resolve_batch_seconds
 from swrr._version import __version__
 from swrr.cache import DTYPES, CacheError, CacheMeta, CacheWriter, RowInfo, is_swrr_cache
-from swrr.device import DeviceError, resolve_device
+from swrr.device import resolve_device
+from swrr.errors import option
 from swrr.progress import progress_bar
 
+logger = logging.getLogger("swrr.extract")  # swrr-extract shows its INFO lines on stderr (swrr.cli)
 DEVICES = ("auto", "cpu", "cuda")
 RARE_CLASS_ROWS = 5  # a class with fewer rows is named in a warning (often a typo in a manifest)
-USER_ERRORS = (DatasetError, AudioError, CacheError, DeviceError, EncoderError)  # the stage's errors a user can fix
 DECODE_HINT = "its header looked fine; fix or remove the file, then rerun with --overwrite"
 
 
@@ -175,10 +176,10 @@ def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:
     if labels is None:
         return list(reader.label_names)
     if reader.task != "classification":
-        raise DatasetError(f"--labels restricts classes, but {reader.root} is a regression dataset (scores)")
+        raise DatasetError(f"{option('labels')} restricts classes, but {reader.root} is a regression dataset (scores)")
     unknown = [name for name in labels if name not in reader.label_names]
     if unknown:
-        raise DatasetError(f"--labels: {', '.join(unknown)} not among the dataset's classes "
+        raise DatasetError(f"{option('labels')}: {', '.join(unknown)} not among the dataset's classes "
                            f"({', '.join(reader.label_names)})")
     return [name for name in reader.label_names if name in set(labels)]
 
@@ -321,7 +322,7 @@ class Extraction:
     def report_classes(self) -> None:
         """The class counts and rare-class warnings, before encoding."""
         for line in class_report(self.rows, self.meta.task):
-            print(f"swrr-extract: {line}", file=sys.stderr, flush=True)
+            (logger.warning if line.startswith("warning:") else logger.info)(f"swrr-extract: {line}")
 
     def summary(self, path: Path, resumed_rows: int, seconds: float, featurizer: Featurizer, write_seconds: float,
                 notes: Sequence[str] = ()) -> Summary:
@@ -350,8 +351,8 @@ def run_one_process(config: ExtractConfig,
     module docstring. `swrr.extract.runner.run_extraction` is the entry that also covers ranks.
 
     `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
-    Raises one of USER_ERRORS for problems the user can fix. On any interruption the rows already
-    written stay in `<out>.partial` for the next run.
+    Raises a SwrrError (DatasetError, AudioError, CacheError, DeviceError, EncoderError) for problems
+    the user can fix. On any interruption the rows already written stay in `<out>.partial` for the next run.
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -418,7 +419,8 @@ def refuse_input_as_output(out: Path, reader, utterances: Sequence[Utterance]) -
     out_stat = out.stat()  # compared with each distinct input file once (segments share files)
     for path in dict.fromkeys([*reader.index_files(), *(Path(u.audio_path) for u in utterances)]):
         if os.path.samestat(out_stat, path.stat()):
-            raise CacheError(f"--out {out} is one of the dataset's input files ({path}); choose another --out")
+            raise CacheError(f"{option('out', str(out))} is one of the dataset's input files ({path}); "
+                             f"choose another {option('out')}")
 
 
 def _class_counts(info: Sequence[RowInfo], label_names: Sequence[str]) -> Dict[str, int]:

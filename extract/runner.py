@@ -24,7 +24,7 @@ def run_extraction(config: ExtractConfig,
     ranks of a distributed launch. -> the Summary (None on ranks other than 0).
 
     `encoders` (audio, text) replaces loading them from the config (benchmarks build their own).
-    Raises one of `pipeline.USER_ERRORS` for problems the user can fix (RankFailed on every rank
+    Raises a SwrrError for problems the user can fix (RankFailed on every rank
     when one rank fails). On any interruption the rows already written are kept for the next run.
     """
     if distributed.takes_over(config):

@@ -8,16 +8,11 @@ import click
 
 from swrr.extract.batching import AUTO
 from swrr.extract.featurizer import default_workers
-from swrr.predict.inputs import PredictError
 from swrr.predict.runner import AGGREGATES, FORMATS, SEGMENT_MODES, PredictConfig, run_predict
-from swrr.bundle import BundleError
 from swrr.cli import CONTEXT, OneLineErrors
-from swrr.device import DeviceError
-
-USER_ERRORS = (PredictError, BundleError, DeviceError)
 
 
-@click.command("swrr-predict", cls=OneLineErrors, user_errors=USER_ERRORS, context_settings=CONTEXT)
+@click.command("swrr-predict", cls=OneLineErrors, context_settings=CONTEXT)
 @click.option("--model", required=True,
               help="A model bundle folder (runs/<name>/fold*/model, or one copied by swrr-export), a run folder "
                    "(with --fold when it has several folds), or a Hugging Face hub id of a bundle.")

@@ -43,7 +43,7 @@ def copy_failure(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-@click.command("swrr-export", cls=OneLineErrors, user_errors=(BundleError,), context_settings=CONTEXT)
+@click.command("swrr-export", cls=OneLineErrors, context_settings=CONTEXT)
 @click.argument("run_folder", type=click.Path(path_type=Path))
 @click.option("--fold", type=click.IntRange(min=1), help="Which fold (1-based); needed when the run has several.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The new bundle folder.")

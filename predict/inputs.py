@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from swrr.extract.datasets.manifest import check_unique_ids, is_number, read_csv_table
+from swrr.errors import SwrrError
 from swrr.extract.featurizer import Source
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
@@ -24,7 +25,7 @@ GIVEN, SIDECAR, ASR = "given", "sidecar", "asr"  # where a transcript came from
 BAD_TIMES = "start/end are not times in seconds"
 
 
-class PredictError(Exception):
+class PredictError(SwrrError):
     """A prediction request that cannot be carried out; the message names the input and the fix."""
 
 

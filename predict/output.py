@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
+from swrr.errors import option
 from swrr.predict.inputs import Item, PredictError
 from swrr.rundir import RunFolder, parse_unit_name
 
@@ -34,39 +35,39 @@ def output_format(out: Path, fmt: Optional[str]) -> str:
     """The table format: `fmt`, or from the suffix (.csv / .jsonl). PredictError when `out` is a
     folder, or its suffix contradicts `fmt` or says neither (a `.json` name would hold JSON lines, not one JSON document)."""
     if out.is_dir():
-        raise PredictError(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}")
+        raise PredictError(f"{option('out', str(out))} is a folder; give a file path such as {out / 'predictions.csv'}")
     suffix = out.suffix.lower()
     by_suffix = {v: k for k, v in FORMAT_SUFFIXES.items()}.get(suffix)
     if fmt is None and by_suffix is None:
-        raise PredictError(f"--out {out}: name the table .csv or .jsonl (JSON lines), or give --format; "
+        raise PredictError(f"{option('out', str(out))}: name the table .csv or .jsonl (JSON lines), or give {option('format')}; "
                            f"a {suffix or 'missing'} suffix would not say what the file holds")
     fmt = fmt or by_suffix
     if fmt in FORMAT_SUFFIXES and suffix != FORMAT_SUFFIXES[fmt]:
-        raise PredictError(f"--out {out}: the suffix {suffix or '(none)'} contradicts --format {fmt}; "
+        raise PredictError(f"{option('out', str(out))}: the suffix {suffix or '(none)'} contradicts {option('format', fmt)}; "
                            f"name it {out.with_suffix(FORMAT_SUFFIXES[fmt]).name}")
     return fmt
 
 
 def check_output(out: Path, plot: bool = False) -> None:
-    """Refuse an --out that cannot be written (with its `--plot` PNGs beside it when `plot`), or
+    """Refuse an out that cannot be written (with its `--plot` PNGs beside it when `plot`), or
     that would replace a file that is not an earlier swrr-predict output, before any work."""
     folder = out.parent
     if not folder.is_dir():
-        raise PredictError(f"--out {out}: the folder {folder} does not exist")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise PredictError(f"--out {out}: the folder {folder} is not writable")
+        raise PredictError(f"{option('out', str(out))}: the folder {folder} is not writable")
     try:
         name_max = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = NAME_MAX
     longest = (len(out.stem.encode()) + PLOT_NAME_MARGIN) if plot else len(out.name.encode()) + len(PARTIAL_SUFFIX)
     if longest > name_max:
-        raise PredictError(f"--out {out.name[:24]}…: the file name is {len(out.name.encode())} bytes long; this "
+        raise PredictError(f"{option('out', out.name[:24] + '…')}: the file name is {len(out.name.encode())} bytes long; this "
                            f"file system allows {name_max} per name and predict adds up to {longest - len(out.name.encode())} "
-                           f"({PARTIAL_SUFFIX} while writing{', <id>.png for --plot' if plot else ''}): choose a shorter name")
+                           f"({PARTIAL_SUFFIX} while writing{', <id>.png for ' + option('plot') if plot else ''}): choose a shorter name")
     if out.exists() and not is_predict_output(out):
-        raise PredictError(f"--out {out} exists and is not an earlier swrr-predict output; swrr-predict replaces "
-                           "only its own tables: choose another --out (or move that file away yourself)")
+        raise PredictError(f"{option('out', str(out))} exists and is not an earlier swrr-predict output; swrr-predict replaces "
+                           f"only its own tables: choose another {option('out')} (or move that file away yourself)")
 
 
 def is_predict_output(path: Path) -> bool:
@@ -101,7 +102,7 @@ def check_not_an_input(out: Path, items: Iterable[Item], manifests: Iterable[Pat
         except OSError:
             continue
         if same:
-            raise PredictError(f"--out {out} is one of the inputs ({path}); choose another --out")
+            raise PredictError(f"{option('out', str(out))} is one of the inputs ({path}); choose another {option('out')}")
 
 
 def check_outside_model(out: Path, bundle_folder: Path) -> None:
@@ -113,7 +114,7 @@ def check_outside_model(out: Path, bundle_folder: Path) -> None:
         folders.append(run.path)
     for folder in folders:
         if target.is_relative_to(folder):
-            raise PredictError(f"--out {out} lies inside the model's folder {folder}; write predictions elsewhere "
+            raise PredictError(f"{option('out', str(out))} lies inside the model's folder {folder}; write predictions elsewhere "
                                "(a bundle or run folder holds only what swrr-train wrote)")
 
 

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from swrr.predict.inputs import ASR, BAD_TIMES, Item, PredictError, collect_inpu
 from swrr.predict.output import (FORMAT_SUFFIXES, PARTIAL_SUFFIX, check_not_an_input, check_output,
                                  check_outside_model, output_format, remove_quietly)
 from swrr.bundle import load_bundle
+from swrr.errors import option
 from swrr.progress import progress_bar
 
 FORMATS = tuple(FORMAT_SUFFIXES)
@@ -42,7 +43,7 @@ class PredictConfig:
     model: str  # a bundle folder, a run folder (+ fold), or a hub id
     inputs: List[str]
     texts: List[str] = field(default_factory=list)
-    out: Path = Path("predictions.csv")
+    out: Optional[Path] = Path("predictions.csv")  # None: only return the table (the Python API)
     fold: Optional[int] = None
     format: Optional[str] = None  # None: from the --out suffix (.jsonl -> jsonl), else csv
     device: str = "auto"
@@ -60,27 +61,31 @@ class PredictConfig:
     progress: bool = True
 
     def __post_init__(self):
-        self.out = Path(self.out)
+        self.out = None if self.out is None else Path(self.out)
         problems = []
+        if self.plot and self.out is None:
+            problems.append("plot=True needs out=PATH: the timelines are written as <out>.<file>.png beside the table")
         if self.format not in (None, *FORMATS):
-            problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        else:
+            problems.append(f"{option('format')} must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        elif self.out is not None:
             try:
                 self.format = output_format(self.out, self.format)
             except PredictError as exc:
                 problems.append(str(exc))
+        else:
+            self.format = self.format or "csv"
         if self.segment not in SEGMENT_MODES:
-            problems.append(f"--segment must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
+            problems.append(f"{option('segment')} must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
         if self.aggregate not in (None, *AGGREGATES):
-            problems.append(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+            problems.append(f"{option('aggregate')} must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
         if self.hop is not None and not self.hop > 0:
-            problems.append(f"--hop must be > 0 seconds, got {self.hop}")
+            problems.append(f"{option('hop')} must be > 0 seconds, got {self.hop}")
         if self.asr_all and not self.asr:
-            problems.append("--asr-all needs --asr MODEL")
+            problems.append(f"{option('asr_all')} needs {option('asr', 'MODEL')}")
         try:
             self.batch_seconds = parse_batch_seconds(self.batch_seconds)
         except ValueError as exc:
-            problems.append(f"--batch-seconds: {exc}")
+            problems.append(f"{option('batch_seconds')}: {exc}")
         if problems:
             raise PredictError("; ".join(problems))
 
@@ -95,6 +100,7 @@ class Summary:
     seconds: float
     random_encoders: bool
     warnings: List[str]
+    table: Any = field(default=None, repr=False)  # the pandas.DataFrame written to `out`
     file_means: int = 0  # --aggregate mean rows, beside the `items` scored rows
 
     def lines(self) -> List[str]:
@@ -110,16 +116,25 @@ class Summary:
         return out
 
 
-def run_predict(config: PredictConfig) -> Summary:
-    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes."""
+def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
+                items: Optional[List[Item]] = None) -> Summary:
+    """Carry out a prediction request; PredictError/BundleError/DeviceError for user mistakes.
+
+    The table is written to `config.out` (unless it is None) and is the summary's `table` either
+    way. `predictor`: one already loaded for `config.model` (the Python API keeps it between calls);
+    `items`: what to score instead of `config.inputs` (the API's waveforms in memory)."""
     started = time.perf_counter()
-    check_output(config.out, config.plot)
-    items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
-    check_not_an_input(config.out, items, [Path(p) for p in config.inputs])
-    bundle = load_bundle(config.model, fold=config.fold)
-    check_outside_model(config.out, bundle.path)
-    predictor = Predictor(bundle, config.device, config.audio_encoder, config.text_encoder,
-                          config.batch_seconds, config.workers)
+    if config.out is not None:
+        check_output(config.out, config.plot)
+    if items is None:
+        items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
+        if config.out is not None:
+            check_not_an_input(config.out, items, [Path(p) for p in config.inputs])
+    if predictor is None:
+        predictor = Predictor(load_bundle(config.model, fold=config.fold), config.device, config.audio_encoder,
+                              config.text_encoder, config.batch_seconds, config.workers)
+    if config.out is not None:
+        check_outside_model(config.out, predictor.bundle.path)
     warnings = _encoder_warnings(predictor, config.strict)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
@@ -132,7 +147,7 @@ def run_predict(config: PredictConfig) -> Summary:
     for item in items:
         if item.start is not None and item.file_id != item.item_id and item.text_source not in ("", ASR):
             item.notes.append(WHOLE_FILE_TEXT)
-    if bundle.needs_text:
+    if predictor.bundle.needs_text:
         _transcript_notes(items, predictor)
     bar = progress_bar(total=len(items), unit="utt", desc="predict", disable=not config.progress)
     try:
@@ -142,7 +157,8 @@ def run_predict(config: PredictConfig) -> Summary:
     table = _table(items, predictor.scores(outputs), predictor)
     if config.aggregate == "mean":
         table = _with_file_means(table, predictor)
-    _write(table, config.out, config.format)
+    if config.out is not None:
+        _write(table, config.out, config.format)
     if config.plot:
         from swrr.predict.plot import plot_timelines
 
@@ -152,7 +168,7 @@ def run_predict(config: PredictConfig) -> Summary:
     done = scored[scored["error"] == ""]
     return Summary(config.out, len(scored), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, bundle.recipe.random_encoders, warnings,
+                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table,
                    int((table["kind"] == FILE_MEAN).sum()))
 
 
@@ -258,4 +274,4 @@ def _write(table, out: Path, fmt: str) -> None:
         os.replace(partial, out)
     except OSError as exc:
         remove_quietly(partial)
-        raise PredictError(f"--out {out}: cannot write the predictions ({exc.strerror or exc})") from None
+        raise PredictError(f"{option('out', str(out))}: cannot write the predictions ({exc.strerror or exc})") from None

@@ -35,6 +35,7 @@ from swrr._version import __version__
 from swrr import objectives
 from swrr.cache import CacheError, CacheMeta
 from swrr.model import SWRR, SWRRConfig
+from swrr.errors import SwrrError
 from swrr.rundir import UNIT_BUNDLE, UNIT_GLOB, RunFolder, UnitFolder
 
 FORMAT_TAG = "swrr-model-bundle"
@@ -44,7 +45,7 @@ CONFIG = "config.json"
 CARD = "README.md"
 
 
-class BundleError(Exception):
+class BundleError(SwrrError):
     """A bundle (or run folder) that cannot be used; the message names the path and what to do."""
 
 

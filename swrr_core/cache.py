@@ -50,6 +50,7 @@ import h5py
 import numpy as np
 
 from swrr.guards import LockHeld, OutputLock
+from swrr.errors import SwrrError
 
 FORMAT_TAG = "swrr-feature-cache"
 SCHEMA_VERSION = 2  # 2: `source` relative to attrs["source_root"] (1: relative to the working folder)
@@ -66,7 +67,7 @@ TASKS = ("classification", "regression")
 DTYPES = ("float16", "float32")
 
 
-class CacheError(Exception):
+class CacheError(SwrrError):
     """A cache that cannot be used as asked; the message names the file and what to do."""
 
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
+from swrr.errors import SwrrError
 
 
-class DeviceError(ValueError):
+class DeviceError(SwrrError, ValueError):
     """A --device value that cannot be used on this machine; the message says what to do."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Type
+from swrr.errors import SwrrError
 
 # Ranks wait for each other at a few points (rank 0 checking every audio header, the slowest rank
 # finishing): far longer than torch's 30-minute default. A rank that dies closes its sockets, so
@@ -34,7 +35,7 @@ RENDEZVOUS_ENV = "SWRR_RENDEZVOUS_TIMEOUT"
 RENDEZVOUS_DEFAULT_S = 300
 
 
-class RankError(Exception):
+class RankError(SwrrError):
     """A launch environment that is not usable (bad RANK/WORLD_SIZE values)."""
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from .errors import SwrrError
 from .guards import OutputLock
 
 CONFIG = "config.json"
@@ -52,7 +53,7 @@ UNIT_BUNDLE = "model"
 _UNIT_NAME = re.compile(rf"^{UNIT_PREFIX}(\d+)(?:-seed(\d+))?$")
 
 
-class RunFolderError(Exception):
+class RunFolderError(SwrrError):
     """A folder that is not (or no longer) a readable run folder; the message names the path."""
 
 

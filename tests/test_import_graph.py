@@ -152,9 +152,9 @@ def edges():
 
 
 def test_the_graph_covers_every_stage(edges):
-    """The scanner reads real imports: e.g. the trainer's CLI -> launch -> runner edges are there."""
+    """The scanner reads real imports: e.g. the trainer's options -> launch -> runner edges are there."""
     pairs = {(s, t) for s, t, _ in edges}
-    assert {("swrr.train.cli", "swrr.train.launch"), ("swrr.train.launch", "swrr.train.runner"),
+    assert {("swrr.train.options", "swrr.train.launch"), ("swrr.train.launch", "swrr.train.runner"),
             ("swrr.train.distributed", "swrr.train.runner"), ("swrr.train.compare", "swrr.rundir")} <= pairs
     assert {source.split(".")[1] if "." in source else source for source, _, _ in edges} >= {
         "extract", "train", "predict", "cache", "bundle", "rundir"}

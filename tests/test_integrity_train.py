@@ -137,7 +137,7 @@ def test_yaml_floats_written_without_a_dot_are_numbers(caches, tmp_path):
 
 
 def test_an_over_long_name_is_refused_before_any_folder(caches, tmp_path):
-    with pytest.raises(TrainError, match="--name is 252 bytes long"):
+    with pytest.raises(TrainError, match="name is 252 bytes long"):
         run(tiny_config(caches[0], tmp_path / "runs", name="n" * 252))
     assert not (tmp_path / "runs").exists()
 

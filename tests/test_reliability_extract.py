@@ -34,6 +34,7 @@ from swrr.extract.pipeline import ExtractConfig
 from swrr.extract.runner import run_extraction
 from swrr import cache as cache_mod
 from swrr.cache import CacheError, open_cache, partial_path
+from swrr.cli import console_output
 from swrr.model import SWRR, SWRRConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -598,7 +599,8 @@ def test_labels_restricts_the_classes_and_rare_classes_are_named(clips, tmp_path
     shutil.copytree(clips.parent, data)
     text = (data / "manifest.csv").read_text().replace("g.wav,see you,calm", "g.wav,see you,Calm")
     (data / "manifest.csv").write_text(text)
-    run_extraction(config(data / "manifest.csv", tmp_path / "all.h5"))
+    with console_output():  # the class report is logged; the command line shows it on stderr
+        run_extraction(config(data / "manifest.csv", tmp_path / "all.h5"))
     err = capsys.readouterr().err
     assert "swrr-extract: 3 classes: Calm 1, angry 4, calm 3" in err
     assert "warning: 3 classes have fewer than 5 rows: 'Calm' (1), 'angry' (4), 'calm' (3)" in err

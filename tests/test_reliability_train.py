@@ -8,6 +8,7 @@ lr, a plain pickle, NaN features everywhere) and tests/test_train_cli.py (a time
 foreign, truncated and unfinished caches). The catalogue with outcomes is docs/RELIABILITY.md.
 """
 import ast
+import logging
 import os
 import shlex
 import shutil
@@ -349,14 +350,15 @@ def test_no_fold_process_outlives_a_killed_parallel_run(sig, cache_path, tmp_pat
 
 
 # ---------------------------------------------------------------------------------- damaged fold results on --resume
-def test_a_damaged_metrics_json_or_attention_npy_is_evaluated_again_on_resume(reference, tmp_path, capsys):
+def test_a_damaged_metrics_json_or_attention_npy_is_evaluated_again_on_resume(reference, tmp_path, caplog):
     run_dir = tmp_path / "damaged"
     shutil.copytree(reference, run_dir)
     (run_dir / "fold01" / "metrics.json").write_text('{"fold": 1, "metr')  # cut mid-write
     attention = (run_dir / "fold02" / "attention.npy").read_bytes()
     (run_dir / "fold02" / "attention.npy").write_bytes(attention[:100])
-    resume(run_dir)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="swrr.train"):  # the library warns through logging
+        resume(run_dir)
+    out = caplog.text
     assert f"{run_dir / 'fold01'}: a result file is damaged (JSONDecodeError" in out
     assert f"{run_dir / 'fold02'}: a result file is damaged (" in out
     assert fold_metrics(run_dir) == fold_metrics(reference)

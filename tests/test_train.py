@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from swrr.cache import CacheMeta, CacheWriter, FeatureCache, RowInfo
+from swrr.cli import console_output
 from swrr.metrics import compute_metrics
 from swrr.model import ABLATIONS
 from swrr.train import checkpoint
@@ -396,7 +397,8 @@ def test_ce7_objective_trains_seven_outputs_and_scores_by_expected_value(tmp_pat
 
 def test_ablation_all_runs_the_table3_grid_and_writes_the_table(tmp_path, capsys):
     cache = make_cache(tmp_path / "iemocap.h5", dataset="iemocap")
-    top = run(tiny_config(cache, tmp_path / "runs", protocol=None, folds=[1], epochs=1, ablation="all"))
+    with console_output():  # the report is logged; the command line shows it on stdout
+        top = run(tiny_config(cache, tmp_path / "runs", protocol=None, folds=[1], epochs=1, ablation="all"))
     table = pd.read_csv(top / "ablations.csv")
     assert table["variant"].tolist() == ["swrr", *ABLATIONS]
     assert table.set_index("variant").loc["text-only", "WA paper"] == 71.7
@@ -427,7 +429,8 @@ def test_a_one_class_run_warns_in_the_console_and_in_summary_csv(tmp_path, capsy
     path = make_cache(tmp_path / "one.h5")
     with h5py.File(path, "r+") as h5:
         h5["label"][:] = 2
-    run_dir = run(tiny_config(path, tmp_path / "runs", folds=[1], epochs=1))
+    with console_output():
+        run_dir = run(tiny_config(path, tmp_path / "runs", folds=[1], epochs=1))
     out = capsys.readouterr().out
     warning = "ONE CLASS: fold 1 (S1F) trains on class sad only; its accuracies are meaningless"
     assert out.count(f"WARNING: {warning}") == 2  # before training and under the summary

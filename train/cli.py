@@ -1,20 +1,15 @@
-"""`swrr-train`: parse options -> TrainConfig -> train.launch.run (or resume). Nothing else here."""
+"""`swrr-train`: parse options -> train.options.start_training (run or resume). Nothing else here."""
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Optional, Set
 
 import click
 
-from swrr.cache import CacheError
 from swrr.cli import CONTEXT, OneLineErrors
-from swrr.device import DeviceError
 from swrr.objectives import REGRESSION_OBJECTIVES
-from swrr.train.config import (ABLATION_CHOICES, DEFAULTS, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES, TrainConfig,
-                               TrainError, load_config_file, parse_folds, parse_model_set, parse_seeds)
+from swrr.train.config import ABLATION_CHOICES, DEFAULTS, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES
 from swrr.train.loop import RunInterrupted
-
-USER_ERRORS = (CacheError, DeviceError, TrainError)
+from swrr.train.options import start_training
 
 EPILOG = """\b
 Defaults come from the cache's dataset (see docs/TRAINING.md):
@@ -32,34 +27,13 @@ RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cud
                   .get(f, "--" + f.replace("_", "-")) for f in RESUMABLE_FIELDS if f != "stop_after_epochs"]
 
 
-def config_from_options(options: Dict[str, Any], given: Set[str], config_file: Optional[str]):
-    """-> (TrainConfig, rerun record or None). With a config file, its values are the base and only the
-    options given on the command line override them; the record names those overrides."""
-    if not config_file:
-        if not options["cache"]:
-            raise TrainError("give --cache PATH (a cache made by swrr-extract), --config FILE or --resume RUN_FOLDER")
-        return TrainConfig(**options), None
-    data = load_config_file(config_file)
-    overrides = {name: options[name] for name in given if name in options}
-    if "seed" in overrides and data.get("seeds") is not None:
-        raise TrainError(f"--seed {overrides['seed']} contradicts seeds {data['seeds']} of {config_file}; give "
-                         f"--seeds {overrides['seed']}, to train that seed alone, or --seeds with the seeds you want")
-    if "seeds" in overrides:
-        data.pop("seed", None)  # --seeds replaces the file's single seed
-    if given & {"lstm_hidden", "model_set"}:
-        overrides["model"] = {**data.get("model", {}), **options["model"]}
-    if "cache" not in {**data, **overrides}:
-        raise TrainError(f"{config_file} names no cache; add cache: PATH to it or give --cache")
-    return TrainConfig.from_dict({**data, **overrides}), {"config_file": str(config_file), "overrides": overrides}
-
-
-@click.command("swrr-train", cls=OneLineErrors, user_errors=USER_ERRORS, epilog=EPILOG, context_settings=CONTEXT)
+@click.command("swrr-train", cls=OneLineErrors, epilog=EPILOG, context_settings=CONTEXT)
 @click.option("--cache", type=click.Path(dir_okay=False), help="Feature cache made by swrr-extract, e.g. cache/iemocap.h5.")
 @click.option("--config", type=click.Path(dir_okay=False),
               help="Rerun from a run's config.json (e.g. runs/X/config.json: what X ran, in a new folder) or a "
                    "hand-written JSON/YAML file of TrainConfig options (see docs/TRAINING.md). Options given here "
                    "override the file; the new run's config.json records which did.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+@click.option("--resume", type=click.Path(file_okay=False),
               help="Continue the run in this folder (e.g. runs/iemocap-loso-speaker) with its saved config. "
                    f"Only these may be given with it: {', '.join(RESUME_OPTIONS)}; --cache may name another "
                    "path to the same cache (its fingerprint is checked). CPU numbers are bit-identical to an "
@@ -97,7 +71,7 @@ def config_from_options(options: Dict[str, Any], given: Set[str], config_file: O
 @click.option("--mosei-objective", type=click.Choice(REGRESSION_OBJECTIVES),
               help="Regression caches only (CMU-MOSEI sentiment): l1 = one output, L1 loss (default; not in the "
                    "paper); ce7 = 7-class cross-entropy on the rounded sentiment, scored by the expected value.")
-@click.option("--seeds", "seeds_text", metavar="LIST|N",
+@click.option("--seeds", metavar="LIST|N",
               help="Train every fold once per seed: a list (1,2,3; one seed: 3,) or a count N (seeds 0..N-1). "
                    "Each (fold, seed) is a unit with its own folder (fold03-seed2) and spreads like a fold with "
                    "--parallel-folds; summary.csv adds the std of the per-seed means. Replaces --seed.")
@@ -131,7 +105,7 @@ def config_from_options(options: Dict[str, Any], given: Set[str], config_file: O
                    "for TensorBoard (needs pip install 'swrr[tb]'); the CSV logs stay the record.")
 @click.option("--stop-after-epochs", type=int, hidden=True)  # tests: stop as if killed
 @click.pass_context
-def main(ctx: click.Context, resume_dir, config, folds, seeds_text, lstm_hidden, model_set, **options):
+def main(ctx: click.Context, **options):
     """Train the SWRR head on a feature cache and report the paper's metrics.
 
     \b
@@ -142,26 +116,10 @@ def main(ctx: click.Context, resume_dir, config, folds, seeds_text, lstm_hidden,
       swrr-train --config runs/five-seeds/config.json --name again
       swrr-train --resume runs/iemocap-loso-speaker
     """
-    from swrr.train.launch import resume, run
-
-    given = {name for name in ctx.params
+    given = {name: value for name, value in options.items()
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    given = {"seeds" if name == "seeds_text" else name for name in given}
-    if {"seed", "seeds"} <= given:
-        raise TrainError("--seed and --seeds exclude each other (--seeds 3, runs seed 3 alone)")
-    model = parse_model_set(model_set)
-    if lstm_hidden is not None:
-        model["lstm_hidden"] = lstm_hidden
-    options.update(folds=parse_folds(folds), seeds=parse_seeds(seeds_text), model=model)
     try:
-        if resume_dir:
-            fixed = sorted(given - {*RESUMABLE_FIELDS, "resume_dir"})
-            if fixed:
-                raise TrainError(f"--resume uses the run's saved config; these options cannot be given with it: "
-                                 f"{', '.join('--' + f.replace('_', '-') for f in fixed)}")
-            resume(resume_dir, **{k: options[k] for k in given - {"resume_dir"}})
-        else:
-            run(*config_from_options(options, given, config))
+        start_training(**given)  # only what was typed: a config file's or a resumed run's values stay
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(3)

@@ -28,6 +28,7 @@ import numpy as np
 
 from swrr.rundir import INCOMPLETE, UNIT_GLOB, UNIT_RESULT, RunFolder, RunFolderError
 from swrr.train.report import NAMES, PERCENT, RANDOM_NOTE, sample_std, shown
+from swrr.errors import SwrrError
 
 RESAMPLES = 10_000
 # Decision: fewer resamples than this cannot place the 2.5 % tails of a 95 % interval (with 1 or 2
@@ -42,7 +43,7 @@ ALPHA = 0.05  # significance level of the verdicts
 Unit = Tuple[int, int]  # (fold number, seed)
 
 
-class CompareError(Exception):
+class CompareError(SwrrError):
     """Runs that cannot be compared as asked; the message says why."""
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import click
 
 from swrr.cli import CONTEXT, OneLineErrors
-from swrr.train.compare import BOOTSTRAP_SEED, MIN_RESAMPLES, RESAMPLES, CompareError, run_compare
+from swrr.train.compare import BOOTSTRAP_SEED, MIN_RESAMPLES, RESAMPLES, run_compare
 
 
-@click.command("swrr-compare", cls=OneLineErrors, user_errors=(CompareError,), context_settings=CONTEXT)
+@click.command("swrr-compare", cls=OneLineErrors, context_settings=CONTEXT)
 @click.argument("runs", nargs=-1, required=True, type=click.Path(), metavar="RUN_A RUN_B [RUN ...]")
 @click.option("--metric", "metrics", multiple=True,
               help="Compare on this metric (as shown: WA, UA, F1w, ACC7, ACC2, F1, MAE, r, ... or its key); "

@@ -11,11 +11,12 @@ import json
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from swrr.cache import CacheMeta
 from swrr import objectives
 from swrr.model import ABLATIONS, READINGS, SWRRConfig, ablation_config
+from swrr.errors import SwrrError, option
 from swrr.threads import training_threads
 
 PROTOCOLS = ("loso-speaker", "loso-session", "split", "all")  # all: one model on every row, to deploy
@@ -24,7 +25,7 @@ FULL_MODEL = "swrr"  # the name of the un-ablated model in tables and folder nam
 ABLATION_CHOICES = (FULL_MODEL, *ABLATIONS, *READINGS, "all")  # "all": the paper's grid (ABLATIONS)
 
 
-class TrainError(Exception):
+class TrainError(SwrrError):
     """A training request that cannot be carried out as asked; the message says what to do."""
 
 
@@ -120,45 +121,56 @@ class TrainConfig:
 DEFAULTS: Dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
-def parse_folds(text: Optional[str]) -> Optional[List[int]]:
-    """--folds "1,3" -> [1, 3] (sorted, once each); None or "" = all folds. Raises TrainError."""
-    if not text:
+def parse_seeds(value: Union[None, int, str, Iterable[int]]) -> Optional[List[int]]:
+    """Seeds: a list "1,2,3" (a single seed: "3,") or [1, 2, 3], or a count 5 / "5" meaning seeds 0..4."""
+    if value is None:
         return None
-    try:
-        return sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise TrainError(f"--folds: expected fold numbers like 1,3 — got {text!r}") from None
-
-
-def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
-    """--seeds: a list "1,2,3" (a single seed: "3,") or a count "5" meaning seeds 0..4; None = not
-    given. Raises TrainError naming the option."""
-    if text is None:
-        return None
-    try:
-        if "," not in text:
-            count = int(text) if text.strip() else 0
-            if count < 1:
-                raise TrainError(f"--seeds: a count of seeds must be >= 1, got {text!r} (seeds are listed "
-                                 "like 0,1,2; a single seed like 3,)")
-            return list(range(count))
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise TrainError(f"--seeds: expected seeds like 1,2,3 or a count like 5 — got {text!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            if "," not in value:
+                count = int(value) if value.strip() else 0
+                if count < 1:
+                    raise TrainError(f"{option('seeds')}: a count of seeds must be >= 1, got {value!r} (seeds are "
+                                     f"listed like {option('seeds', '0,1,2')}; a single seed like "
+                                     f"{option('seeds', '3,')})")
+                return list(range(count))
+            seeds = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise TrainError(f"{option('seeds')}: expected seeds like 1,2,3 or a count like 5, got {value!r}") from None
+    else:
+        seeds = list(value) if isinstance(value, (list, tuple, range)) else [value]
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise TrainError(f"{option('seeds')}: expected whole numbers, got {seeds!r}")
     problems = seed_problems(seeds)
     if problems:
         raise TrainError("; ".join(problems))
     return seeds
 
 
-def parse_model_set(items) -> Dict[str, Any]:
-    """--model-set KEY=VALUE items -> {KEY: VALUE}, VALUE read as JSON when it is JSON (8, [8,16], 0.2),
-    else kept as text. Raises TrainError."""
+def parse_folds(value: Union[None, int, str, Iterable[int]]) -> Optional[List[int]]:
+    """Fold numbers (1-based): "1,3", [1, 3] or 3; None or "" = all."""
+    if value is None or value == "":
+        return None
+    try:
+        parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
+        return sorted({int(part) for part in parts if str(part).strip()})
+    except (TypeError, ValueError):
+        raise TrainError(f"{option('folds')}: expected fold numbers like 1,3, got {value!r}") from None
+
+
+def parse_model_set(items: Union[None, Mapping[str, Any], Iterable[str]]) -> Dict[str, Any]:
+    """SWRRConfig overrides: a mapping, or "KEY=VALUE" strings (VALUE read as JSON when it is JSON)."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
     out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise TrainError(f"--model-set: expected KEY=VALUE, got {item!r}")
+    for item in [items] if isinstance(items, str) else items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise TrainError(f"{option('model_set')}: expected KEY=VALUE, got {item!r}")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
@@ -192,39 +204,40 @@ def check(config: TrainConfig) -> None:
     """Value checks that need no cache; raises TrainError naming the option."""
     problems = []
     if config.protocol is not None and config.protocol not in PROTOCOLS:
-        problems.append(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
+        problems.append(f"{option('protocol')} must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
     if config.ablation is not None and config.ablation not in ABLATION_CHOICES:
-        problems.append(f"unknown --ablation {config.ablation!r}; choose one of {', '.join(ABLATION_CHOICES)}")
+        problems.append(f"unknown {option('ablation')} {config.ablation!r}; choose one of "
+                        f"{', '.join(ABLATION_CHOICES)}")
     if config.select not in SELECT_RULES:
-        problems.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+        problems.append(f"{option('select')} must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
     if config.mosei_objective not in (None, *objectives.REGRESSION_OBJECTIVES):
-        problems.append(f"--mosei-objective must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
+        problems.append(f"{option('mosei_objective')} must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
                         f"got {config.mosei_objective!r}")
     for name in ("epochs", "batch_size", "grad_accum", "parallel_folds", "threads"):
         value = getattr(config, name)
         if value is not None and value < 1:
-            problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            problems.append(f"{option(name)} must be >= 1, got {value}")
     if config.lr is not None and not 0 < config.lr < math.inf:
-        problems.append(f"--lr must be a number > 0, got {config.lr}")
+        problems.append(f"{option('lr')} must be a number > 0, got {config.lr}")
     for name in ("beta1", "beta2"):  # Adam's moving averages: 1 never forgets, < 0 oscillates
         if not 0.0 <= getattr(config, name) < 1.0:
-            problems.append(f"--{name} must be in [0, 1), got {getattr(config, name)}")
+            problems.append(f"{option(name)} must be in [0, 1), got {getattr(config, name)}")
     if not 0.0 <= config.weight_decay < math.inf:
-        problems.append(f"--weight-decay must be a number >= 0, got {config.weight_decay}")
+        problems.append(f"{option('weight_decay')} must be a number >= 0, got {config.weight_decay}")
     if not 0.0 < config.lr_decay_factor <= 1.0:  # <= 0 stops or reverses training; 1 = no decay
-        problems.append(f"--lr-decay-factor must be in (0, 1], got {config.lr_decay_factor}")
+        problems.append(f"{option('lr_decay_factor')} must be in (0, 1], got {config.lr_decay_factor}")
     if config.workers < 0:
-        problems.append(f"--workers must be >= 0, got {config.workers}")
+        problems.append(f"{option('workers')} must be >= 0, got {config.workers}")
     if not 0.0 <= config.lr_decay_at <= 1.0:
-        problems.append(f"--lr-decay-at must be in [0, 1], got {config.lr_decay_at}")
+        problems.append(f"{option('lr_decay_at')} must be in [0, 1], got {config.lr_decay_at}")
     if config.name is not None and not _plain_name(config.name):
-        problems.append(f"--name must be a plain folder name, without path separators or '..', got "
-                        f"{config.name!r}; --runs-dir chooses where run folders go")
+        problems.append(f"{option('name')} must be a plain folder name, without path separators or '..', got "
+                        f"{config.name!r}; {option('runs_dir')} chooses where run folders go")
     elif config.name is not None and len(config.name.encode()) > MAX_NAME_BYTES:
-        problems.append(f"--name is {len(config.name.encode())} bytes long; at most {MAX_NAME_BYTES} (the run "
-                        f"folder's lock file <name>.lock must fit a file name of 255 bytes)")
+        problems.append(f"{option('name')} is {len(config.name.encode())} bytes long; at most {MAX_NAME_BYTES} (the "
+                        f"run folder's lock file <name>.lock must fit a file name of 255 bytes)")
     if config.folds is not None and (not config.folds or min(config.folds) < 1):
-        problems.append(f"--folds takes 1-based fold numbers, got {config.folds}")
+        problems.append(f"{option('folds')} takes 1-based fold numbers, got {config.folds}")
     if config.seeds is not None:
         problems += seed_problems(config.seeds)
     if problems:
@@ -271,13 +284,13 @@ def unit_seeds(config: TrainConfig) -> List[int]:
 def seed_problems(seeds: List[int]) -> List[str]:
     """What is wrong with a --seeds list (empty, negative, repeated), as messages."""
     if not seeds:
-        return ["--seeds needs at least one seed"]
+        return [f"{option('seeds')} needs at least one seed"]
     problems = []
     if min(seeds) < 0:
-        problems.append(f"--seeds must be >= 0, got {', '.join(str(s) for s in seeds if s < 0)}")
+        problems.append(f"{option('seeds')} must be >= 0, got {', '.join(str(s) for s in seeds if s < 0)}")
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
-        problems.append(f"--seeds lists {', '.join(map(str, repeated))} more than once")
+        problems.append(f"{option('seeds')} lists {', '.join(map(str, repeated))} more than once")
     return problems
 
 

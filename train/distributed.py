@@ -26,22 +26,22 @@ the rank (`loop.fold_seed`).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
 
-from swrr.cache import CacheError
-from swrr.device import DeviceError
-from swrr.ranks import FailureFlag, RankError, Ranks, deal
+from swrr.errors import SwrrError
+from swrr.ranks import FailureFlag, Ranks, deal
 from swrr.rundir import RunFolder
 from swrr.train import report
-from swrr.train.config import TrainError
 from swrr.train.runner import Plan, collect_units, finish, finished_units, stopped_message
 
 T = TypeVar("T")
-USER_ERRORS = (TrainError, CacheError, DeviceError, RankError, torch.cuda.OutOfMemoryError, MemoryError)
+logger = logging.getLogger("swrr.train")  # the commands show its INFO lines on stdout (swrr.cli)
+USER_ERRORS = (SwrrError, torch.cuda.OutOfMemoryError, MemoryError)  # SwrrError: whatever the user can fix
 
 
 class RankGroup:
@@ -77,7 +77,7 @@ def execute_on_ranks(ranks: Ranks, plan: Plan, run_dir: Path) -> Path:
     def survey():
         flag.clear()  # a flag of an earlier launch; the other ranks look at it only after this
         report.banner(plan, run_dir, device)
-        print(f"{ranks.world} ranks: units dealt by training rows; rank 0 writes the reports", flush=True)
+        logger.info(f"{ranks.world} ranks: units dealt by training rows; rank 0 writes the reports")
         results, pending = finished_units(plan)
         return results, [job.unit_key() for job in pending]
 
@@ -85,8 +85,7 @@ def execute_on_ranks(ranks: Ranks, plan: Plan, run_dir: Path) -> Path:
     pending = [job for job in plan.jobs if job.unit_key() in pending_units]
     shares, _ = deal([float(len(job.fold.train)) for job in pending], ranks.world)
     mine = [pending[i] for i in shares[ranks.rank]]
-    print(f"rank {ranks.rank} of {ranks.world}: units " + (", ".join(job.unit_name() for job in mine) or "none"),
-          flush=True)
+    logger.info(f"rank {ranks.rank} of {ranks.world}: units " + (", ".join(job.unit_name() for job in mine) or "none"))
     if not ranks.is_main:  # one set of progress bars: rank 0's
         mine = [replace(job, config=replace(job.config, progress=False)) for job in mine]
     try:  # another rank failed: do not start the next unit
@@ -94,7 +93,7 @@ def execute_on_ranks(ranks: Ranks, plan: Plan, run_dir: Path) -> Path:
                              flag, advice)
     except BaseException:
         if ranks.is_main:
-            print(stopped_message(run_dir))
+            logger.info(stopped_message(run_dir))
         raise
     for part in ranks.gather(trained):
         results.update(part)

@@ -8,6 +8,7 @@ pipeline runs, they are not emotion-recognition results.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -16,6 +17,8 @@ import numpy as np
 from swrr.metrics import classification_metrics, headline
 from swrr.rundir import ATTENTION_PLOT, CONFUSION_PLOT, LEARNING_CURVE_PLOT, RunFolder, UnitFolder
 from swrr.train.config import FULL_MODEL
+
+logger = logging.getLogger("swrr.train")
 
 # The paper's numbers (percent): IEMOCAP 4-class leave-one-speaker-out (Table 1 and the
 # Table 3 ablations) and CMU-MOSEI (Table 2). The paper does not say which ACC2/F1 its 84.8 / 83.8
@@ -62,14 +65,14 @@ def shown(metric: str, value: Optional[float]) -> Optional[float]:
 def banner(plan, run_dir: Path, device) -> None:
     cfg, meta = plan.config, plan.cache.meta
     folds = ",".join(str(f.number) for f in plan.folds)
-    print(f"swrr-train: {plan.cache.path} ({meta.dataset}, {len(plan.cache)} rows, {meta.task}); "
+    logger.info(f"swrr-train: {plan.cache.path} ({meta.dataset}, {len(plan.cache)} rows, {meta.task}); "
           f"protocol {cfg.protocol}, folds {folds} of {plan.num_folds}; model {cfg.ablation or FULL_MODEL}; "
           f"{cfg.epochs} epochs, lr {cfg.lr:g}, batch {cfg.batch_size}x{cfg.grad_accum}; device {device}"
           f"{' (AMP)' if cfg.amp and device.type == 'cuda' else ''}; run folder {run_dir}")
     if meta.random_encoders:
-        print(f"WARNING: {plan.cache.path}: {RANDOM_NOTE}")
+        logger.warning(f"WARNING: {plan.cache.path}: {RANDOM_NOTE}")
     for warning in plan.warnings:
-        print(f"WARNING: {warning}")
+        logger.warning(f"WARNING: {warning}")
 
 
 def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False, seeded: bool = False) -> str:
@@ -215,18 +218,18 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     pd.DataFrame(rows).to_csv(folder.summary, index=False)
     units = f"{len(results)} units ({rows[0]['folds']} fold(s) x {rows[0]['seeds']} seed(s))" if cfg.seeds else \
         f"{len(results)} fold(s)"
-    print(f"summary over {units}, {cfg.ablation or FULL_MODEL}{suffix}:")
+    logger.info(f"summary over {units}, {cfg.ablation or FULL_MODEL}{suffix}:")
     for row in rows:
         paper_text = f"   paper {row['paper']:.1f}" if row["paper"] is not None else ""
         std = f" ± {row['std']:.2f}" if np.isfinite(row["std"]) else ""
-        print(f"  {row['metric']:<12} {row['mean']:.2f}{std}{paper_text}")
+        logger.info(f"  {row['metric']:<12} {row['mean']:.2f}{std}{paper_text}")
     if any(row["key"] in PAPER_NOTES and row["paper"] is not None for row in rows):
-        print(f"note: {ACC2_CONVENTION}")
+        logger.info(f"note: {ACC2_CONVENTION}")
     if meta.random_encoders:
-        print(f"WARNING: {RANDOM_NOTE}")
+        logger.warning(f"WARNING: {RANDOM_NOTE}")
     for warning in plan.warnings:
-        print(f"WARNING: {warning}")
-    print(f"reports in {run_dir}")
+        logger.warning(f"WARNING: {warning}")
+    logger.info(f"reports in {run_dir}")
     return rows
 
 
@@ -346,7 +349,7 @@ def write_ablation_table(top: Path, runs: Dict[str, Path]) -> None:
         rows.append(row)
     table = pd.DataFrame(rows)
     table.to_csv(RunFolder(top).ablation_table, index=False)
-    print("ablations (Table 3):")
-    print(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    logger.info("ablations (Table 3):")
+    logger.info(table.drop(columns="note").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if rows and rows[0]["note"]:
-        print(f"WARNING: {RANDOM_NOTE}")
+        logger.warning(f"WARNING: {RANDOM_NOTE}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -60,6 +61,7 @@ class Plan:
 
 
 T = TypeVar("T")
+logger = logging.getLogger("swrr.train")  # the commands show its INFO lines on stdout (swrr.cli)
 
 
 class OneProcess:
@@ -279,7 +281,7 @@ def execute(plan: Plan, run_dir: Path) -> Path:
     try:
         results.update(collect_units(plan, pending, plan.device))
     except (RunInterrupted, KeyboardInterrupt, TrainError):
-        print(stopped_message(run_dir))
+        logger.info(stopped_message(run_dir))
         raise
     return finish(plan, run_dir, results)
 
@@ -302,7 +304,7 @@ def finished_units(plan: Plan):
         if result is not None:
             result = {"seed": job.config.seed, **result}  # runs before seeds lack "seed"
             results[job.unit_key()] = result
-            print(_unit_line(plan, result) + "  (done before)")
+            logger.info(_unit_line(plan, result) + "  (done before)")
         else:
             pending.append(job)
     return results, pending
@@ -340,7 +342,7 @@ def train_units(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterat
         try:
             for job in jobs:
                 result = train_fold(job, source, device, budget)
-                print(_unit_line(plan, result), flush=True)
+                logger.info(_unit_line(plan, result))
                 yield result
         finally:
             source.close()
@@ -374,7 +376,8 @@ def _finished_unit(unit: UnitFolder) -> Optional[Dict]:
             np.load(unit.attention)  # never pickles: allow_pickle is off
         return result
     except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
-        print(f"{unit.path}: a result file is damaged ({type(exc).__name__}: {exc}); evaluating the fold again")
+        logger.warning(f"{unit.path}: a result file is damaged ({type(exc).__name__}: {exc}); "
+                       "evaluating the fold again")
         for path in unit.results_files:
             path.unlink(missing_ok=True)
         return None
@@ -460,7 +463,7 @@ def _train_grid(config: TrainConfig, top: Path, variants: List[str], coordinatio
                 runs[variant] = run(replace(config, ablation=variant, runs_dir=str(top), name=variant),
                                     coordination=coordination)
     except (RunInterrupted, KeyboardInterrupt, TrainError):
-        print(f"the ablation grid {top} is incomplete. Continue it with: swrr-train --resume {top}")
+        logger.warning(f"the ablation grid {top} is incomplete. Continue it with: swrr-train --resume {top}")
         raise
     if coordination.is_main:
         report.write_ablation_table(top, runs)

@@ -6,9 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterator, List, Optional, Tuple, Union
+from swrr.errors import SwrrError
 
 
-class DatasetError(Exception):
+class DatasetError(SwrrError):
     """A dataset tree or manifest that cannot be read; the message names the file and the problem."""
 
 
