@@ -1,7 +1,8 @@
 """Audio probing and loading: any soundfile-readable file, or a waveform in memory -> float32 mono at 16 kHz.
 
 soundfile decodes (wav, flac, ogg, ...), only the frames needed are read (segment start/end
-and the max_samples cap), channels are averaged, other sample rates are resampled with
+and the max_samples cap); the audio track of a video file (.mp4, ...) is decoded with PyAV
+(extract/video.py); channels are averaged, other sample rates are resampled with
 librosa (imported only then). A waveform in memory (`load_waveform`) takes the same steps
 from the point where a file's frames have been read, so it gives the samples of the file it
 was read from. soundfile and librosa are imported lazily: the rest of the
@@ -16,10 +17,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from swrr.errors import SwrrError
+
+from swrr.extract.video import VideoError, decode_audio_track, is_video
 
 SAMPLE_RATE = 16000
 MAX_SAMPLES = 81680  # 255 WavLM frames: 254 * 320 + 400
@@ -38,6 +41,7 @@ NOT_A_WAVEFORM = "not a waveform"
 BAD_RATE = "sampling rate is not a positive number of Hz"
 MAX_CHANNELS = 16  # a 2-d waveform's channel axis is its shorter one, and holds at most this many
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # soundfile subtypes that can hold non-finite samples
+EXAMPLES = 3  # files named per skip reason
 
 
 class AudioError(SwrrError):
@@ -72,6 +76,11 @@ def probe_audio(path) -> AudioInfo:
         raise AudioError(path, MISSING)
     if path.stat().st_size == 0:
         raise AudioError(path, EMPTY)
+    if is_video(path):
+        samples, rate = _decode_video(path)
+        if samples.shape[0] == 0:
+            raise AudioError(path, NO_SAMPLES)
+        return AudioInfo(path, samples.shape[0], rate, samples.shape[1], "video")
     try:
         info = sf.info(str(path))
     except RuntimeError as err:  # soundfile's LibsndfileError is a RuntimeError
@@ -194,12 +203,15 @@ def frames_to_read(info: AudioInfo, start, end, sample_rate: int, max_samples: O
 def _read_frames(path: Path, first: int, stop: int) -> np.ndarray:
     """Frames [first, stop) as (n, channels) float32; AudioError when the body does not decode or
     holds NaN/inf (a float file can; such samples would become NaN features)."""
-    import soundfile as sf
+    if is_video(path):
+        samples = _decode_video(path)[0][first:stop]
+    else:
+        import soundfile as sf
 
-    try:
-        samples, _ = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
-    except RuntimeError as err:  # the header was read already: the failure is in the data
-        raise AudioError(path, BAD_DATA, str(err).strip()) from None
+        try:
+            samples, _ = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
+        except RuntimeError as err:  # the header was read already: the failure is in the data
+            raise AudioError(path, BAD_DATA, str(err).strip()) from None
     if samples.shape[0] == 0:
         raise AudioError(path, NO_SAMPLES)
     return _finite(samples, path)
@@ -213,6 +225,14 @@ def _finite(samples: np.ndarray, path: Path) -> np.ndarray:
     return samples
 
 
+def _decode_video(path: Path):
+    """The whole audio track of a video file (see extract/video.py), its failures as AudioError."""
+    try:
+        return decode_audio_track(path)
+    except VideoError as err:
+        raise AudioError(path, err.reason, err.detail) from None
+
+
 def check_samples(info: AudioInfo, start=None, end=None) -> None:
     """For float files only (integer PCM cannot hold NaN/inf): read the whole segment and raise
     AudioError(NON_FINITE) if any sample is not finite."""
@@ -220,12 +240,26 @@ def check_samples(info: AudioInfo, start=None, end=None) -> None:
         _read_frames(info.path, *segment_frames(info, start, end))
 
 
+class SkipCounts(Counter):
+    """Skips by reason (a Counter) that also names the first EXAMPLES files of each reason."""
+
+    def __init__(self):
+        super().__init__()
+        self.examples: Dict[str, List[str]] = {}
+
+    def add(self, reason: str, path) -> None:
+        self[reason] += 1
+        named = self.examples.setdefault(reason, [])
+        if len(named) < EXAMPLES:
+            named.append(str(path))
+
+
 class CheckedUtterances(NamedTuple):
     """What `check_utterances` found: the usable utterances, their lengths, the skips."""
 
     utterances: List  # the usable utterances, in input order
     samples: np.ndarray  # (n,) int64: samples each will have at the sample rate, before any max_samples cap
-    skipped: Counter  # reason -> count of utterances left out
+    skipped: "SkipCounts"  # reason -> count of utterances left out (and the first files of each)
 
 
 def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedUtterances:
@@ -235,7 +269,7 @@ def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedU
     of a crash mid-run. Headers of files shared by several segments are read once. Float files
     are also read whole for NaN/inf samples.
     """
-    good, samples, skipped = [], [], Counter()
+    good, samples, skipped = [], [], SkipCounts()
     infos = {}  # path -> AudioInfo, or the AudioError its probe raised
     for utt in utts:
         path = Path(utt.audio_path)
@@ -250,7 +284,7 @@ def check_utterances(utts: Iterable, sample_rate: int = SAMPLE_RATE) -> CheckedU
             n = check_audio(infos[path], utt.start, utt.end, sample_rate)
             check_samples(infos[path], utt.start, utt.end)
         except AudioError as err:
-            skipped[err.reason] += 1
+            skipped.add(err.reason, path)
         else:
             good.append(utt)
             samples.append(n)

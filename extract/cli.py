@@ -13,15 +13,18 @@ from swrr.extract.featurizer import default_workers
 from swrr.extract.options import extract_config
 from swrr.extract.pipeline import DEVICES, DTYPES
 from swrr.extract.runner import run_extraction
+from swrr.extract.transcripts import TRANSCRIPT_SOURCES
 from swrr.cache import partial_path
 from swrr.cli import CONTEXT, OneLineErrors
 
 
 @click.command("swrr-extract", cls=OneLineErrors, context_settings=CONTEXT)
 @click.option("--dataset", required=True, type=click.Choice(list(READERS)),
-              help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release or "
-                   "label.csv layout), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
-                   "demo (96 bundled clips, works offline).")
+              help="Which reader: iemocap (original release tree), mosei (CMU-MOSEI raw release), "
+                   "meld (MELD.Raw: *_sent_emo.csv + mp4 clips), mmsa (MMSA's label.csv + Raw/<video>/<clip>.mp4 "
+                   "of MOSI, MOSEI, SIMS, SIMS v2), msp-podcast (Labels/labels_consensus.csv, Audios/, "
+                   "Transcripts/), manifest (your CSV: path,text,label[,speaker,session,split,start,end]), "
+                   "demo (96 bundled clips, works offline). mp4 clips need PyAV: pip install 'swrr[video]'.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="The dataset folder (manifest: the CSV or a folder holding manifest.csv). "
                    "Default: $SWRR_DATA/<dataset folder>, then data/<dataset folder>.")
@@ -54,13 +57,21 @@ from swrr.cli import CONTEXT, OneLineErrors
                    f"{default_workers()}; 0 = decode in the main process.")
 @click.option("--labels", default=None, metavar="A,B,...",
               help="Keep only these classes (e.g. ang,hap,neu,sad); the utterances of other classes are counted "
-                   "skips. Class indices follow the dataset's own order. Default: every class.")
+                   "skips. Class indices follow the dataset's own order. Default: every class (for msp-podcast: "
+                   "all but O and X, which only --labels brings in).")
+@click.option("--transcripts", type=click.Choice(TRANSCRIPT_SOURCES), default="gold", show_default=True,
+              help="Where the text features come from: gold = the corpus' own transcripts; asr = speech "
+                   "recognition with --asr (the transformers pipeline swrr-predict uses), the corpus' transcripts "
+                   "kept as references with each row's WER and the corpus WER (jiwer) in the cache and the summary. "
+                   "Interrupted ASR resumes from <out>.asr-progress.jsonl.")
+@click.option("--asr", metavar="MODEL",
+              help="The ASR model for --transcripts asr: a hub id (e.g. openai/whisper-small) or a local folder.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing swrr cache (never any other file), or discard an interrupted one made "
                    "with another config or dataset, or damaged. An interrupted run of the same command resumes "
                    "where it stopped, with or without --overwrite.")
 def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, device, dtype, batch_seconds,
-         workers, labels, overwrite):
+         workers, labels, transcripts, asr, overwrite):
     """Extract WavLM (audio) and BERT (text) features of a dataset into one HDF5 cache,
     which `swrr-train --cache` then reads.
 
@@ -69,10 +80,12 @@ def main(dataset, root, out, audio_encoder, text_encoder, encoders, layer, devic
       swrr-extract --dataset demo --encoders tiny        # offline, seconds
       swrr-extract --dataset iemocap --root /data/IEMOCAP_full_release
       swrr-extract --dataset manifest --root my.csv --out cache/mine.h5
+      swrr-extract --dataset iemocap --transcripts asr --asr openai/whisper-small --out cache/iemocap-asr.h5
     """
     config = extract_config(dataset, root, out, audio_encoder=audio_encoder, text_encoder=text_encoder,
                             encoders=encoders, layer=layer, device=device, dtype=dtype, batch_seconds=batch_seconds,
-                            workers=workers, labels=labels, overwrite=overwrite)
+                            workers=workers, labels=labels, transcripts=transcripts, asr=asr,
+                            overwrite=overwrite)
     try:
         summary = run_extraction(config)
     except KeyboardInterrupt:

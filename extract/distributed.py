@@ -41,6 +41,7 @@ import torch
 
 from swrr.extract.batching import BatchPlan
 from swrr.extract.featurizer import Featurizer
+from swrr.extract.transcripts import progress_path
 from swrr.extract.pipeline import (Extraction, ExtractConfig, Rows, Summary, encode_pending,
                                    plan_extraction, read_rows, ready_featurizer)
 from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, discard_shard, partial_done, partial_path,
@@ -114,6 +115,7 @@ def run_on_ranks(config: ExtractConfig, encoders=None) -> Optional[Summary]:
     assembly_started = time.perf_counter()
     path = assemble(out, job.extraction.meta, job.extraction.rows)
     assembly = time.perf_counter() - assembly_started
+    progress_path(out).unlink(missing_ok=True)  # --transcripts asr: the transcripts are in the cache now
     seconds = time.perf_counter() - started
     return job.extraction.summary(path, job.done_before, seconds, featurizer, sum(w.write_seconds for w in works),
                                   balance_lines(works, assembly, seconds))

@@ -15,7 +15,7 @@ from swrr.extract.encoders import DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER
 from swrr.extract.pipeline import ExtractConfig, default_workers
 
 EXTRACT_OPTIONS = ("audio_encoder", "text_encoder", "encoders", "layer", "device", "dtype", "batch_seconds",
-                   "workers", "labels", "overwrite", "progress")
+                   "workers", "labels", "transcripts", "asr", "overwrite", "progress")
 
 
 def label_list(labels: Union[None, str, Sequence[str]]) -> Optional[Tuple[str, ...]]:

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -30,7 +30,8 @@ import torch
 
 from swrr.extract.audio import AudioError, check_utterances
 from swrr.extract.batching import AUTO, BatchPlan, parse_batch_seconds
-from swrr.extract.datasets import DatasetError, Utterance, get_reader
+from swrr.extract.datasets import DatasetError, Utterance, encoded_extra_labels, get_reader
+from swrr.extract.transcripts import TRANSCRIPT_SOURCES, progress_path, transcribe
 from swrr.extract.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, AudioEncoder, EncoderError,
                                    TextEncoder, describe, load_encoders)
 from swrr.extract.featurizer import Featurizer, Source, default_workers, resolve_batch_seconds
@@ -67,8 +68,14 @@ class ExtractConfig:
     num_workers: int = field(default_factory=default_workers)  # 0 = decode in the main process
     progress: bool = True
     labels: Optional[Tuple[str, ...]] = None  # classes to keep (others are counted skips); None = all
+    transcripts: str = "gold"  # "asr": the text features come from `asr` (extract/transcripts.py)
+    asr: Optional[str] = None  # ASR model (hub id or folder) for transcripts="asr"
 
     def __post_init__(self):
+        if self.transcripts not in TRANSCRIPT_SOURCES:
+            raise ValueError(f"transcripts must be one of {TRANSCRIPT_SOURCES}, got {self.transcripts!r}")
+        if (self.transcripts == "asr") != (self.asr is not None):
+            raise ValueError("--transcripts asr and --asr MODEL go together")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.device not in DEVICES:
@@ -135,25 +142,29 @@ class Rows:
     skipped: Counter
     label_names: List[str] = field(default_factory=list)  # class names by index (empty for regression)
     sources: List[Source] = field(default_factory=list)  # what the featurizer encodes, row by row
+    notes: List[str] = field(default_factory=list)  # summary lines about the rows (named skips, the ASR WER)
+    asr: Dict = field(default_factory=dict)  # --transcripts asr: the model and the corpus WER (CacheMeta.asr)
 
 
 def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = None) -> Rows:
     """Read the dataset, check every audio header, and build the cache's row records.
 
     `labels` keeps only those classes (classification; `kept_labels` checks them): the
-    utterances of other classes are counted skips "label X". Float files are read whole here
+    utterances of other classes are counted skips "label X", as are, without `labels`, those of
+    the reader's optional classes (MSP-Podcast's O, X). Float files are read whole here
     for NaN/inf samples (a counted skip "non-finite samples").
     """
     names = kept_labels(reader, labels)
     utterances = reader.utterances()
     dropped = Counter()
-    if labels is not None:
+    if labels is not None or reader.optional_labels:
         utterances = _only_labels(utterances, set(names), dropped)
-    utterances, samples, skipped = check_utterances(utterances, sample_rate)
-    skipped = reader.skipped + dropped + skipped  # the reader counted its own skips during that pass
+    utterances, samples, checked = check_utterances(utterances, sample_rate)
+    skipped = reader.skipped + dropped + checked  # the reader counted its own skips during that pass
+    notes = [named_skips(reason, items) for reason, items in {**reader.skipped_items, **checked.examples}.items()]
     class_index = {name: i for i, name in enumerate(names)}
     root = source_root(reader)
-    info, sources = [], []
+    info = []
     for utt in utterances:
         if reader.task == "classification":
             if utt.label not in class_index:
@@ -162,10 +173,20 @@ def collect_rows(reader, sample_rate: int, labels: Optional[Sequence[str]] = Non
         else:
             label = float(utt.label)
         info.append(RowInfo(utt_id=utt.utt_id, label=label, speaker=utt.speaker, session=utt.session,
-                            split=utt.split, transcript=utt.transcript, source=_source(utt, root)))
-        sources.append(Source(utt.utt_id, audio_path=Path(utt.audio_path), transcript=utt.transcript,
-                              start=utt.start, end=utt.end))
-    return Rows(utterances, info, samples, skipped, names, sources)
+                            split=utt.split, transcript=utt.transcript, source=_source(utt, root),
+                            extra_labels=encoded_extra_labels(utt, reader.label_kinds)))
+    return Rows(utterances, info, samples, skipped, names, [utterance_source(u) for u in utterances], notes)
+
+
+def utterance_source(utt: Utterance) -> Source:
+    """What the featurizer encodes for one dataset utterance."""
+    return Source(utt.utt_id, audio_path=Path(utt.audio_path), transcript=utt.transcript, start=utt.start, end=utt.end)
+
+
+def named_skips(reason: str, items: Sequence[str], shown: int = 5) -> str:
+    """A summary line naming what was skipped for `reason` (the first `shown`)."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"skipped ({reason}): {', '.join(items[:shown])}{more}"
 
 
 def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:
@@ -177,11 +198,11 @@ def kept_labels(reader, labels: Optional[Sequence[str]]) -> List[str]:
         return list(reader.label_names)
     if reader.task != "classification":
         raise DatasetError(f"{option('labels')} restricts classes, but {reader.root} is a regression dataset (scores)")
-    unknown = [name for name in labels if name not in reader.label_names]
+    known = tuple(reader.label_names) + tuple(reader.optional_labels)
+    unknown = [name for name in labels if name not in known]
     if unknown:
-        raise DatasetError(f"{option('labels')}: {', '.join(unknown)} not among the dataset's classes "
-                           f"({', '.join(reader.label_names)})")
-    return [name for name in reader.label_names if name in set(labels)]
+        raise DatasetError(f"{option('labels')}: {', '.join(unknown)} not among the dataset's classes ({', '.join(known)})")
+    return [name for name in known if name in set(labels)]
 
 
 def _only_labels(utterances: Iterable[Utterance], keep: set, dropped: Counter) -> Iterator[Utterance]:
@@ -225,10 +246,13 @@ def class_report(rows: Rows, task: str) -> List[str]:
     return lines
 
 
-def cache_meta(config: ExtractConfig, reader, featurizer: Featurizer, fp16: bool) -> CacheMeta:
+def cache_meta(config: ExtractConfig, reader, featurizer: Featurizer, fp16: bool,
+               asr_record: Optional[Dict] = None) -> CacheMeta:
     """The cache attributes; `config` holds the settings that change the numbers (compared on resume)."""
     audio, text = featurizer.audio, featurizer.text
+    asr = {"transcripts": "asr", "asr_model": config.asr} if config.transcripts == "asr" else {}  # gold: as before
     numbers = {
+        **asr,
         "dataset": config.dataset,
         "encoders": config.encoders,
         "audio_encoder": audio.name,
@@ -249,7 +273,9 @@ def cache_meta(config: ExtractConfig, reader, featurizer: Featurizer, fp16: bool
                      layer=config.layer, sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
                      audio_encoder_digest=audio.weights_digest, text_encoder_digest=text.weights_digest,
-                     tool_version=__version__, source_root=str(source_root(reader)), config=numbers)
+                     tool_version=__version__, source_root=str(source_root(reader)), config=numbers,
+                     label_scale=list(reader.label_scale or ()), label_kinds=dict(reader.label_kinds),
+                     transcripts=config.transcripts, asr=dict(asr_record or {}))
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -297,7 +323,24 @@ def read_rows(config: ExtractConfig):
     if not rows.utterances:
         raise DatasetError(f"{reader.root}: no usable utterances (skipped: {_counts(rows.skipped) or 'none'})")
     refuse_input_as_output(config.out_path, reader, rows.utterances)
+    if config.transcripts == "asr":
+        rows = with_asr_transcripts(rows, config)
     return reader, rows
+
+
+def with_asr_transcripts(rows: Rows, config: ExtractConfig) -> Rows:
+    """The rows with ASR transcripts (extract/transcripts.py), the corpus' own kept as references."""
+    asr = transcribe(rows.utterances, config.asr, str(resolve_device(config.device)), config.sample_rate,
+                     config.out_path, config.progress)
+    info = [replace(r, transcript=u.transcript, reference_transcript=ref, wer=float(w))
+            for r, u, ref, w in zip(rows.info, asr.utterances, asr.references, asr.wer)]
+    scored = int(np.isfinite(asr.wer).sum())
+    note = (f"transcripts: ASR ({config.asr}); WER {100 * asr.corpus_wer:.1f}% against the corpus' transcripts "
+            f"over {scored} rows" if scored else f"transcripts: ASR ({config.asr}); the corpus has no transcripts "
+            "to compute a WER against")
+    record = {"model": config.asr, "corpus_wer": asr.corpus_wer if scored else None, "scored_rows": scored}
+    return replace(rows, utterances=asr.utterances, info=info, sources=[utterance_source(u) for u in asr.utterances],
+                   notes=rows.notes + [note], asr=record)
 
 
 def ready_featurizer(config: ExtractConfig, device: torch.device,
@@ -326,7 +369,7 @@ class Extraction:
 
     def summary(self, path: Path, resumed_rows: int, seconds: float, featurizer: Featurizer, write_seconds: float,
                 notes: Sequence[str] = ()) -> Summary:
-        """The Summary of the finished cache at `path` (one process and ranks alike)."""
+        """The Summary of the finished cache at `path` (one process and ranks alike); `notes` follow the rows' own."""
         rows = self.rows
         return Summary(
             out=path, dataset=self.meta.dataset, task=self.meta.task, rows=len(rows.info), resumed_rows=resumed_rows,
@@ -334,15 +377,15 @@ class Extraction:
             skipped=dict(sorted(rows.skipped.items())), seconds=seconds, file_bytes=path.stat().st_size,
             random_encoders=self.meta.random_encoders, encoders=describe([featurizer.audio, featurizer.text]),
             batch_budget=self.batch_budget, batches=len(self.plan), padding_waste=self.plan.padding_waste,
-            write_seconds=write_seconds, notes=list(notes))
+            write_seconds=write_seconds, notes=rows.notes + list(notes))
 
 
 def plan_extraction(config: ExtractConfig, reader, rows: Rows, featurizer: Featurizer, device: torch.device,
                     fp16: bool) -> Extraction:
     """The cache attributes and the batch plan of `rows` (from `read_rows`) on `device`."""
     batch_seconds, batch_budget = resolve_batch_seconds(config.batch_seconds, device, config.dtype)
-    return Extraction(rows, cache_meta(config, reader, featurizer, fp16), featurizer.plan(rows.samples, batch_seconds),
-                      batch_budget)
+    return Extraction(rows, cache_meta(config, reader, featurizer, fp16, rows.asr),
+                      featurizer.plan(rows.samples, batch_seconds), batch_budget)
 
 
 def run_one_process(config: ExtractConfig,
@@ -366,6 +409,7 @@ def run_one_process(config: ExtractConfig,
         path = writer.finalize()
     finally:
         writer.close()
+    progress_path(config.out_path).unlink(missing_ok=True)  # the ASR transcripts are in the cache now
     return job.summary(path, writer.resumed_rows, time.perf_counter() - started, featurizer, write_seconds)
 
 

@@ -7,6 +7,7 @@ every item and ignores given text. Rows transcribed here have text_source "asr".
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
@@ -68,3 +69,37 @@ def transcribe_items(items: Sequence[Item], model: str, predictor, replace_all: 
     for item, text in zip(ready, _transcriber(model, str(predictor.device))(waves, rate)):
         item.text, item.text_source = text, ASR
     return len(ready)
+
+
+def save_random_whisper(folder) -> Path:
+    """Save a randomly initialised Whisper (one small layer each side, a 27-character vocabulary) to
+    `folder`, for tests and offline demos of `--asr` (as `--encoders tiny` is for the encoders): it
+    runs the real pipeline and writes words that mean nothing."""
+    import json
+
+    import torch
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizer)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz\u0120")}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    end = "<|endoftext|>"
+    tokenizer = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token=end,
+                                 bos_token=end, eos_token=end, pad_token=end)
+    tokenizer.add_special_tokens({"additional_special_tokens": [
+        "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]})
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (end, "<|startoftranscript|>", "<|notimestamps|>")}
+    config = WhisperConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_target_positions=448, pad_token_id=ids[end], bos_token_id=ids[end],
+                           eos_token_id=ids[end], decoder_start_token_id=ids["<|startoftranscript|>"])
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config.no_timestamps_token_id = ids["<|notimestamps|>"]
+    model.generation_config.forced_decoder_ids = None
+    model.generation_config.max_new_tokens = 8  # random weights rarely say <|endoftext|>: keep it short
+    model.save_pretrained(folder)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(folder)
+    return folder

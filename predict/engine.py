@@ -13,7 +13,7 @@ and the rounding to the cache dtype. The head then runs as the trainer's evaluat
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -162,11 +162,22 @@ class Predictor:
         return out.float().cpu().numpy()
 
     def scores(self, outputs: np.ndarray) -> Dict[str, np.ndarray]:
-        """Output columns: 'label' and 'prob_<class>' (classification) or 'score' (regression)."""
+        """Output columns: 'label' and 'prob_<class>' (classification), 'score' (regression) or
+        'score_<dimension>' (dimensional: valence, arousal, ...)."""
         if self.bundle.task == "classification":
             probs = torch.softmax(torch.from_numpy(outputs), dim=-1).numpy()
             names = self.bundle.label_names
             labels = np.array([names[k] if np.isfinite(p).all() else "" for k, p in zip(probs.argmax(-1), probs)],
                               dtype=object)
             return {"label": labels, **{f"prob_{name}": probs[:, k] for k, name in enumerate(names)}}
-        return {"score": objectives.scores(self.bundle.objective, outputs)}
+        scores = objectives.scores(self.bundle.objective, outputs)
+        if self.bundle.task == "dimensional":
+            return {f"score_{name}": scores[:, k] for k, name in enumerate(self.bundle.label_names)}
+        return {"score": scores}
+
+
+def value_columns(columns) -> List[str]:
+    """The score columns of a prediction table: prob_<class>, score_<dimension>, or score."""
+    columns = list(columns)
+    return ([c for c in columns if c.startswith("prob_")] or [c for c in columns if c.startswith("score_")]
+            or ["score"])

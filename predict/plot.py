@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import List
 
+from swrr.predict.engine import value_columns
 from swrr.predict.inputs import PredictError
 from swrr.predict.output import PARTIAL_SUFFIX, remove_quietly, unique_plot_name
 
@@ -18,18 +19,18 @@ def plot_timelines(table, out: Path, predictor) -> List[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [c for c in table.columns if c.startswith("prob_")] or ["score"]
+    columns = value_columns(table.columns)
     segments = table[(table["kind"] == "segment") & (table["error"] == "")]
     written, taken = [], set()
     for source, group in segments.groupby("source_id", sort=False):
         centre = (group["start"] + group["end"]) / 2
         fig, ax = plt.subplots(figsize=(9, 3.2))
         for column in columns:
-            ax.plot(centre, group[column], marker="o", label=column.removeprefix("prob_"))
+            ax.plot(centre, group[column], marker="o", label=column.removeprefix("prob_").removeprefix("score_"))
         for start, end in zip(group["start"], group["end"]):
             ax.axvspan(start, end, color="0.9", zorder=0)
         ax.set_xlabel("time (s): points at window centres, grey = scored audio")
-        ax.set_ylabel("probability" if columns != ["score"] else "score")
+        ax.set_ylabel("probability" if columns[0].startswith("prob_") else "score")
         ax.set_title(f"{source}{' (random encoders)' if predictor.recipe.random_encoders else ''}", fontsize=10)
         ax.legend(fontsize=8, loc="upper right")
         fig.tight_layout()

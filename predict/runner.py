@@ -20,7 +20,7 @@ import numpy as np
 
 from swrr.extract.batching import AUTO, parse_batch_seconds
 from swrr.extract.featurizer import default_workers
-from swrr.predict.engine import Predictor
+from swrr.predict.engine import Predictor, value_columns
 from swrr.predict.inputs import ASR, BAD_TIMES, Item, PredictError, collect_inputs
 from swrr.predict.output import (FORMAT_SUFFIXES, PARTIAL_SUFFIX, check_not_an_input, check_output,
                                  check_outside_model, output_format, remove_quietly)
@@ -249,16 +249,16 @@ def _with_file_means(table, predictor: Predictor):
     """One more row per input file: the mean of its segments' probabilities (or scores)."""
     import pandas as pd
 
-    value_columns = [c for c in table.columns if c.startswith("prob_")] or ["score"]
+    values = value_columns(table.columns)
     means = []
     for source, group in table.groupby("source_id", sort=False):
         ok = group[group["error"] == ""]
         row = {"id": source, "file": group["file"].iloc[0], "start": group["start"].min(), "end": group["end"].max(),
                "kind": FILE_MEAN, "source_id": source, "transcript": "", "text_source": "",
                "notes": f"mean of {len(ok)} of {len(group)} rows", "error": "" if len(ok) else "no row predicted"}
-        row.update({c: ok[c].mean() if len(ok) else np.nan for c in value_columns})
+        row.update({c: ok[c].mean() if len(ok) else np.nan for c in values})
         if predictor.bundle.task == "classification":
-            probs = np.array([row[c] for c in value_columns])
+            probs = np.array([row[c] for c in values])
             row["label"] = predictor.bundle.label_names[int(np.argmax(probs))] if len(ok) else ""
         means.append(row)
     return pd.concat([table, pd.DataFrame(means)], ignore_index=True)

@@ -23,6 +23,7 @@ _API = {
     "open_run": "swrr.api",
     "Run": "swrr.api",
     "compare": "swrr.api",
+    "evaluate": "swrr.train.evaluate",
     "open_cache": "swrr.cache",
     "EmotionRecognizer": "swrr.predict.recognizer",
     "Prediction": "swrr.predict.recognizer",

@@ -82,7 +82,8 @@ def write_bundle(folder, state_dict: Dict[str, torch.Tensor], model_config: SWRR
     recipe = recipe if isinstance(recipe, CacheMeta) else CacheMeta(**recipe)
     objective = objective or objectives.objective_for(task)
     config = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "task": task,
-              "label_names": list(label_names) if task == "classification" else [], "objective": objective,
+              "label_names": list(label_names) if task != "regression" else [],  # classes, or the dimensions
+              "objective": objective,
               "model": asdict(model_config), "recipe": asdict(recipe),
               "provenance": {"swrr_version": __version__, **provenance}}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}

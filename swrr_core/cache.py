@@ -17,6 +17,17 @@ Layout (SCHEMA_VERSION 2), N utterances:
     /done        (N,)  bool     rows already written (resume)
     /row_digest  (N, 16) uint8  OPTIONAL (caches made before issue 18 lack it): BLAKE2b-128 of
                  each row's lengths and stored (padded) feature bytes, written with the row
+    /labels/<kind>  (N,)  optional, one per further label kind named in attrs["label_kinds"]
+        (e.g. valence, arousal, dominance, sentiment): float32 scores (NaN = not rated) for a
+        kind {"type": "score", "scale": [lo, hi]}, int64 indices into "names" (-1 = none) for
+        {"type": "classes", "names": [...]}. attrs["label_scale"] is the [lo, hi] of a
+        regression `label` ([] = not stated). Caches without them (older ones) read as having
+        no further kinds; readers must treat both as absent.
+    /reference_transcript (N,) utf-8, /wer (N,) float32   optional, only when attrs["transcripts"]
+        is "asr": `transcript` then holds the ASR text the text features come from, these the
+        corpus' own transcript and the row's WER against it (NaN without one); attrs["asr"] =
+        {"model", "corpus_wer" (null without references), "scored_rows"}. Absent in gold caches
+        and older ones.
 
     attrs: format, schema_version, complete, and every field of CacheMeta
            (lists and dicts as JSON strings); OPTIONAL feature_digest (set by `finalize`
@@ -63,7 +74,12 @@ ROW_DIGEST = "row_digest"  # optional dataset: one digest per row, written with 
 DIGEST_BYTES = 16
 FEATURE_DIGEST_ATTR = "feature_digest"  # optional attribute: the digest of all row digests, set on finalize
 TASK_COLUMNS = ("utt_id", "split", "speaker", "session")  # with the labels: what the task digest covers
-TASKS = ("classification", "regression")
+# A cache file's own label is a class or a score; "dimensional" (several scores at once) exists only
+# in the training view of a cache (swrr_core/targets.py) and in the bundles trained on it.
+TASKS = ("classification", "regression", "dimensional")
+JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds", "asr")  # CacheMeta fields stored as JSON strings
+MISSING_CLASS = -1  # a classes label kind's index where the row has none
+OPTIONAL_FIELDS = ("label_scale", "label_kinds", "transcripts", "asr")  # CacheMeta fields older caches lack
 DTYPES = ("float16", "float32")
 
 
@@ -76,7 +92,7 @@ class CacheMeta:
     """Everything a cache records about how it was made (stored as HDF5 attributes)."""
 
     dataset: str
-    task: str  # "classification" | "regression"
+    task: str  # "classification" | "regression" ("dimensional" only in a training view)
     label_names: List[str]  # class names by index; empty for regression
     audio_encoder: str
     text_encoder: str
@@ -96,6 +112,10 @@ class CacheMeta:
     tool_version: str = ""
     source_root: str = ""  # absolute dataset folder that relative `source` paths start from
     config: Dict = field(default_factory=dict)  # the full extraction config, compared on resume
+    label_scale: List[float] = field(default_factory=list)  # [lo, hi] of a regression label; [] = not stated
+    label_kinds: Dict = field(default_factory=dict)  # further label kinds: name -> {"type", "scale" | "names"}
+    transcripts: str = "gold"  # "asr": the transcript column (and the text features) come from speech recognition
+    asr: Dict = field(default_factory=dict)  # ASR caches: {"model", "corpus_wer", "scored_rows"}; {} for gold
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -109,6 +129,14 @@ class CacheMeta:
             out[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
         return out
 
+    def identity_attrs(self) -> Dict:
+        """to_attrs() without the optional fields that are at their defaults (OPTIONAL_FIELDS): what a
+        fingerprint hashes, so a cache made before those fields existed keeps the fingerprint it had."""
+        empty = CacheMeta(dataset="", task="classification", label_names=[], audio_encoder="", text_encoder="",
+                          audio_dim=0, text_dim=0)
+        return {k: v for k, v in self.to_attrs().items()
+                if not (k in OPTIONAL_FIELDS and getattr(self, k) == getattr(empty, k))}
+
     @classmethod
     def from_attrs(cls, attrs) -> "CacheMeta":
         kwargs = {}
@@ -118,7 +146,7 @@ class CacheMeta:
             value = attrs[f.name]
             if isinstance(value, bytes):
                 value = value.decode()
-            if f.name in ("label_names", "config"):
+            if f.name in JSON_FIELDS:
                 value = json.loads(value)
             elif isinstance(value, np.generic):
                 value = value.item()
@@ -137,6 +165,9 @@ class RowInfo:
     split: str = ""
     transcript: str = ""
     source: str = ""  # where the audio came from (path and, for segments, start-end)
+    extra_labels: Dict[str, float] = field(default_factory=dict)  # label kind -> score or class index
+    reference_transcript: str = ""  # ASR caches: the corpus' own transcript
+    wer: float = float("nan")  # ASR caches: the row's WER against it
 
 
 def differing_config_keys(old: Dict, new: Dict) -> List[str]:
@@ -553,6 +584,14 @@ def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> N
     text_type = h5py.string_dtype("utf-8")
     for column in STRING_COLUMNS:
         h5.create_dataset(column, data=[str(getattr(r, column)) for r in rows], dtype=text_type)
+    if meta.transcripts == "asr":
+        h5.create_dataset("reference_transcript", data=[r.reference_transcript for r in rows], dtype=text_type)
+        h5.create_dataset("wer", data=np.asarray([r.wer for r in rows], dtype="float32"))
+    for kind, spec in meta.label_kinds.items():
+        classes = spec["type"] == "classes"
+        missing = MISSING_CLASS if classes else np.nan
+        h5.create_dataset(f"labels/{kind}", data=np.asarray([r.extra_labels.get(kind, missing) for r in rows],
+                                                            dtype="int64" if classes else "float32"))
     h5.create_dataset("done", (n,), dtype="bool", fillvalue=False)
     h5.create_dataset(ROW_DIGEST, (n, DIGEST_BYTES), dtype="uint8", fillvalue=0)
     h5.flush()
@@ -613,6 +652,19 @@ def _check_labels(label: np.ndarray, meta: CacheMeta, utt_id: np.ndarray, path) 
                          "damaged or was written by another tool: re-extract it with --overwrite")
 
 
+def _read_label_kinds(h5: h5py.File, meta: CacheMeta, path) -> Dict[str, np.ndarray]:
+    """kind -> (N,) values of the further label kinds that attrs["label_kinds"] names (none in older caches)."""
+    n = h5["done"].shape[0]
+    out = {}
+    for kind in meta.label_kinds:
+        name = f"labels/{kind}"
+        if name not in h5 or h5[name].shape != (n,):
+            raise CacheError(f"{path}: label kind {kind!r} is declared but its dataset /{name} is missing or not "
+                             f"({n},); the cache is damaged: re-extract it with --overwrite")
+        out[kind] = h5[name][:]
+    return out
+
+
 class FeatureCache:
     """Read-only view of a complete cache.
 
@@ -651,6 +703,10 @@ class FeatureCache:
             self.label = h5["label"][:]
             self.columns = {c: np.asarray(h5[c].asstr()[:], dtype=object) for c in STRING_COLUMNS}
             _check_labels(self.label, self.meta, self.columns["utt_id"], self.path)
+            self.extra_labels = _read_label_kinds(h5, self.meta, self.path)
+            asr = self.meta.transcripts == "asr" and "wer" in h5 and "reference_transcript" in h5
+            self.reference_transcript = np.asarray(h5["reference_transcript"].asstr()[:], dtype=object) if asr else None
+            self.wer = h5["wer"][:] if asr else None  # per row; None in a gold cache
         except (OSError, KeyError, ValueError, TypeError) as exc:
             self.close()
             raise CacheError(f"{self.path} is damaged or truncated ({exc}); re-extract it with --overwrite") from exc

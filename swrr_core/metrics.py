@@ -12,6 +12,17 @@ Regression (CMU-MOSEI sentiment in [-3, 3]), as MMSA's `MetricsTop.__eval_mosei_
   which variant its 84.8 / 83.8 are, and the baselines of its Table 2 quote has-zero figures.
 - F1 is the support-weighted F1 of the two classes, f1_score(truth, prediction); MAE; Pearson r.
 
+CH-SIMS sentiment in [-1, 1], as MMSA's `MetricsTop.__eval_sims_regression` (`sims_metrics`):
+both sides clipped to [-1, 1], then binned into intervals closed on the right: Acc2 on
+{[-1, 0], (0, 1]}, Acc3 on {[-1, -0.1], (-0.1, 0.1], (0.1, 1]}, Acc5 on {[-1, -0.7], (-0.7, -0.1],
+(-0.1, 0.1], (0.1, 0.7], (0.7, 1]}; F1 = the support-weighted F1 of the Acc2 classes; MAE and
+Pearson r of the clipped values.
+
+Dimensional emotion (valence, arousal, dominance; `dimensional_metrics`): per dimension the
+concordance correlation coefficient CCC = 2 cov(t, p) / (var t + var p + (mean t - mean p)^2)
+(population moments, Lin 1989; the primary figure of dimensional SER), Pearson r and MAE; the
+unsuffixed "ccc", "pearson", "mae" are the means over the dimensions.
+
 MulT's `eval_mosei_senti` (yaohungt/Multimodal-Transformer, src/eval_metrics.py) differs: with
 exclude_zero=False its binary split is `> 0` on all samples (a label of 0 counts as negative, not
 as has-zero's `>= 0`), and it calls f1_score(prediction, truth), weighting the two classes by
@@ -108,20 +119,71 @@ def regression_metrics(y_true, y_pred) -> Dict:
     }
 
 
-def compute_metrics(task: str, y_true, outputs, num_classes: int = 0) -> Dict:
+SIMS_BINS = {"acc2": (0.0,), "acc3": (-0.1, 0.1), "acc5": (-0.7, -0.1, 0.1, 0.7)}  # inner edges, (lo, hi] bins
+
+
+def sims_metrics(y_true, y_pred) -> Dict:
+    """CH-SIMS metrics (MMSA's __eval_sims_regression; fractions in [0, 1] for Acc and F1)."""
+    t = np.clip(np.asarray(y_true, dtype=np.float64).reshape(-1), -1.0, 1.0)
+    p = np.clip(np.asarray(y_pred, dtype=np.float64).reshape(-1), -1.0, 1.0)
+    # searchsorted "left" puts x into bin i with edge[i-1] < x <= edge[i]: intervals closed on the right
+    binned = {name: (np.searchsorted(edges, t, side="left"), np.searchsorted(edges, p, side="left"))
+              for name, edges in SIMS_BINS.items()}
+    out = {name: weighted_accuracy(*pair) for name, pair in binned.items()}
+    out["f1"] = weighted_f1(*binned["acc2"])
+    out["mae"] = float(np.mean(np.abs(t - p))) if t.size else float("nan")
+    out["corr"] = pearson_r(t, p)
+    return out
+
+
+def ccc(y_true, y_pred) -> float:
+    """Lin's concordance correlation coefficient of two series (population moments); nan for < 2 values."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if t.size < 2:
+        return float("nan")
+    denominator = t.var() + p.var() + (t.mean() - p.mean()) ** 2
+    if denominator == 0:
+        return float("nan")
+    return float(2 * np.mean((t - t.mean()) * (p - p.mean())) / denominator)
+
+
+def dimensional_metrics(y_true, y_pred, dimensions: Sequence[str]) -> Dict:
+    """(N, D) true and predicted scores -> ccc_<d>, pearson_<d>, mae_<d> per dimension and their means."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1, len(dimensions))
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1, len(dimensions))
+    out = {}
+    for name, measure in (("ccc", ccc), ("pearson", pearson_r),
+                          ("mae", lambda a, b: float(np.mean(np.abs(a - b))) if a.size else float("nan"))):
+        per = [measure(t[:, k], p[:, k]) for k in range(len(dimensions))]
+        out[name] = float(np.mean(per)) if per else float("nan")
+        out.update({f"{name}_{d}": v for d, v in zip(dimensions, per)})
+    return out
+
+
+SIMS_SCALE = [-1.0, 1.0]
+
+
+def compute_metrics(task: str, y_true, outputs, num_classes: int = 0, dimensions: Sequence[str] = (),
+                    scale: Sequence[float] = ()) -> Dict:
     """Metrics of a task from raw model outputs.
 
     outputs: (N, num_classes) logits for "classification" (argmax is the prediction),
-    (N,) or (N, 1) scores for "regression".
+    (N,) or (N, 1) scores for "regression" (CH-SIMS metrics when `scale` is [-1, 1], else MOSEI's),
+    (N, D) scores for "dimensional" (`dimensions` names the D columns).
     """
     outputs = np.asarray(outputs)
     if task == "classification":
         return classification_metrics(y_true, outputs.argmax(axis=-1), num_classes)
+    if task == "dimensional":
+        return dimensional_metrics(y_true, outputs, dimensions)
+    if list(scale) == SIMS_SCALE:
+        return sims_metrics(y_true, outputs.reshape(-1))
     return regression_metrics(y_true, outputs.reshape(-1))
 
 
 # The headline metric of each task, and whether larger is better (model selection on valid).
-SELECTION_METRIC = {"classification": ("ua", True), "regression": ("mae", False)}
+SELECTION_METRIC = {"classification": ("ua", True), "regression": ("mae", False), "dimensional": ("ccc", True)}
 
 
 def is_better(task: str, candidate: Dict, best: Dict) -> bool:
@@ -137,8 +199,20 @@ def is_better(task: str, candidate: Dict, best: Dict) -> bool:
     return a > b if larger else a < b
 
 
-def headline(task: str) -> Sequence[str]:
-    """The scalar metrics reported per fold and in summaries, in display order."""
+def metric_options(task: str, label_names: Sequence[str], scale: Sequence[float]) -> Dict:
+    """The keyword arguments of compute_metrics and headline beyond the task: a dimensional task's
+    dimensions (its label_names), a regression label's scale."""
+    return {"dimensions": list(label_names) if task == "dimensional" else [], "scale": list(scale or ())}
+
+
+def headline(task: str, dimensions: Sequence[str] = (), scale: Sequence[float] = ()) -> Sequence[str]:
+    """The scalar metrics reported per fold and in summaries, in display order (a dimensional
+    task's per-dimension keys follow `dimensions`; a [-1, 1] regression scale means CH-SIMS')."""
     if task == "classification":
         return ("wa", "ua", "f1")
+    if task == "dimensional":
+        return ("ccc", *(f"ccc_{d}" for d in dimensions), "pearson", *(f"pearson_{d}" for d in dimensions),
+                "mae", *(f"mae_{d}" for d in dimensions))
+    if list(scale) == SIMS_SCALE:
+        return ("acc2", "acc3", "acc5", "f1", "mae", "corr")
     return ("acc7", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "mae", "corr")

@@ -2,8 +2,9 @@
 
     write_wav(path, seconds=0.5, sample_rate=16000, channels=1) -> Path  (also the `wav_writer` fixture)
     iemocap_tree  -> MiniTree(root, expected)  2 sessions of the original release layout
-    mosei_raw_tree, mosei_csv_tree -> MiniTree  the two accepted MOSEI layouts
+    mosei_raw_tree -> MiniTree  the raw CMU-MOSEI release
     manifest_tree -> MiniTree(root = the manifest.csv path, expected)
+    meld_tree, mosi_tree, sims_tree, msp_podcast_tree -> MiniTree  (built in corpora_trees.py)
 """
 from __future__ import annotations
 
@@ -189,37 +190,6 @@ def mosei_raw_tree(tmp_path) -> MiniTree:
     return make_mosei_raw_tree(tmp_path / "CMU-MOSEI")
 
 
-def make_mosei_csv_tree(root: Path) -> MiniTree:
-    rows = [  # video_id, clip_id, text, label, mode, media
-        ("-3g5yACwYnA", "1", "a good start", "1.0", "train", ".wav"),
-        ("-3g5yACwYnA", "2", "rather dull", "-0.6667", "train", ".flac"),
-        ("81406", "0", "numeric video id", "0.3333", "valid", ".wav"),
-        ("81406", "1", "only the video", "0.0", "valid", ".mp4"),
-        ("tEst_vid", "5", "a bad ending", "-3.0", "test", ".wav"),
-        ("tEst_vid", "6", "no media at all", "2.0", "test", None),
-    ]
-    lines = ["video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode"]
-    for video, clip, text, label, mode, media in rows:
-        lines.append(f"{video},{clip},{text},{label},{label},{label},{label},Positive,{mode}")
-        if media == ".mp4":
-            (root / "Raw" / video).mkdir(parents=True, exist_ok=True)
-            (root / "Raw" / video / f"{clip}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
-        elif media:
-            write_wav(root / "Raw" / video / f"{clip}{media}", seconds=0.6)
-    (root / "label.csv").write_text("\n".join(lines) + "\n")
-    expected = {
-        "utts": {"-3g5yACwYnA_1": (1.0, "train"), "-3g5yACwYnA_2": (-0.6667, "train"),
-                 "81406_0": (0.3333, "valid"), "tEst_vid_5": (-3.0, "test")},
-        "skipped": {"video only: extract audio to wav": 1, "missing audio file": 1},
-    }
-    return MiniTree(root, expected)
-
-
-@pytest.fixture
-def mosei_csv_tree(tmp_path) -> MiniTree:
-    return make_mosei_csv_tree(tmp_path / "MOSEI")
-
-
 # ---------------------------------------------------------------- manifest
 def make_manifest_tree(root: Path) -> MiniTree:
     write_wav(root / "audio" / "a.wav", seconds=0.5)
@@ -246,3 +216,36 @@ def make_manifest_tree(root: Path) -> MiniTree:
 @pytest.fixture
 def manifest_tree(tmp_path) -> MiniTree:
     return make_manifest_tree(tmp_path / "my_data")
+
+
+# ---------------------------------------------------------------- MELD, MMSA, MSP-Podcast (corpora_trees.py)
+@pytest.fixture
+def meld_tree(tmp_path) -> MiniTree:
+    from corpora_trees import make_meld_tree
+
+    root = tmp_path / "MELD.Raw"
+    return MiniTree(root, make_meld_tree(root))
+
+
+@pytest.fixture
+def mosi_tree(tmp_path) -> MiniTree:
+    from corpora_trees import make_mmsa_tree
+
+    root = tmp_path / "MMSA" / "MOSI"
+    return MiniTree(root, make_mmsa_tree(root, "MOSI", write_wav))
+
+
+@pytest.fixture
+def sims_tree(tmp_path) -> MiniTree:
+    from corpora_trees import make_mmsa_tree
+
+    root = tmp_path / "MMSA" / "SIMS"
+    return MiniTree(root, make_mmsa_tree(root, "SIMS", write_wav))
+
+
+@pytest.fixture
+def msp_podcast_tree(tmp_path) -> MiniTree:
+    from corpora_trees import make_msp_podcast_tree
+
+    root = tmp_path / "MSP-Podcast"
+    return MiniTree(root, make_msp_podcast_tree(root, write_wav))

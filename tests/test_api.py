@@ -68,9 +68,10 @@ def test_every_user_error_is_a_swrr_error():
     from swrr.ranks import RankError
     from swrr.train.compare import CompareError
     from swrr.train.config import TrainError
+    from swrr.train.evaluate import EvaluateError
 
     for error in (AudioError, BundleError, CacheError, CompareError, DatasetError, DeviceError, EncoderError,
-                  OptionError, PredictError, RankError, RunFolderError, TrainError):
+                  EvaluateError, OptionError, PredictError, RankError, RunFolderError, TrainError):
         assert issubclass(error, SwrrError), error
     assert issubclass(DeviceError, ValueError)  # as before: callers catching ValueError still do
 

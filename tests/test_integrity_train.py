@@ -97,7 +97,7 @@ def _hand_run(path: Path, task_digest, fingerprint="abc"):
 def test_compare_pairs_by_the_task_digest_only(tmp_path):
     # other encoders (another fingerprint), same rows and labels: comparable
     load_runs([_hand_run(tmp_path / "a", "t1", "fp1"), _hand_run(tmp_path / "b", "t1", "fp2")])
-    with pytest.raises(CompareError, match="different tasks"):
+    with pytest.raises(CompareError, match="different rows or labels"):
         load_runs([tmp_path / "a", _hand_run(tmp_path / "c", "t2", "fp1")])
 
 

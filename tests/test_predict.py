@@ -266,31 +266,9 @@ def test_a_long_file_becomes_a_timeline_of_its_speech(trained, tmp_path):
 
 
 def save_tiny_whisper(folder: Path) -> Path:
-    """A randomly initialised Whisper (2 small layers, a 27-character vocabulary) saved offline."""
-    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperProcessor, WhisperTokenizer)
+    from swrr.predict.asr import save_random_whisper
 
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyzĠ")}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    end = "<|endoftext|>"
-    tokenizer = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token=end,
-                                 bos_token=end, eos_token=end, pad_token=end)
-    tokenizer.add_special_tokens({"additional_special_tokens": [
-        "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]})
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (end, "<|startoftranscript|>", "<|notimestamps|>")}
-    config = WhisperConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
-                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                           decoder_ffn_dim=64, max_target_positions=448, pad_token_id=ids[end], bos_token_id=ids[end],
-                           eos_token_id=ids[end], decoder_start_token_id=ids["<|startoftranscript|>"])
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(config)
-    model.generation_config.no_timestamps_token_id = ids["<|notimestamps|>"]
-    model.generation_config.forced_decoder_ids = None
-    model.generation_config.max_new_tokens = 8  # random weights rarely say <|endoftext|>: keep it short
-    model.save_pretrained(folder)
-    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(folder)
-    return folder
+    return save_random_whisper(folder)
 
 
 def test_asr_fills_missing_transcripts_and_asr_all_replaces_given_ones(trained, tmp_path):

@@ -19,7 +19,7 @@ def _by_id(reader):
 
 # ---------------------------------------------------------------- registry and roots
 def test_registry_names_match_readers():
-    assert set(READERS) == {"iemocap", "mosei", "manifest", "demo"}
+    assert set(READERS) == {"iemocap", "mosei", "meld", "mmsa", "msp-podcast", "manifest", "demo"}
     for name, cls in READERS.items():
         assert cls.name == name
 
@@ -124,7 +124,7 @@ def test_mosei_raw_release_without_folds_file(mosei_raw_tree):
 
 def test_mosei_raw_release(mosei_raw_tree):
     reader = get_reader("mosei", mosei_raw_tree.root)
-    assert reader.layout == "raw" and reader.task == "regression" and reader.label_names == ()
+    assert reader.task == "regression" and reader.label_names == () and reader.label_scale == (-3.0, 3.0)
     utts = _by_id(reader)
     assert set(utts) == set(mosei_raw_tree.expected["utts"])
     for utt_id, (label, split, start, end, text) in mosei_raw_tree.expected["utts"].items():
@@ -142,34 +142,13 @@ def test_mosei_raw_labels_file_one_folder_down(mosei_raw_tree):
     assert len(list(get_reader("mosei", mosei_raw_tree.root).utterances())) == 5
 
 
-def test_mosei_label_csv_layout(mosei_csv_tree):
-    for root in (mosei_csv_tree.root, mosei_csv_tree.root / "label.csv"):
-        reader = get_reader("mosei", root)
-        assert reader.layout == "label.csv"
-        utts = _by_id(reader)
-        assert {k: (round(u.label, 4), u.split) for k, u in utts.items()} == mosei_csv_tree.expected["utts"]
-        assert utts["-3g5yACwYnA_2"].audio_path.suffix == ".flac"
-        assert utts["81406_0"].speaker == "81406"  # numeric ids stay strings
-        assert dict(reader.skipped) == mosei_csv_tree.expected["skipped"]
-
-
-def test_mosei_video_only_clips_are_an_error(tmp_path):
-    (tmp_path / "Raw" / "v1").mkdir(parents=True)
-    (tmp_path / "Raw" / "v1" / "0.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+def test_mosei_refuses_the_label_csv_layout_naming_mmsa(tmp_path):
+    with pytest.raises(DatasetError, match="raw release was not found.*--dataset mmsa"):
+        get_reader("mosei", tmp_path)
     (tmp_path / "label.csv").write_text("video_id,clip_id,text,label,mode\nv1,0,hi,1.0,train\n")
-    with pytest.raises(DatasetError, match="extract their audio to wav first"):
-        list(get_reader("mosei", tmp_path).utterances())
-
-
-def test_mosei_wrong_root_and_bad_mode(tmp_path):
-    with pytest.raises(DatasetError, match="CMU_MOSEI_Labels.csd.*label.csv"):
-        get_reader("mosei", tmp_path)
-    (tmp_path / "label.csv").write_text("video_id,clip_id,text,label,mode\nv1,0,hi,1.0,training\n")
-    with pytest.raises(DatasetError, match="unknown mode.*training"):
-        get_reader("mosei", tmp_path)
-    (tmp_path / "label.csv").write_text("video_id,clip_id,text,mode\nv1,0,hi,train\n")
-    with pytest.raises(DatasetError, match="missing required column.*label"):
-        get_reader("mosei", tmp_path)
+    for root in (tmp_path, tmp_path / "label.csv"):
+        with pytest.raises(DatasetError, match="label.csv: the label.csv layout .MMSA's. is read by --dataset mmsa"):
+            get_reader("mosei", root)
 
 
 def test_mosei_labels_file_that_is_not_a_label_sequence(mosei_raw_tree):

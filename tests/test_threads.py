@@ -60,7 +60,8 @@ def test_the_entry_points_make_openmp_wait_passively_before_torch_loads_and_keep
     setup = configparser.ConfigParser()
     setup.read(REPO / "setup.cfg")
     scripts = dict(line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].strip().splitlines())
-    assert set(scripts) == {"swrr-extract", "swrr-train", "swrr-predict", "swrr-export", "swrr-compare"}
+    assert set(scripts) == {"swrr-extract", "swrr-train", "swrr-predict", "swrr-export", "swrr-compare",
+                            "swrr-evaluate"}
     assert all(target.startswith("swrr.entry:") for target in scripts.values())
     for stage in ("extract", "train", "predict"):  # python -m swrr.<stage> goes through it too
         assert f"from swrr.entry import {stage}" in (REPO / stage / "__main__.py").read_text()

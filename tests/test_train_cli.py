@@ -21,7 +21,7 @@ TINY_ARGS = ["--protocol", "loso-speaker", "--folds", "1,2", "--epochs", "3", "-
              "--lstm-hidden", "8", "--model-set", "cnn_channels=[4,8]", "--threads", "1", "--seed", "0",
              "--no-progress"]
 BLOCKED = ("import sys\n"
-           "for name in ('librosa', 'soundfile', 'transformers'):\n"
+           "for name in ('librosa', 'soundfile', 'transformers', 'av'):\n"
            "    sys.modules[name] = None  # any import of them now fails\n"
            "from swrr.train.cli import main\n"
            "main()\n")

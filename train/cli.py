@@ -6,7 +6,7 @@ import sys
 import click
 
 from swrr.cli import CONTEXT, OneLineErrors
-from swrr.objectives import REGRESSION_OBJECTIVES
+from swrr.objectives import REGRESSION_OBJECTIVES, TARGET_LOSSES
 from swrr.train.config import ABLATION_CHOICES, DEFAULTS, PROTOCOLS, RESUMABLE_FIELDS, SELECT_RULES
 from swrr.train.loop import RunInterrupted
 from swrr.train.options import start_training
@@ -71,6 +71,15 @@ RESUME_OPTIONS = [{"progress": "--progress/--no-progress", "cuda_graphs": "--cud
 @click.option("--mosei-objective", type=click.Choice(REGRESSION_OBJECTIVES),
               help="Regression caches only (CMU-MOSEI sentiment): l1 = one output, L1 loss (default; not in the "
                    "paper); ce7 = 7-class cross-entropy on the rounded sentiment, scored by the expected value.")
+@click.option("--target", metavar="KIND[,KIND...]",
+              help="The label to learn: emotion (a classification cache's category) or sentiment (a regression "
+                   "cache's score) = the default; a label kind the cache holds: valence, arousal, dominance "
+                   "(IEMOCAP 1-5, MSP-Podcast 1-7; any subset, comma-separated: one output each, scored by CCC "
+                   "per dimension, Pearson r and MAE), MELD's sentiment (3 classes), SIMS' sentiment_text ... "
+                   "Rows without a value for it are left out (counted).")
+@click.option("--target-loss", type=click.Choice(TARGET_LOSSES),
+              help="Dimensional targets only: ccc = 1 - CCC per dimension, averaged (default; the usual "
+                   "objective of dimensional SER, not in the paper), mse, or l1.")
 @click.option("--seeds", metavar="LIST|N",
               help="Train every fold once per seed: a list (1,2,3; one seed: 3,) or a count N (seeds 0..N-1). "
                    "Each (fold, seed) is a unit with its own folder (fold03-seed2) and spreads like a fold with "
@@ -113,6 +122,7 @@ def main(ctx: click.Context, **options):
       swrr-train --cache cache/iemocap.h5
       swrr-train --cache cache/iemocap.h5 --ablation all --parallel-folds 5
       swrr-train --cache cache/iemocap.h5 --seeds 5 --name five-seeds
+      swrr-train --cache cache/iemocap.h5 --target valence,arousal,dominance
       swrr-train --config runs/five-seeds/config.json --name again
       swrr-train --resume runs/iemocap-loso-speaker
     """

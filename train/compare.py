@@ -56,7 +56,7 @@ class RunResults:
     task: str
     protocol: str
     cache_fingerprint: str
-    task_digest: Optional[str]  # the cache's rows, labels and splits; None in runs made before issue 18
+    task_digest: str  # the rows and labels tested on ("" for runs made before it existed)
     folds: Dict[int, Tuple[str, int]]  # fold number -> (held-out group, test rows)
     units: Dict[Unit, Dict[str, float]]  # (fold, seed) -> metrics as reported (percent for accuracies)
     random_encoders: bool
@@ -184,7 +184,7 @@ def load_run(path: Path, name: Optional[str] = None, config: Optional[Dict] = No
     if not units:
         raise CompareError(f"{path} holds no unit results ({UNIT_GLOB}/{UNIT_RESULT})")
     return RunResults(name or path.name, path, config["cache"]["task"], config["train"]["protocol"],
-                      config["cache"]["fingerprint"], config["cache"].get("task_digest"),
+                      config["cache"]["fingerprint"], config["cache"].get("task_digest", ""),
                       {f["number"]: (f["name"], f["test"]) for f in config.get("folds", [])},
                       units, bool(config["cache"].get("random_encoders")))
 
@@ -203,17 +203,16 @@ def _read_config(path: Path) -> Dict:
 
 
 def check_pairable(runs: Sequence[RunResults]) -> None:
-    """The same task (rows, labels, splits, speakers, sessions: the cache's task digest), the same
-    protocol, and every fold number that two runs share holds out the same group. Features may
-    differ: runs on other encoders, layers or transcripts of the same rows are what one compares.
-    Runs made before the task digest existed are paired by their cache fingerprint, as before."""
+    """The same rows and labels (the task digest; for runs without one the same cache), the same
+    protocol, and every fold number that two runs share holds out the same group. Caches of the
+    same rows with other features (gold vs ASR transcripts, another encoder) pair."""
     reference = runs[0]
     for run in runs[1:]:
         if run.task_digest and reference.task_digest:
             if run.task_digest != reference.task_digest:
-                raise CompareError(f"{run.path} and {reference.path} were trained on different tasks (task digests "
-                                   f"{run.task_digest} vs {reference.task_digest}: other rows, labels, splits, "
-                                   "speakers or sessions): their units test different data and cannot be paired")
+                raise CompareError(f"{run.path} and {reference.path} were tested on different rows or labels (task "
+                                   f"digests {run.task_digest} vs {reference.task_digest}): their units cannot be "
+                                   "paired")
         elif run.cache_fingerprint != reference.cache_fingerprint:
             raise CompareError(f"{run.path} and {reference.path} were trained on different caches (fingerprints "
                                f"{run.cache_fingerprint} vs {reference.cache_fingerprint}): their units test "

@@ -34,6 +34,9 @@ class TrainError(SwrrError):
 TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "classification": {"lr": 5e-4, "epochs": 50, "batch_size": 32},
     "regression": {"lr": 1e-3, "epochs": 20, "batch_size": 32},
+    # Decision: the paper has no dimensional run; valence/arousal/dominance train on the schedule
+    # of its IEMOCAP runs (the corpus they usually come from), overridable as every schedule option.
+    "dimensional": {"lr": 5e-4, "epochs": 50, "batch_size": 32},
 }
 
 # Per-dataset presets, applied over TASK_DEFAULTS (keys are CacheMeta.dataset).
@@ -84,6 +87,8 @@ class TrainConfig:
     grad_accum: int = 1  # optimizer step every grad_accum batches (effective batch = batch_size * this)
     seed: int = 0
     mosei_objective: Optional[str] = None  # regression caches: l1 | ce7 (swrr_core.objectives); None = l1
+    target: Optional[str] = None  # the label to learn (swrr_core/targets.py): None = the cache's own
+    target_loss: Optional[str] = None  # dimensional targets: ccc | mse | l1; None = ccc
     seeds: Optional[List[int]] = None  # run every fold once per seed (units fold03-seed2 ...); None = `seed` only
     model: Dict[str, Any] = field(default_factory=dict)  # SWRRConfig overrides (non-paper sizes)
     # execution
@@ -191,7 +196,13 @@ def resolve(config: TrainConfig, meta: CacheMeta, default_protocol: str) -> Trai
         filled["mosei_objective"] = config.mosei_objective or "l1"
     elif config.mosei_objective is not None:
         raise TrainError(f"--mosei-objective applies to regression caches (sentiment scores); "
-                         f"{meta.dataset} is a classification cache, which always trains with cross-entropy")
+                         f"{meta.dataset} is a {meta.task} target, which trains with "
+                         f"{'--target-loss' if meta.task == 'dimensional' else 'cross-entropy'}")
+    if meta.task == "dimensional":
+        filled["target_loss"] = config.target_loss or "ccc"
+    elif config.target_loss is not None:
+        raise TrainError(f"--target-loss applies to dimensional targets (--target valence,arousal,dominance); "
+                         f"this run's target is a {meta.task} one")
     config = replace(config, model=model, ablation=ablation, **filled)
     hidden = model.get("lstm_hidden", SWRRConfig.lstm_hidden)  # a bad value is refused by model_config
     if config.threads is None and isinstance(hidden, int):  # in config.json: --resume, --config keep it
@@ -210,6 +221,9 @@ def check(config: TrainConfig) -> None:
                         f"{', '.join(ABLATION_CHOICES)}")
     if config.select not in SELECT_RULES:
         problems.append(f"{option('select')} must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+    if config.target_loss not in (None, *objectives.TARGET_LOSSES):
+        problems.append(f"{option('target_loss')} must be one of {', '.join(objectives.TARGET_LOSSES)}, "
+                        f"got {config.target_loss!r}")
     if config.mosei_objective not in (None, *objectives.REGRESSION_OBJECTIVES):
         problems.append(f"{option('mosei_objective')} must be one of {', '.join(objectives.REGRESSION_OBJECTIVES)}, "
                         f"got {config.mosei_objective!r}")
@@ -268,7 +282,7 @@ def model_config(config: TrainConfig, meta: CacheMeta) -> SWRRConfig:
 
 def objective(config: TrainConfig, task: str) -> str:
     """The training objective of a run on a `task` cache (swrr_core.objectives)."""
-    return objectives.objective_for(task, config.mosei_objective)
+    return objectives.objective_for(task, config.target_loss if task == "dimensional" else config.mosei_objective)
 
 
 def fingerprint(data: Dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from swrr import objectives
-from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better
+from swrr.metrics import SELECTION_METRIC, compute_metrics, headline, is_better, metric_options
 from swrr.model import SWRR, SWRRConfig
 from swrr.progress import progress_bar
 from swrr.rundir import unit_name
@@ -74,6 +74,11 @@ class FoldJob:
     def unit_key(self) -> Tuple[int, int]:
         """(fold number, seed): what identifies a unit within a run and across runs (swrr-compare)."""
         return self.fold.number, self.config.seed
+
+    def metric_options(self) -> Dict[str, Any]:
+        """What compute_metrics and headline need besides the task: a dimensional task's dimensions,
+        a regression label's scale (CH-SIMS' [-1, 1] has metrics of its own)."""
+        return metric_options(self.task, self.label_names, (self.recipe or {}).get("label_scale") or ())
 
 
 @dataclass
@@ -144,7 +149,8 @@ def evaluate(job: FoldJob, model, source, rows, device, attention=False):
                          f"{job.fold.number} (e.g. {', '.join(source.utt_id[np.asarray(rows)[bad[:3]]])}): "
                          "their cached features hold NaN/inf, or training diverged; stopping")
     goal = objective(job.config, job.task)
-    metrics = compute_metrics(job.task, labels, objectives.scores(goal, outputs), len(job.label_names))
+    metrics = compute_metrics(job.task, labels, objectives.scores(goal, outputs), len(job.label_names),
+                              **job.metric_options())
     metrics["loss"] = (float(loss_fn(goal, torch.from_numpy(outputs), torch.as_tensor(labels)))
                        if len(rows) else float("nan"))
     return metrics, outputs, attn
@@ -214,12 +220,12 @@ def _set_rng_state(state: Dict[str, Any], generator: torch.Generator, lane: bool
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _epoch_record(epoch, lr, train, valid, test, task) -> Dict[str, Any]:
+def _epoch_record(epoch, lr, train, valid, test, job: FoldJob) -> Dict[str, Any]:
     record = {"epoch": epoch + 1, "lr": lr, **train}
     for prefix, metrics in (("valid", valid), ("test", test)):
         if metrics is not None:
             record[f"{prefix}_loss"] = metrics["loss"]
-            record.update({f"{prefix}_{k}": metrics[k] for k in headline(task)})
+            record.update({f"{prefix}_{k}": metrics[k] for k in headline(job.task, **job.metric_options())})
     return record
 
 
@@ -316,9 +322,10 @@ def fit_fold(job: FoldJob, source, device: torch.device, budget: EpochBudget, st
         train_steps += math.ceil(len(fold.train) / cfg.batch_size)
         valid = evaluate(job, model, source, fold.valid, device)[0] if len(fold.valid) else None
         test = evaluate(job, model, source, fold.test, device)[0]
-        history.append(_epoch_record(epoch, lr, train, valid, test, job.task))
+        history.append(_epoch_record(epoch, lr, train, valid, test, job))
         if on_valid and is_better(job.task, valid, best["valid"]):
-            best = {"epoch": epoch + 1, "valid": {k: valid[k] for k in (*headline(job.task), "loss")}}
+            best = {"epoch": epoch + 1,
+                    "valid": {k: valid[k] for k in (*headline(job.task, **job.metric_options()), "loss")}}
             store.select(model.state_dict(), epoch + 1)
         store.epoch_done({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scaler": scaler.state_dict(), "rng": _rng_state(generator), "history": history,

@@ -12,7 +12,7 @@ dialogue of the validation speaker is trained on), otherwise the first speaker o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -41,7 +41,7 @@ def default_protocol(task: str, speaker: np.ndarray, split: np.ndarray) -> str:
     """What to use for a cache whose dataset has no preset: its split, else leave-one-speaker-out."""
     if {"train", "test"} <= set(split.tolist()):
         return "split"
-    if task == "classification" and len(_groups(speaker)) >= 2:
+    if task != "regression" and len(_groups(speaker)) >= 2:
         return "loso-speaker"
     return "split"  # make_folds then explains what the cache lacks
 
@@ -60,7 +60,7 @@ def make_folds(protocol: str, task: str, speaker: np.ndarray, session: np.ndarra
         return [_split_fold(split, cache_name, lambda: _advice(task, speaker, session, split, protocol))]
     if protocol not in ("loso-speaker", "loso-session"):
         raise TrainError(f"unknown protocol {protocol!r}; choose loso-speaker, loso-session, split or all")
-    if task != "classification":
+    if task == "regression":
         raise TrainError(f"{protocol} makes no sense for {cache_name}: its task is {task} "
                          "(CMU-MOSEI style); use --protocol split")
     column, what = (speaker, "speaker") if protocol == "loso-speaker" else (session, "session")
@@ -84,6 +84,15 @@ def make_folds(protocol: str, task: str, speaker: np.ndarray, session: np.ndarra
     return folds
 
 
+def rated_folds(folds: Sequence[Fold], rated: np.ndarray) -> List[Fold]:
+    """The folds without the rows that have no value for the run's target (`rated` False: an
+    unrated dimension, a row without a sentiment class)."""
+    if rated.all():
+        return list(folds)
+    keep = lambda rows: rows[rated[rows]]  # noqa: E731
+    return [replace(f, train=keep(f.train), valid=keep(f.valid), test=keep(f.test)) for f in folds]
+
+
 def pick_folds(folds: Sequence[Fold], wanted: Optional[Sequence[int]]) -> List[Fold]:
     """The folds numbered in `wanted` (1-based), all when None."""
     if not wanted:
@@ -103,14 +112,14 @@ def _advice(task: str, speaker: np.ndarray, session: np.ndarray, split: np.ndarr
     """What to do when `refused` does not fit: the protocols that do, or how to make the cache fit one
     (never a protocol that the cache cannot use either)."""
     fits = {"split": {"train", "test"} <= set(split.tolist())}
-    if task == "classification":
+    if task != "regression":
         for name, column in (("loso-speaker", speaker), ("loso-session", session)):
             fits[name] = len(_groups(column)) >= 2 and not np.any(column == "")
     usable = [name for name, ok in fits.items() if ok and name != refused]
     if usable:
         return f"use --protocol {' or '.join(usable)}"
     need = "a split column (train/valid/test rows)" + (
-        " or a speaker column with at least two speakers" if task == "classification" else "")
+        " or a speaker column with at least two speakers" if task != "regression" else "")
     return f"no protocol fits this cache: re-extract it with {need}"
 
 

@@ -14,8 +14,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from swrr.metrics import classification_metrics, headline
+from swrr.metrics import classification_metrics, headline, metric_options
 from swrr.rundir import ATTENTION_PLOT, CONFUSION_PLOT, LEARNING_CURVE_PLOT, RunFolder, UnitFolder
+from swrr.targets import scale_text
 from swrr.train.config import FULL_MODEL
 
 logger = logging.getLogger("swrr.train")
@@ -42,10 +43,24 @@ ACC2_CONVENTION = ("the paper does not state its ACC2/F1 convention: its text de
                    "pos > 0), its Table 2 baselines quote has-zero figures; compare with both")
 PAPER_NOTES = {metric: ACC2_CONVENTION for metric in ("acc2_non0", "f1_non0", "acc2_has0", "f1_has0")}
 PAPER_PROTOCOL = {"iemocap": "loso-speaker", "mosei": "split"}
-PERCENT = {"wa", "ua", "f1", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"}
+PERCENT = {"wa", "ua", "f1", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc2", "acc3", "acc5"}
 RANDOM_NOTE = "features from RANDOM encoders: pipeline check only, not emotion-recognition results"
-NAMES = {"wa": "WA", "ua": "UA", "f1": "F1w", "acc7": "ACC7", "acc2_non0": "ACC2", "f1_non0": "F1",
-         "acc2_has0": "ACC2(has0)", "f1_has0": "F1(has0)", "mae": "MAE", "corr": "r"}
+
+
+class _MetricNames(dict):
+    """Display names by metric key; a dimensional key `<metric>_<dimension>` (ccc_valence) is named
+    after its metric: "CCC valence"."""
+
+    def __missing__(self, key: str) -> str:
+        metric, _, dimension = key.partition("_")
+        if dimension and metric in ("ccc", "pearson", "mae"):
+            return f"{self[metric]} {dimension}"
+        raise KeyError(key)
+
+
+NAMES = _MetricNames({"wa": "WA", "ua": "UA", "f1": "F1w", "acc7": "ACC7", "acc2_non0": "ACC2", "f1_non0": "F1",
+                      "acc2_has0": "ACC2(has0)", "f1_has0": "F1(has0)", "mae": "MAE", "corr": "r",
+                      "acc2": "Acc2", "acc3": "Acc3", "acc5": "Acc5", "ccc": "CCC", "pearson": "r"})
 
 
 def paper_numbers(dataset: str, protocol: str, variant: Optional[str]) -> Dict[str, float]:
@@ -75,11 +90,14 @@ def banner(plan, run_dir: Path, device) -> None:
         logger.warning(f"WARNING: {warning}")
 
 
-def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False, seeded: bool = False) -> str:
-    """One unit's console line; `seeded` (a run with --seeds) names the unit's seed."""
-    m = result["metrics"]
+def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = False, seeded: bool = False,
+              options: Optional[Dict] = None) -> str:
+    """One unit's console line; `seeded` (a run with --seeds) names the unit's seed; `options`
+    (loop.metric_options) name a dimensional run's dimensions and a regression label's scale."""
+    m, options = result["metrics"], options or {}
+    shown_keys = {"classification": 3, "dimensional": 1 + len(options.get("dimensions", []))}.get(task, 5)
     scores = " ".join(f"{NAMES[k]} {shown(k, m[k]):.1f}" if k in PERCENT else f"{NAMES[k]} {m[k]:.3f}"
-                      for k in headline(task)[:3 if task == "classification" else 5])
+                      for k in headline(task, **options)[:shown_keys])
     seed = f" seed {result['seed']}" if seeded else ""
     line = (f"fold {result['fold']}/{num_folds}{seed} {result['name']}: {scores} "
             f"({result['selection']}: epoch {result['selected_epoch']}) {result['seconds']:.0f} s")
@@ -90,7 +108,8 @@ def fold_line(result: Dict, task: str, num_folds: int, random_encoders: bool = F
     return line + (" [random encoders]" if random_encoders else "")
 
 
-def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_encoders: bool) -> List[Dict]:
+def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_encoders: bool,
+              options: Optional[Dict] = None, scale: str = "") -> List[Dict]:
     """Rows of summary.csv: one per metric over all units (fold x seed), the paper's value beside.
 
     mean, std: over all units (sample std, ddof=1); seed_std: std of the per-seed means (the
@@ -101,7 +120,7 @@ def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_en
     note = RANDOM_NOTE if random_encoders else ""
     seeds = np.array([r["seed"] for r in results])
     counts = {"folds": len({r["fold"] for r in results}), "seeds": len(set(seeds.tolist())), "units": len(results)}
-    for metric in headline(task):
+    for metric in headline(task, **(options or {})):
         values = np.array([shown(metric, r["metrics"][metric]) for r in results], dtype=np.float64)
         by_seed = [values[seeds == seed] for seed in dict.fromkeys(seeds.tolist())]
         fold_stds = [sample_std(v) for v in by_seed if len(v) > 1]
@@ -109,7 +128,8 @@ def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_en
                      "seed_std": sample_std(np.array([v.mean() for v in by_seed])),
                      "fold_std": float(np.mean(fold_stds)) if fold_stds else float("nan"), **counts,
                      "per_fold": " ".join(f"{v:.2f}" for v in values), "paper": paper.get(metric),
-                     "note": "; ".join(filter(None, [note, PAPER_NOTES.get(metric) if metric in paper else ""]))})
+                     "note": "; ".join(filter(None, [note, PAPER_NOTES.get(metric) if metric in paper else ""])),
+                     "scale": scale})
     if task == "classification":  # also over all test utterances pooled (some papers report this)
         pooled = pooled_confusion(results)
         n = pooled.shape[0]
@@ -119,7 +139,8 @@ def summarize(results: List[Dict], task: str, paper: Dict[str, float], random_en
         for metric in ("wa", "ua"):
             rows.append({"metric": f"{NAMES[metric]} pooled", "key": f"{metric}_pooled",
                          "mean": shown(metric, pooled_metrics[metric]), "std": float("nan"), "seed_std": float("nan"),
-                         "fold_std": float("nan"), **counts, "per_fold": "", "paper": None, "note": note})
+                         "fold_std": float("nan"), **counts, "per_fold": "", "paper": None, "note": note,
+                         "scale": scale})
     return rows
 
 
@@ -150,6 +171,12 @@ METRIC_WORDS = {
     "f1_has0": "F1 has-zero: support-weighted F1 of the has-zero negative vs non-negative split",
     "mae": "MAE: mean absolute difference of predicted and true scores",
     "corr": "r: Pearson correlation of predicted and true scores",
+    "acc2": "Acc2 (CH-SIMS, MMSA): scores clipped to [-1, 1]; classes [-1, 0] and (0, 1]",
+    "acc3": "Acc3 (CH-SIMS, MMSA): classes [-1, -0.1], (-0.1, 0.1], (0.1, 1]",
+    "acc5": "Acc5 (CH-SIMS, MMSA): classes [-1, -0.7], (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1]",
+    "ccc": "CCC: the concordance correlation coefficient 2 cov / (var true + var predicted + (mean difference)^2) "
+           "of each dimension (population moments), averaged over the dimensions; ccc_<dimension> per dimension",
+    "pearson": "r: Pearson correlation of each dimension, averaged over the dimensions",
 }
 AVERAGING_WORDS = ("each unit (fold x seed) is scored on its own test rows; summary.csv gives the mean and the "
                    "sample std (ddof=1) over units, the std of the per-seed means (seed_std) and the mean over "
@@ -162,6 +189,7 @@ def protocol_statement(plan, results: List[Dict]) -> Dict:
     validation speakers/sessions and class counts, the seeds, the model selection actually
     applied, and the metric definitions in words."""
     cfg, cache, task = plan.config, plan.cache, plan.cache.meta.task
+    options = metric_options(task, cache.meta.label_names, cache.meta.label_scale)
     folds = []
     for fold in plan.folds:
         part = {"train": fold.train, "valid": fold.valid, "test": fold.test}
@@ -179,14 +207,17 @@ def protocol_statement(plan, results: List[Dict]) -> Dict:
                                 "selected_epochs": {f"fold {r['fold']} seed {r['seed']}": r["selected_epoch"]
                                                     for r in results},
                                 "note": "test rows never select anything; 'last epoch' = the final epoch's model"},
-            "metrics": {key: METRIC_WORDS.get(key, "see swrr_core/metrics.py") for key in headline(task)},
+            "metrics": {key: METRIC_WORDS.get(key, METRIC_WORDS.get(key.partition("_")[0], "see swrr_core/metrics.py"))
+                        for key in headline(task, **options)},
             "averaging": AVERAGING_WORDS}
 
 
 def _class_counts(labels: np.ndarray, task: str, label_names: List[str]) -> Dict[str, int]:
-    """Rows per class; for regression per sentiment sign (ACC2's classes)."""
+    """Rows per class; for regression per sentiment sign (ACC2's classes); for dimensions the rows."""
     if task == "classification":
         return {name: int(np.sum(labels == i)) for i, name in enumerate(label_names)}
+    if task == "dimensional":
+        return {"rows": int(len(labels))}
     return {"negative": int(np.sum(labels < 0)), "zero": int(np.sum(labels == 0)), "positive": int(np.sum(labels > 0))}
 
 
@@ -200,7 +231,9 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
 
     cfg, meta = plan.config, plan.cache.meta
     paper = paper_numbers(meta.dataset, cfg.protocol, cfg.ablation)
-    rows = summarize(results, meta.task, paper, meta.random_encoders)
+    scale = scale_text(meta.task, meta.label_names, meta.label_kinds, meta.label_scale)
+    rows = summarize(results, meta.task, paper, meta.random_encoders,
+                     metric_options(meta.task, meta.label_names, meta.label_scale), scale)
     for row in rows:  # the plan's warnings (e.g. a fold with one class) travel with every number
         row["note"] = "; ".join(filter(None, [row["note"], *plan.warnings]))
     suffix = " (random encoders)" if meta.random_encoders else ""
@@ -214,6 +247,7 @@ def write_reports(run_dir: Path, results: List[Dict], plan) -> List[Dict]:
     # last: a kill while plotting must not leave results beside the INCOMPLETE marker
     folder.results.write_text(json.dumps(
         {"protocol": protocol_statement(plan, results), "folds": results, "summary": rows,
+         "target": {"name": cfg.target or "", "task": meta.task, "labels": list(meta.label_names), "scale": scale},
          "random_encoders": meta.random_encoders, "note": RANDOM_NOTE if meta.random_encoders else ""}, indent=2))
     pd.DataFrame(rows).to_csv(folder.summary, index=False)
     units = f"{len(results)} units ({rows[0]['folds']} fold(s) x {rows[0]['seeds']} seed(s))" if cfg.seeds else \
@@ -276,7 +310,7 @@ def plot_learning_curves(path: Path, units: List[UnitFolder], task: str, suffix:
     logs = [pd.read_json(u.log_jsonl, lines=True) for u in units if u.log_jsonl.exists()]
     if not logs:
         return None
-    metric = "ua" if task == "classification" else "mae"
+    metric = {"classification": "ua", "dimensional": "ccc"}.get(task, "mae")
     panels = [("loss", ["train_loss", "valid_loss", "test_loss"]),
               ("accuracy: WA (train), UA (valid, test)", ["train_acc", f"valid_{metric}", f"test_{metric}"])
               if task == "classification" else (NAMES[metric], [f"valid_{metric}", f"test_{metric}"])]

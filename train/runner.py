@@ -34,15 +34,17 @@ from swrr._version import __version__
 from swrr.cache import FeatureCache
 from swrr.device import resolve_device
 from swrr.guards import LockHeld
+from swrr.metrics import metric_options
 from swrr.model import ABLATIONS
 from swrr.ranks import Ranks
 from swrr.rundir import RunFolder, RunFolderError, UnitFolder, numbered_run_folder
+from swrr.targets import resolve_target, with_target
 from swrr.train import report
 from swrr.train.config import (FULL_MODEL, RESUMABLE_FIELDS, TrainConfig, TrainError, check, fingerprint,
                                model_config, resolve, unit_seeds)
 from swrr.train.data import make_source
 from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold
-from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds
+from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds, rated_folds
 from swrr.train.tensorboard_log import require_tensorboard
 
 
@@ -183,16 +185,20 @@ def prepare(config: TrainConfig, check_finite: bool = True) -> Plan:
     if config.tensorboard:
         require_tensorboard()
     cache = FeatureCache(config.cache)
+    target = resolve_target(cache, config.target)
+    cache = with_target(cache, target)  # the cache as this run's --target reads it
     meta = cache.meta
     _check_lengths(cache)
     config = resolve(config, meta, default_protocol(meta.task, cache.speaker, cache.split))
-    all_folds = make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
-                           config.early_stop_speaker, cache_name=str(cache.path))
+    all_folds = rated_folds(make_folds(config.protocol, meta.task, cache.speaker, cache.session, cache.split,
+                                       config.early_stop_speaker, cache_name=str(cache.path)), target.rated)
     folds = pick_folds(all_folds, config.folds)
     model_cfg = model_config(config, meta)
     cache_fp = _cache_fingerprint(cache)
     # a unit (fold x seed) is identified by its own seed, not by the run's list of seeds
-    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")}
+    # (target options left at None stay out, so runs started before they existed resume)
+    identity_config = {k: v for k, v in config.result_fields().items() if k not in ("cache", "folds", "seeds")
+                       and not (k in ("target", "target_loss") and v is None)}
     model_dict, recipe = asdict(model_cfg), asdict(meta)
     jobs = []
     for seed in unit_seeds(config):
@@ -205,7 +211,10 @@ def prepare(config: TrainConfig, check_finite: bool = True) -> Plan:
             selects_on_valid(jobs[-1])  # --select valid on a fold without validation rows: refuse now
     if check_finite:  # last: the only check that reads every embedding
         _check_finite_features(cache)
-    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device, _one_class_warnings(cache, folds))
+    unrated = [] if target.rated.all() else [f"{int((~target.rated).sum())} of {len(cache)} rows have no "
+                                             f"{target.name} value: left out of every fold"]
+    return Plan(config, cache, folds, len(all_folds), jobs, cache_fp, device,
+                unrated + _one_class_warnings(cache, folds))
 
 
 def _check_lengths(cache: FeatureCache) -> None:
@@ -351,7 +360,8 @@ def train_units(plan: Plan, jobs: List[FoldJob], device: torch.device) -> Iterat
 def _unit_line(plan: Plan, result: Dict) -> str:
     """A finished unit's console line; in a run with --seeds it names the unit's seed."""
     meta = plan.cache.meta
-    return report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, plan.config.seeds is not None)
+    return report.fold_line(result, meta.task, plan.num_folds, meta.random_encoders, plan.config.seeds is not None,
+                            metric_options(meta.task, meta.label_names, meta.label_scale))
 
 
 def finish(plan: Plan, run_dir: Path, results: Dict[Tuple[int, int], Dict]) -> Path:
@@ -385,7 +395,7 @@ def _finished_unit(unit: UnitFolder) -> Optional[Dict]:
 
 def _cache_fingerprint(cache: FeatureCache) -> str:
     ids = hashlib.sha256("\n".join(cache.utt_id.tolist()).encode()).hexdigest()
-    return fingerprint({"meta": cache.meta.to_attrs(), "rows": len(cache), "utt_ids": ids})
+    return fingerprint({"meta": cache.meta.identity_attrs(), "rows": len(cache), "utt_ids": ids})
 
 
 def _new_run_dir(config: TrainConfig, dataset: str) -> Path:
@@ -410,9 +420,9 @@ def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = N
         **({"rerun": rerun} if rerun else {}),
         "train": plan.config.to_dict(),
         "model": asdict(plan.jobs[0].model_config),
-        "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint,
+        "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint, "rows": len(plan.cache),
                   "task_digest": plan.cache.task_digest(), "feature_digest": plan.cache.feature_digest(),
-                  "rows": len(plan.cache),
+                  "transcripts": meta.transcripts,
                   "dataset": meta.dataset, "task": meta.task, "label_names": meta.label_names,
                   "audio_encoder": meta.audio_encoder, "text_encoder": meta.text_encoder,
                   "random_encoders": meta.random_encoders},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
@@ -76,17 +77,9 @@ class UnitWriter:
         return result
 
     def _write_predictions(self, outcome: "FoldOutcome") -> None:
-        import pandas as pd
-
-        job, outputs = self.job, outcome.outputs
-        table = pd.DataFrame({"utt_id": outcome.test_ids, "label": outcome.test_labels})
-        if job.task == "classification":
-            table["prediction"] = outputs.argmax(-1)
-            for i, name in enumerate(job.label_names):
-                table[f"logit_{name}"] = outputs[:, i]
-        else:  # the sentiment score the metrics read (for "ce7" the expected value of the 7 points)
-            table["prediction"] = objectives.scores(objective(job.config, job.task), outputs)
-        table.to_csv(self.unit.predictions, index=False)
+        job = self.job
+        write_predictions(self.unit.predictions, outcome.test_ids, outcome.test_labels, outcome.outputs, job.task,
+                          job.label_names, objective(job.config, job.task))
 
     def _write_bundle(self, outcome: "FoldOutcome") -> None:
         """The unit's reported model as a bundle (written before metrics.json, so a finished unit
@@ -103,6 +96,29 @@ class UnitWriter:
                       "cache_fingerprint": job.identity.get("cache"), "train": job.config.result_fields()}
         write_bundle(self.unit.bundle, outcome.model.state_dict(), job.model_config, job.task, job.label_names,
                      job.recipe, provenance, objective=objective(job.config, job.task))
+
+
+def write_predictions(path: Path, utt_id, labels, outputs, task: str, label_names, goal: str) -> None:
+    """predictions.csv: per row the id, the true label and the prediction; for classification the
+    predicted class index and one logit column per class, for dimensional targets one true and one
+    predicted column per dimension. swrr-evaluate writes its units' tables with it too."""
+    import pandas as pd
+
+    if task == "dimensional":
+        columns = {"utt_id": utt_id}
+        for k, name in enumerate(label_names):
+            columns[f"label_{name}"] = labels[:, k]
+            columns[f"prediction_{name}"] = outputs[:, k]
+        pd.DataFrame(columns).to_csv(path, index=False)
+        return
+    table = pd.DataFrame({"utt_id": utt_id, "label": labels})
+    if task == "classification":
+        table["prediction"] = outputs.argmax(-1)
+        for i, name in enumerate(label_names):
+            table[f"logit_{name}"] = outputs[:, i]
+    else:  # the sentiment score the metrics read (for "ce7" the expected value of the 7 points)
+        table["prediction"] = objectives.scores(goal, outputs)
+    table.to_csv(path, index=False)
 
 
 def write_log(unit: rundir.UnitFolder, history: List[Dict[str, Any]]) -> None:

@@ -11,20 +11,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Optional, Type, Union
 
-from .base import DatasetError, DatasetReader, Utterance
+from .base import DatasetError, DatasetReader, Utterance, encoded_extra_labels
 from .demo import DemoReader
 from .iemocap import IemocapReader
 from .manifest import ManifestReader
+from .meld import MeldReader
+from .mmsa import MmsaReader
 from .mosei import MoseiReader
+from .msp_podcast import MspPodcastReader
 
 READERS: Dict[str, Type[DatasetReader]] = {
     "iemocap": IemocapReader,
     "mosei": MoseiReader,
+    "meld": MeldReader,
+    "mmsa": MmsaReader,
+    "msp-podcast": MspPodcastReader,
     "manifest": ManifestReader,
     "demo": DemoReader,
 }
 
-__all__ = ["READERS", "get_reader", "resolve_root", "DatasetError", "DatasetReader", "Utterance"]
+__all__ = ["READERS", "get_reader", "resolve_root", "DatasetError", "DatasetReader", "Utterance",
+           "encoded_extra_labels"]
 
 
 def reader_class(name: str) -> Type[DatasetReader]:

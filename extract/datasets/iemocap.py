@@ -4,7 +4,10 @@
     Session{1..5}/dialog/transcriptions/<dialog>.txt  Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
     Session{1..5}/sentences/wav/<dialog>/<utt>.wav
 
-Four classes, hap and exc merged into hap (the usual 5,531-utterance setup). Skipped and
+Four classes, hap and exc merged into hap (the usual 5,531-utterance setup). The [V, A, D]
+triple of every evaluation line (the evaluators' mean valence, activation (arousal) and
+dominance, 1-5 scale) is kept beside the category as the label kinds valence, arousal,
+dominance. Skipped and
 counted: other labels ("label fru", ...), an evaluated utterance without a wav ("missing
 audio file") or without a transcript line ("no transcript"; a dialog without a transcription
 file counts all its utterances). The release has no train/test split: split is "".
@@ -13,14 +16,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
-from .base import DatasetError, DatasetReader, Utterance
+from .base import DatasetError, DatasetReader, Utterance, score_kind
 
 LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+DIMENSIONS = ("valence", "arousal", "dominance")  # the order of the line's [V, A, D]
+MISSING_VAD = (float("nan"),) * 3  # a line without its triple (none in the release): NaN, "not rated"
 
-# "[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, ...]"; other lines are headers.
-_EVAL_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)")
+# "[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.0000, 2.5000]"; other lines are headers.
+_EVAL_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)"
+                        r"(?:\s+\[\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*\])?")
 # "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me." ; "M: [BREATHING]" and the like do not match.
 _TRANSCRIPT_LINE = re.compile(r"^(Ses\S+)\s+\[[^\]]*\]:\s?(.*)$")
 _SESSION_DIR = re.compile(r"^Session\d+$")
@@ -36,14 +42,16 @@ def _visible_txt(folder: Path) -> List[Path]:
     return sorted(p for p in folder.glob("*.txt") if not p.name.startswith("."))
 
 
-def read_evaluation(path: Path) -> List[Tuple[str, str]]:
-    """(utt_id, label) pairs of one EmoEvaluation file, in file order."""
-    pairs = []
+def read_evaluation(path: Path) -> List[Tuple[str, str, Optional[Tuple[float, float, float]]]]:
+    """(utt_id, label, (valence, arousal, dominance) or None when the line lacks them) of one
+    EmoEvaluation file, in file order."""
+    entries = []
     for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         match = _EVAL_LINE.match(line)
         if match:
-            pairs.append((match.group(1), match.group(2)))
-    return pairs
+            vad = tuple(float(v) for v in match.group(3, 4, 5)) if match.group(3) else None
+            entries.append((match.group(1), match.group(2), vad))
+    return entries
 
 
 def read_transcriptions(path: Path) -> Dict[str, str]:
@@ -61,6 +69,7 @@ class IemocapReader(DatasetReader):
     task = "classification"
     label_names = ("neu", "hap", "ang", "sad")
     default_dirname = "IEMOCAP_full_release"
+    label_kinds = {kind: score_kind(1, 5) for kind in DIMENSIONS}
 
     def __init__(self, root):
         super().__init__(root)
@@ -92,7 +101,7 @@ class IemocapReader(DatasetReader):
             dialog = eval_file.stem
             transcript_file = session_dir / "dialog" / "transcriptions" / f"{dialog}.txt"
             texts = read_transcriptions(transcript_file) if transcript_file.is_file() else {}
-            for utt_id, raw_label in sorted(read_evaluation(eval_file)):
+            for utt_id, raw_label, vad in sorted(read_evaluation(eval_file)):
                 label = LABEL_MAP.get(raw_label)
                 if label is None:
                     self.skip(f"label {raw_label}")
@@ -111,4 +120,5 @@ class IemocapReader(DatasetReader):
                     label=label,
                     speaker=speaker_of(utt_id),
                     session=utt_id[:5],
+                    extra_labels=tuple(zip(DIMENSIONS, vad or MISSING_VAD)),
                 )

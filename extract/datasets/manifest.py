@@ -64,6 +64,14 @@ def read_csv_table(path: Path, required=()):
     return table
 
 
+def check_values(path: Path, table, column: str, allowed, expected: str, normalise=str.lower) -> None:
+    """DatasetError naming the file when `column` holds values (stripped, normalised) outside `allowed`."""
+    values = {normalise(v.strip()) for v in table[column]}
+    unknown = sorted(values - set(allowed) - {""})
+    if unknown:
+        raise DatasetError(f"{path}: unknown {column} value(s) {unknown}; expected {expected}")
+
+
 def _parser_message(message: str) -> str:
     """pandas' parser error as one line naming the CSV line (its message spans lines)."""
     ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)

@@ -1,6 +1,4 @@
-"""CMU-MOSEI sentiment segments (regression, label in [-3, 3]); two layouts are accepted.
-
-(a) The raw release (root = the folder holding Raw/ and CMU_MOSEI_Labels.csd):
+"""CMU-MOSEI sentiment segments (regression, label in [-3, 3]), from the raw release (root = the folder holding Raw/ and CMU_MOSEI_Labels.csd):
 
     Raw/Audio/Full/WAV_16000/<video>.wav             one 16 kHz wav per video
     Raw/Transcript/Segmented/Combined/<video>.txt    <video>___<segment>___<start>___<end>___<text>
@@ -14,17 +12,11 @@
     mmsdk package; it is parsed as data, never run. Segments of videos in no fold get split "". Utterances are segments of the video wav
     (start/end set), utt_id = <video>_<segment>, speaker = video id.
 
-(b) The common label.csv layout (root = the folder holding label.csv, or the file itself):
-
-    label.csv                      columns video_id, clip_id, text, label, mode (train/valid/test)
-    Raw/<video_id>/<clip_id>.wav   one audio file per clip (.wav or .flac)
-
-    Clips that exist only as video (.mp4, .mkv, .avi) are skipped and counted: extract their
-    audio first, e.g. `ffmpeg -i X.mp4 -ac 1 -ar 16000 X.wav`; when no clip has audio at all
-    this is an error that says so.
+The label.csv layout MMSA distributes (label.csv + Raw/<video_id>/<clip_id>.mp4) is read by
+`--dataset mmsa` (extract/datasets/mmsa.py); a label.csv root given here is refused naming it.
 
 Skipped and counted: "missing audio file", "no transcript", "label not a number",
-"duplicate segment", "video only: extract audio to wav".
+"duplicate segment".
 """
 from __future__ import annotations
 
@@ -35,15 +27,10 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .base import DatasetError, DatasetReader, Utterance
-from .manifest import SPLITS, is_number, read_csv_table
 
 LABELS_FILENAME = "CMU_MOSEI_Labels.csd"
 AUDIO_DIR = Path("Raw/Audio/Full/WAV_16000")
 TRANSCRIPT_DIR = Path("Raw/Transcript/Segmented/Combined")
-CLIP_AUDIO_SUFFIXES = (".wav", ".flac")
-CLIP_VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi")
-LABEL_CSV_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
-VIDEO_ONLY = "video only: extract audio to wav"
 FOLDS_FILENAME = "cmu_mosei_std_folds.py"
 FOLD_LISTS = {"standard_train_fold": "train", "standard_valid_fold": "valid", "standard_test_fold": "test"}
 
@@ -140,55 +127,36 @@ def _find_near(root: Path, filename: str) -> Optional[Path]:
     return None
 
 
-def _first_file(stem: Path, suffixes: Tuple[str, ...]) -> Optional[Path]:
-    """The first existing `<stem><suffix>` (stem keeps any dots of a clip id), else None."""
-    return next((p for p in (Path(f"{stem}{s}") for s in suffixes) if p.is_file()), None)
-
-
 class MoseiReader(DatasetReader):
     name = "mosei"
     task = "regression"
     label_names = ()
     default_dirname = "CMU-MOSEI"
+    label_scale = (-3.0, 3.0)
 
     def __init__(self, root):
         super().__init__(root)
-        if self.root.is_file() and self.root.suffix == ".csv":
-            self.label_csv, self.root = self.root, self.root.parent
-        elif (self.root / "label.csv").is_file():
-            self.label_csv = self.root / "label.csv"
-        elif self.root.is_dir():
-            self.label_csv = None
-        else:
-            raise DatasetError(f"MOSEI root {self.root} is not a folder or a label.csv file")
-        if self.label_csv:
-            self.layout = "label.csv"
-            self.table = read_csv_table(self.label_csv, LABEL_CSV_COLUMNS)
-            modes = {m.strip().lower() for m in self.table["mode"]}
-            if not modes <= set(SPLITS):
-                raise DatasetError(f"{self.label_csv}: unknown mode value(s) {sorted(modes - set(SPLITS))}; "
-                                   "expected train, valid, test")
-        else:
-            self.layout = "raw"
-            labels_file = _find_near(self.root, LABELS_FILENAME)
-            if labels_file is None or not (self.root / AUDIO_DIR).is_dir():
-                raise DatasetError(
-                    f"MOSEI root {self.root}: found neither the raw release ({AUDIO_DIR}/<video>.wav, "
-                    f"{TRANSCRIPT_DIR}/<video>.txt, {LABELS_FILENAME}) nor a label.csv "
-                    "(video_id, clip_id, text, label, mode with Raw/<video_id>/<clip_id>.wav)"
-                )
-            self.labels = read_label_sequence(labels_file)
-            self.folds_file = find_folds_file(self.root)
-            if self.folds_file is None:
-                raise DatasetError(
-                    f"MOSEI root {self.root}: the standard folds file {FOLDS_FILENAME} was not found in it "
-                    "(nor in an installed mmsdk package); copy it from the CMU-MultimodalSDK "
-                    "(mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSEI/) into the root")
+        label_csv = self.root if self.root.suffix == ".csv" else self.root / "label.csv"
+        if label_csv.is_file():
+            raise DatasetError(f"{label_csv}: the label.csv layout (MMSA's) is read by --dataset mmsa; "
+                               "--dataset mosei reads the raw CMU-MOSEI release")
+        if not self.root.is_dir():
+            raise DatasetError(f"MOSEI root {self.root} is not a folder")
+        labels_file = _find_near(self.root, LABELS_FILENAME)
+        if labels_file is None or not (self.root / AUDIO_DIR).is_dir():
+            raise DatasetError(
+                f"MOSEI root {self.root}: the raw release was not found ({AUDIO_DIR}/<video>.wav, "
+                f"{TRANSCRIPT_DIR}/<video>.txt, {LABELS_FILENAME}); for MMSA's label.csv layout use --dataset mmsa"
+            )
+        self.labels = read_label_sequence(labels_file)
+        self.folds_file = find_folds_file(self.root)
+        if self.folds_file is None:
+            raise DatasetError(
+                f"MOSEI root {self.root}: the standard folds file {FOLDS_FILENAME} was not found in it "
+                "(nor in an installed mmsdk package); copy it from the CMU-MultimodalSDK "
+                "(mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSEI/) into the root")
 
     def _read(self) -> Iterator[Utterance]:
-        yield from self._read_label_csv() if self.layout == "label.csv" else self._read_raw()
-
-    def _read_raw(self) -> Iterator[Utterance]:
         folds = standard_folds(self.folds_file)
         for video in sorted(self.labels):
             intervals, scores = self.labels[video]
@@ -216,27 +184,3 @@ class MoseiReader(DatasetReader):
                         utt_id=f"{video}_{seg[0]}", audio_path=wav, transcript=seg[3], label=score,
                         speaker=video, split=folds.get(video, ""), start=start, end=end,
                     )
-
-    def _read_label_csv(self) -> Iterator[Utterance]:
-        found_audio = 0
-        for row in self.table.itertuples(index=False):
-            video, clip = row.video_id.strip(), row.clip_id.strip()
-            stem = self.root / "Raw" / video / clip
-            audio = _first_file(stem, CLIP_AUDIO_SUFFIXES)
-            if audio is None:
-                video_only = _first_file(stem, CLIP_VIDEO_SUFFIXES) is not None
-                self.skip(VIDEO_ONLY if video_only else "missing audio file")
-                continue
-            found_audio += 1
-            if not is_number(row.label):
-                self.skip("label not a number")
-                continue
-            yield Utterance(
-                utt_id=f"{video}_{clip}", audio_path=audio, transcript=row.text.strip(), label=float(row.label),
-                speaker=video, split=SPLITS[row.mode.strip().lower()],
-            )
-        if found_audio == 0 and self.skipped[VIDEO_ONLY]:
-            raise DatasetError(
-                f"{self.root / 'Raw'}: the clips are video files only; extract their audio to wav first "
-                "(e.g. ffmpeg -i <clip>.mp4 -ac 1 -ar 16000 <clip>.wav, next to each video)"
-            )
