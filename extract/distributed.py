@@ -44,8 +44,8 @@ from swrr.extract.featurizer import Featurizer
 from swrr.extract.transcripts import progress_path
 from swrr.extract.pipeline import (Extraction, ExtractConfig, Rows, Summary, encode_pending,
                                    plan_extraction, read_rows, ready_featurizer)
-from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, partial_done, partial_path, refuse_finished,
-                             shard_partials, shard_path)
+from swrr.cache import (CacheMeta, CacheWriter, check_replaceable, discard_shard, partial_done, partial_path,
+                        refuse_finished, shard_partials, shard_path)
 from swrr.device import resolve_device
 from swrr.errors import SwrrError
 from swrr.ranks import FailureFlag, Ranks, deal
@@ -202,7 +202,7 @@ def assemble(out: Path, meta: CacheMeta, rows: Rows) -> Path:
     finally:
         writer.close()
     for shard in shards:
-        shard.unlink(missing_ok=True)
+        discard_shard(shard)
     return path
 
 

@@ -23,6 +23,8 @@ The encoders return every chosen hidden state, (B, L, frames, D); see `_Encoder`
 """
 from __future__ import annotations
 
+import hashlib
+
 import contextlib
 import shutil
 import tempfile
@@ -51,7 +53,12 @@ TINY_VOCAB = Path(str(resources.files("swrr.extract") / "tiny_vocab.txt"))
 
 
 class EncoderError(SwrrError):
-    """An encoder that cannot be loaded or used as asked; the message says what to do."""
+    """An encoder that cannot be loaded or used as asked; the message says what to do.
+    `advice` (part of the message) is swrr-extract's; another command may give its own instead."""
+
+    def __init__(self, cause: str, advice: str = ""):
+        super().__init__(cause + advice)
+        self.cause, self.advice = cause, advice
 
 
 # ---------------------------------------------------------------------------------- exact batching
@@ -329,6 +336,18 @@ def tokenize(tokenizer, texts: Sequence[str], max_tokens: int) -> Dict[str, torc
 
 
 # ---------------------------------------------------------------------------------- encoders
+def weights_digest(model: nn.Module) -> str:
+    """BLAKE2b-128 of a model's weights (every tensor of its state dict, by name, as stored bytes):
+    two folders with the same digest hold the same model, wherever they lie and whatever their
+    revision label; recorded in the cache's recipe and checked by swrr-predict."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 class _Encoder:
     """A transformers model in eval mode with its hidden-state selection, device and precision.
 
@@ -352,6 +371,7 @@ class _Encoder:
             raise EncoderError(str(exc)) from None
         self.device = torch.device("cpu")
         self.fp16 = False
+        self.weights_digest = weights_digest(self.model)  # as loaded, before any device or dtype move
 
     @property
     def dim(self) -> int:
@@ -460,7 +480,7 @@ def _from_pretrained(loader, role: str, id_or_path: str):
             raise EncoderError(f"{id_or_path}: cannot load the {role} encoder from this folder ({reason})") from exc
         raise EncoderError(
             f"cannot load the {role} encoder {id_or_path!r}: it is neither a local folder nor reachable "
-            f"on the Hugging Face hub ({reason}). Download it once with network access, pass a local "
+            f"on the Hugging Face hub ({reason})", ". Download it once with network access, pass a local "
             "folder, or use --encoders tiny for an offline run with random weights") from exc
 
 

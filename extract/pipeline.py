@@ -278,6 +278,7 @@ def cache_meta(config: ExtractConfig, reader, featurizer: Featurizer, fp16: bool
                      frame_seconds=(audio.samples_for(2) - audio.samples_for(1)) / config.sample_rate,
                      sample_rate=config.sample_rate, audio_encoder_revision=audio.revision,
                      text_encoder_revision=text.revision, random_encoders=audio.random_init or text.random_init,
+                     audio_encoder_digest=audio.weights_digest, text_encoder_digest=text.weights_digest,
                      tool_version=__version__, source_root=str(source_root(reader)), config=numbers,
                      label_scale=list(reader.label_scale or ()), label_kinds=dict(reader.label_kinds),
                      transcripts=config.transcripts, asr=dict(asr_record or {}))

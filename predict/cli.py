@@ -23,9 +23,11 @@ from swrr.cli import CONTEXT, OneLineErrors
               help="The transcript of an audio file INPUT (repeat once per file, in order). Without it a "
                    "<name>.txt beside the audio is used. Not allowed with folder or manifest inputs.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("predictions.csv"), show_default=True,
-              help="The table to write (atomically).")
+              help="The table to write (atomically): name it .csv or .jsonl. It may replace only an earlier "
+                   "swrr-predict output, never an input, a file of the model, or another file.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="csv, or jsonl (one JSON object per line). Default: from the --out suffix, else csv.")
+              help="csv, or jsonl (one JSON object per line). Default: from the --out suffix (.csv or .jsonl); "
+                   "a suffix that contradicts it is refused.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-seconds", default=AUTO, show_default=True, metavar="auto|SECONDS",
               help="Padded audio per batch, as in swrr-extract (the numbers do not depend on it).")
@@ -54,15 +56,19 @@ from swrr.cli import CONTEXT, OneLineErrors
               help="Run the model on PyTorch, or on onnxruntime from the bundle's ONNX files (made by swrr-export "
                    "--onnx: the head; --onnx-encoders: the encoders too, else they stay on PyTorch). Needs the extra "
                    "swrr[onnx].")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--strict", is_flag=True,
+              help="Refuse encoders whose weights differ from those the model's features were made with (the "
+                   "recipe's weights digest), instead of warning.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar over the rows to score (one line per update in a log).")
 def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, hop, aggregate, plot, asr, asr_all,
-         audio_encoder, text_encoder, workers, no_calibration, abstain_below, backend, progress):
+         audio_encoder, text_encoder, workers, no_calibration, abstain_below, backend, strict, progress):
     """Predict emotions (or sentiment scores) of audio files, folders or a manifest CSV with a trained
     swrr model, through the same feature code path as swrr-extract.
 
     \b
     Examples:
-      swrr-predict --model runs/demo-all clip.wav --text "what was said"
+      swrr-predict --model runs/demo-split clip.wav --text "what was said"
       swrr-predict --model runs/iemocap-all recordings/ --asr openai/whisper-small --out preds.csv
       swrr-predict --model runs/iemocap-loso-speaker --fold 3 my.csv --format jsonl --out preds.jsonl
     """
@@ -73,7 +79,7 @@ def main(model, inputs, fold, texts, out, fmt, device, batch_seconds, segment, h
                                audio_encoder=audio_encoder, text_encoder=text_encoder,
                                workers=default_workers() if workers is None else workers,
                                progress=progress, calibration=not no_calibration, abstain_below=abstain_below,
-                               backend=backend)
+                               backend=backend, strict=strict)
         summary = run_predict(config)
     except KeyboardInterrupt:
         click.echo("\nswrr-predict: interrupted; nothing was written", err=True)

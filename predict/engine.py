@@ -1,6 +1,6 @@
 """Scoring items with a bundle: features through extract's own featurizer, then the bundle's head.
 
-    predictor = Predictor(load_bundle("runs/demo-all/fold01/model"))
+    predictor = Predictor(load_bundle("runs/demo-split/fold01/model"))
     rows = predictor.predict([Item("clip", Path("clip.wav"), "what was said", "given")])
     rows = predictor.predict([Item("mem", None, "hello", "given", waveform=samples, sampling_rate=44100)])
 
@@ -19,19 +19,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swrr.extract.audio import AudioError
+from swrr.extract.audio import AudioError, check_samples
 from swrr.extract.batching import AUTO
 from swrr.extract.encoders import AudioEncoder, EncoderError, TextEncoder, load_audio_encoder, load_encoders, \
     load_text_encoder
 from swrr.extract.featurizer import EncodedBatch, Featurizer, resolve_batch_seconds
-from swrr.predict.inputs import Item, PredictError
+from swrr.predict.inputs import Item, PredictError, failure_text
 from swrr import objectives
 from swrr.bundle import Bundle
 from swrr.device import resolve_device
 from swrr.errors import option
 
 ABSTAIN = "abstain"  # the label of a row whose top probability is under --abstain-below
-NO_TEXT = "no transcript: give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL"
+NO_TEXT = failure_text("no transcript", "give --text, a <name>.txt sidecar, a text column in the manifest, or --asr MODEL")
+NON_FINITE_FEATURES = "non-finite features (NaN or inf from the encoders: audio far outside [-1, 1]?)"
+NON_FINITE_OUTPUT = "non-finite model output (NaN or inf)"
+NO_SPEECH, SILENCE = "no speech found", "digital silence: every sample is 0"  # as the VAD's "no speech found (VAD)"
 
 
 def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
@@ -50,15 +53,16 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
     except EncoderError as exc:
         raise PredictError(f"the model's recipe needs the encoders {recipe.audio_encoder} (revision "
                            f"{recipe.audio_encoder_revision or '?'}) and {recipe.text_encoder} (revision "
-                           f"{recipe.text_encoder_revision or '?'}), and one cannot be loaded: {exc}. Pass "
+                           f"{recipe.text_encoder_revision or '?'}), and one cannot be loaded: {exc.cause}. Pass "
                            "--audio-encoder PATH / --text-encoder PATH to a local copy of the same model") from None
-    for role, encoder, dim, flag in (("audio", audio, recipe.audio_dim, option("audio_encoder")),
-                                     ("text", text, recipe.text_dim, option("text_encoder"))):
+    for role, encoder, dim, override, flag in (("audio", audio, recipe.audio_dim, audio_override, option("audio_encoder")),
+                                                 ("text", text, recipe.text_dim, text_override, option("text_encoder"))):
         differ = [f"hidden_size {encoder.dim} vs {dim}"] if encoder.dim != dim else []
         if role == "audio" and encoder.sample_rate != recipe.sample_rate:
             differ.append(f"sampling_rate {encoder.sample_rate} vs {recipe.sample_rate}")
-        if differ:
-            raise PredictError(f"{flag} {encoder.name}: its config differs from the model's recipe "
+        if differ:  # name what was given: the override, or the recipe's own encoder
+            given = f"{flag} {encoder.name}" if override else f"the recipe's {role} encoder {encoder.name}"
+            raise PredictError(f"{given}: its config differs from the model's recipe "
                                f"({', '.join(differ)}); it is not the encoder the model was trained on")
     return audio, text
 
@@ -113,8 +117,12 @@ class Predictor:
 
     def check(self, item: Item) -> int:
         """Probe `item`'s audio: -> samples it will have at the sample rate (before the cut);
-        sets its notes. AudioError for unusable audio."""
+        sets its notes. AudioError for unusable audio (digital silence included: no speech)."""
         info, samples = self.featurizer.check(item.source)
+        if item.path is not None:
+            check_samples(info, item.start, item.end)  # NaN/inf samples in a float file, as swrr-extract checks
+        if not item.source.load(self.recipe.sample_rate, self.featurizer.max_samples).any():
+            raise AudioError(item.path or item.item_id, NO_SPEECH, SILENCE)  # a 2 s silence is not "sad"
         if info.sample_rate != self.recipe.sample_rate:
             item.notes.append(f"resampled from {info.sample_rate} Hz")
         if info.channels > 1:
@@ -136,7 +144,7 @@ class Predictor:
                     samples.append(self.check(item))
                     todo.append(i)
                 except AudioError as err:
-                    item.error = err.reason + (f" ({err.detail})" if err.detail else "")
+                    item.error = failure_text(err.reason, err.detail)
             if item.error and progress is not None:
                 progress.update()
         if not todo:
@@ -150,9 +158,16 @@ class Predictor:
         plan = self.featurizer.plan(samples, self.batch_seconds)
         sources = [items[i].source for i in todo]
         for encoded in self.featurizer.encode(sources, plan.batches, self.workers, on_failure=failed):
-            outputs[[todo[r] for r in encoded.rows]] = self._head(encoded)
+            finite = np.asarray(encoded.finite, dtype=bool)
+            for row in np.asarray(encoded.rows)[~finite]:  # as swrr-extract, which never stores such rows
+                items[todo[row]].error = NON_FINITE_FEATURES
+            if finite.any():
+                outputs[[todo[r] for r, ok in zip(encoded.rows, finite) if ok]] = self._head(encoded)[finite]
             if progress is not None:
                 progress.update(len(encoded.rows))
+        for i in todo:  # e.g. a bundle whose head turns these features into NaN: never a silent empty row
+            if not items[i].error and not np.isfinite(outputs[i]).all():
+                items[i].error = NON_FINITE_OUTPUT
         return outputs
 
     @torch.no_grad()

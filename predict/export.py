@@ -25,6 +25,8 @@ def export_bundle(run_or_bundle, out, fold: Optional[int] = None, onnx: bool = F
     out = Path(out)
     if out.exists():
         raise BundleError(f"--out {out} already exists; choose a new folder")
+    if out.resolve().is_relative_to(Path(run_or_bundle).resolve()):
+        raise BundleError(f"--out {out} lies inside {run_or_bundle}; export to a folder outside the run or bundle")
     if not out.parent.is_dir():
         raise BundleError(f"--out {out}: the folder {out.parent} does not exist")
     partial = out.with_name(out.name + ".partial")
@@ -44,10 +46,18 @@ def export_bundle(run_or_bundle, out, fold: Optional[int] = None, onnx: bool = F
                 report.update(details)
         partial.rename(out)
     except OSError as exc:
-        raise BundleError(f"--out {out}: cannot copy the bundle there ({exc})") from exc
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)  # gone after the rename; a failed export leaves nothing
+        shutil.rmtree(partial, ignore_errors=True)
+        raise BundleError(f"--out {out}: cannot copy the bundle there ({copy_failure(exc)}); nothing was "
+                          "written") from None
     return out
+
+
+def copy_failure(exc: OSError) -> str:
+    """The first cause of a failed copy in words: shutil.Error carries a list of (src, dst, why)."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        source, _, why = exc.args[0][0]
+        return f"{Path(source).name}: {why}"
+    return exc.strerror or str(exc)
 
 
 @click.command("swrr-export", cls=OneLineErrors, context_settings=CONTEXT)

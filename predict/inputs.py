@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from swrr.extract.datasets.manifest import is_number, read_csv_table
+from swrr.extract.datasets.manifest import check_unique_ids, is_number, read_csv_table
 from swrr.errors import SwrrError
 from swrr.extract.featurizer import Source
 
@@ -22,10 +22,16 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 MANIFEST_COLUMNS = ("path", "text", "utt_id", "start", "end")  # what the manifest means to predict
 
 GIVEN, SIDECAR, ASR = "given", "sidecar", "asr"  # where a transcript came from
+BAD_TIMES = "start/end are not times in seconds"
 
 
 class PredictError(SwrrError):
     """A prediction request that cannot be carried out; the message names the input and the fix."""
+
+
+def failure_text(reason: str, detail: str = "") -> str:
+    """An error cell: the fixed reason first (the summary groups rows by it), then the detail in ()."""
+    return reason + (f" ({detail})" if detail else "")
 
 
 @dataclass
@@ -74,7 +80,7 @@ def collect_inputs(inputs: Sequence[str], texts: Sequence[str] = ()) -> List[Ite
     if texts and len(texts) != len(files):
         raise PredictError(f"--text was given {len(texts)} times for {len(files)} audio files; "
                            "give one --text per file, in the same order")
-    given = dict(zip(files, texts))
+    given = iter(texts)  # the i-th --text belongs to the i-th audio file, even one named twice
     items: List[Item] = []
     for path in paths:
         if path.is_dir():
@@ -82,9 +88,9 @@ def collect_inputs(inputs: Sequence[str], texts: Sequence[str] = ()) -> List[Ite
         elif path.suffix.lower() == ".csv":
             items.extend(_manifest_items(path))
         else:
-            items.append(_file_item(path, path.stem, given.get(path)))
+            items.append(_file_item(path, path.stem, next(given, None)))
     seen = set()
-    for item in items:  # the same name in two places: keep both, told apart by a suffix
+    for item in items:  # files of the same name (or one file twice) on the command line: told apart by a suffix
         base, n = item.item_id, 1
         while item.item_id in seen:
             n += 1
@@ -118,9 +124,14 @@ def _manifest_items(csv_path: Path) -> List[Item]:
         table = read_csv_table(csv_path, required=("path",))
     except DatasetError as exc:
         raise PredictError(str(exc)) from None
+    records = [{k: str(v).strip() for k, v in row.items()} for row in table.to_dict("records")]
+    try:  # swrr-extract's rule: a manifest names each row once
+        check_unique_ids(csv_path, [row.get("utt_id") or Path(row["path"]).with_suffix("").as_posix()
+                                    for row in records], "utt_id" in table.columns)
+    except DatasetError as exc:
+        raise PredictError(str(exc)) from None
     items = []
-    for line, row in enumerate(table.to_dict("records"), start=2):
-        row = {k: str(v).strip() for k, v in row.items()}
+    for line, row in enumerate(records, start=2):
         path = Path(row["path"]).expanduser()
         path = path if path.is_absolute() else csv_path.parent / path
         item = Item(row.get("utt_id") or Path(row["path"]).with_suffix("").as_posix(), path,
@@ -130,7 +141,8 @@ def _manifest_items(csv_path: Path) -> List[Item]:
         try:
             item.start, item.end = _seconds(row.get("start", "")), _seconds(row.get("end", ""))
         except ValueError:
-            item.error = f"line {line}: start/end {row.get('start')!r}-{row.get('end')!r} are not times in seconds"
+            item.error = failure_text(BAD_TIMES,
+                                      f"line {line}: {row.get('start')!r}-{row.get('end')!r}")
         items.append(item)
     return items
 

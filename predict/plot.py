@@ -1,15 +1,19 @@
 """`--plot`: one PNG timeline per segmented file, class probabilities (or the score) over time."""
 from __future__ import annotations
 
-import re
+import os
 from pathlib import Path
 from typing import List
 
 from swrr.predict.engine import value_columns
+from swrr.predict.inputs import PredictError
+from swrr.predict.output import PARTIAL_SUFFIX, remove_quietly, unique_plot_name
 
 
 def plot_timelines(table, out: Path, predictor) -> List[Path]:
-    """Write `<out stem>.<file id>.png` for each input cut into segments; -> the PNG paths."""
+    """Write `<out stem>.<file id>.png` for each input cut into segments (names unique per input,
+    each written to `.partial` and renamed); -> the PNG paths. PredictError when one cannot be
+    written (the table at `out` is complete by then, and the message says so)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,7 +21,7 @@ def plot_timelines(table, out: Path, predictor) -> List[Path]:
 
     columns = value_columns(table.columns)
     segments = table[(table["kind"] == "segment") & (table["error"] == "")]
-    written = []
+    written, taken = [], set()
     for source, group in segments.groupby("source_id", sort=False):
         centre = (group["start"] + group["end"]) / 2
         fig, ax = plt.subplots(figsize=(9, 3.2))
@@ -30,8 +34,16 @@ def plot_timelines(table, out: Path, predictor) -> List[Path]:
         ax.set_title(f"{source}{' (random encoders)' if predictor.recipe.random_encoders else ''}", fontsize=10)
         ax.legend(fontsize=8, loc="upper right")
         fig.tight_layout()
-        path = out.with_name(f"{out.stem}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(source))}.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        path = unique_plot_name(out, source, taken)
+        partial = path.with_name(path.name + PARTIAL_SUFFIX)
+        try:
+            fig.savefig(partial, dpi=100, format="png")
+            os.replace(partial, path)
+        except OSError as exc:
+            remove_quietly(partial)
+            raise PredictError(f"the predictions are complete in {out}, but the timeline {path} could not be "
+                               f"written ({exc.strerror or exc})") from None
+        finally:
+            plt.close(fig)
         written.append(path)
     return written

@@ -1,7 +1,7 @@
 """`swrr-predict` end to end: check the request, load the bundle, collect the inputs, cut long
 files into segments, transcribe what has no text, score everything, write the table.
 
-    summary = run_predict(PredictConfig(model="runs/demo-all", inputs=["clip.wav"], texts=["hello"]))
+    summary = run_predict(PredictConfig(model="runs/demo-split", inputs=["clip.wav"], texts=["hello"]))
 
 The output (CSV, or JSON lines) has one row per utterance or segment: id, file, start, end, the
 label and one prob_<class> column per class (or score), the transcript and its source, notes,
@@ -21,15 +21,19 @@ import numpy as np
 from swrr.extract.batching import AUTO, parse_batch_seconds
 from swrr.extract.featurizer import default_workers
 from swrr.predict.engine import ABSTAIN, BACKENDS, Predictor, value_columns
-from swrr.predict.inputs import ASR, Item, PredictError, collect_inputs
+from swrr.predict.inputs import ASR, BAD_TIMES, Item, PredictError, collect_inputs
+from swrr.predict.output import (FORMAT_SUFFIXES, PARTIAL_SUFFIX, check_not_an_input, check_output,
+                                 check_outside_model, output_format, remove_quietly)
 from swrr.bundle import load_bundle
 from swrr.errors import option
 from swrr.progress import progress_bar
 
-FORMATS = ("csv", "jsonl")
+FORMATS = tuple(FORMAT_SUFFIXES)
 SEGMENT_MODES = ("vad", "window", "none")
 AGGREGATES = ("mean",)
 WHOLE_FILE_TEXT = "whole-file transcript"
+INPUT_PREFIX = "input_"  # the output name of a manifest column kept in the table
+FILE_MEAN = "file-mean"
 
 
 @dataclass
@@ -53,6 +57,7 @@ class PredictConfig:
     audio_encoder: Optional[str] = None  # local copy of the recipe's audio encoder
     text_encoder: Optional[str] = None
     workers: int = field(default_factory=default_workers)  # audio decoding processes, as swrr-extract
+    strict: bool = False  # refuse encoders whose weights differ from the recipe's, instead of warning
     progress: bool = True
     calibration: bool = True  # apply the bundle's temperature (False: the raw softmax)
     abstain_below: Optional[float] = None  # label a row 'abstain' when its top probability is under this
@@ -61,13 +66,18 @@ class PredictConfig:
 
     def __post_init__(self):
         self.out = None if self.out is None else Path(self.out)
-        suffix = self.out.suffix.lower() if self.out is not None else ""
-        self.format = self.format or ("jsonl" if suffix in (".jsonl", ".json") else "csv")
         problems = []
         if self.plot and self.out is None:
             problems.append("plot=True needs out=PATH: the timelines are written as <out>.<file>.png beside the table")
-        if self.format not in FORMATS:
+        if self.format not in (None, *FORMATS):
             problems.append(f"{option('format')} must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        elif self.out is not None:
+            try:
+                self.format = output_format(self.out, self.format)
+            except PredictError as exc:
+                problems.append(str(exc))
+        else:
+            self.format = self.format or "csv"
         if self.segment not in SEGMENT_MODES:
             problems.append(f"{option('segment')} must be one of {', '.join(SEGMENT_MODES)}, got {self.segment!r}")
         if self.aggregate not in (None, *AGGREGATES):
@@ -99,12 +109,14 @@ class Summary:
     random_encoders: bool
     warnings: List[str]
     table: Any = field(default=None, repr=False)  # the pandas.DataFrame written to `out`
+    file_means: int = 0  # --aggregate mean rows, beside the `items` scored rows
     abstained: int = 0  # rows labelled 'abstain' (--abstain-below)
 
     def lines(self) -> List[str]:
         rate = self.predicted / self.seconds if self.seconds > 0 else 0.0
         errors = sum(self.errors.values())
-        out = [f"wrote {self.out}: {self.predicted} of {self.items} rows predicted in {self.seconds:.1f} s "
+        means = f" and {self.file_means} file means" if self.file_means else ""
+        out = [f"wrote {self.out}: {self.predicted} of {self.items} rows predicted{means} in {self.seconds:.1f} s "
                f"({rate:.1f} rows/s, {self.audio_seconds / max(self.seconds, 1e-9):.1f} s of audio per s), "
                f"{errors} errors" + (" (" + ", ".join(f"{k}: {v}" for k, v in self.errors.items()) + ")" if errors else "")
                + (f", {self.abstained} abstained" if self.abstained else "")]
@@ -112,17 +124,6 @@ class Summary:
         if self.random_encoders:
             out.append("  WARNING: the model's encoders were RANDOM (--encoders tiny): its predictions mean nothing")
         return out
-
-
-def check_output(out: Path) -> None:
-    """Refuse an --out that cannot be written, before any work."""
-    if out.is_dir():
-        raise PredictError(f"{option('out', str(out))} is a folder; give a file path such as {out / 'predictions.csv'}")
-    folder = out.parent
-    if not folder.is_dir():
-        raise PredictError(f"{option('out', str(out))}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise PredictError(f"{option('out', str(out))}: the folder {folder} is not writable")
 
 
 def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
@@ -134,13 +135,17 @@ def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
     `items`: what to score instead of `config.inputs` (the API's waveforms in memory)."""
     started = time.perf_counter()
     if config.out is not None:
-        check_output(config.out)
+        check_output(config.out, config.plot)
     if items is None:
         items = collect_inputs(config.inputs, config.texts)  # before loading anything: cheap checks first
+        if config.out is not None:
+            check_not_an_input(config.out, items, [Path(p) for p in config.inputs])
     if predictor is None:
         predictor = Predictor(load_bundle(config.model, fold=config.fold), config.device, config.audio_encoder,
                               config.text_encoder, config.batch_seconds, config.workers, config.backend)
-    warnings = _revision_warnings(predictor)
+    if config.out is not None:
+        check_outside_model(config.out, predictor.bundle.path)
+    warnings = _encoder_warnings(predictor, config.strict)
     if config.segment != "none":
         from swrr.predict.segment import segment_long_items
 
@@ -152,6 +157,8 @@ def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
     for item in items:
         if item.start is not None and item.file_id != item.item_id and item.text_source not in ("", ASR):
             item.notes.append(WHOLE_FILE_TEXT)
+    if predictor.bundle.needs_text:
+        _transcript_notes(items, predictor)
     bar = progress_bar(total=len(items), unit="utt", desc="predict", disable=not config.progress)
     try:
         outputs = predictor.predict(items, bar)
@@ -166,22 +173,59 @@ def run_predict(config: PredictConfig, predictor: Optional[Predictor] = None,
         from swrr.predict.plot import plot_timelines
 
         plot_timelines(table, config.out, predictor)
-    errors = table.loc[table["error"] != "", "error"].str.split(" \\(").str[0].value_counts().to_dict()
-    done = table[(table["error"] == "") & (table["kind"] != "file-mean")]
+    scored = table[table["kind"] != FILE_MEAN]  # file means are counted apart: they are not scored rows
+    errors = scored.loc[scored["error"] != "", "error"].map(error_reason).value_counts().to_dict()
+    done = scored[scored["error"] == ""]
     abstained = int((done["label"] == ABSTAIN).sum()) if "label" in done else 0
-    return Summary(config.out, int((table["kind"] != "file-mean").sum()), len(done), errors,
+    return Summary(config.out, len(scored), len(done), errors,
                    float((done["end"] - done["start"]).clip(upper=predictor.span_seconds).sum()),
-                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table, abstained)
+                   time.perf_counter() - started, predictor.recipe.random_encoders, warnings, table,
+                   int((table["kind"] == FILE_MEAN).sum()), abstained)
 
 
-def _revision_warnings(predictor: Predictor) -> List[str]:
+def error_reason(error: str) -> str:
+    """The fixed reason an error cell starts with (failure_text): what the summary groups rows by."""
+    return error.split(" (")[0]
+
+
+def _encoder_warnings(predictor: Predictor, strict: bool = False) -> List[str]:
+    """Encoders that may not be the ones the model was trained on. With the weights digest in the
+    recipe (caches made since issue 18) the weights decide: equal digests are silent (a moved copy),
+    different ones a warning naming both (PredictError when `strict`); without it, the revision."""
     recipe, out = predictor.recipe, []
-    for encoder, wanted in ((predictor.audio, recipe.audio_encoder_revision),
-                            (predictor.text, recipe.text_encoder_revision)):
-        if wanted and encoder.revision != wanted and not encoder.random_init:
+    for role, encoder, wanted_digest, wanted_revision, trained_on in (
+            ("audio", predictor.audio, recipe.audio_encoder_digest, recipe.audio_encoder_revision,
+             recipe.audio_encoder),
+            ("text", predictor.text, recipe.text_encoder_digest, recipe.text_encoder_revision, recipe.text_encoder)):
+        if encoder.random_init:
+            continue
+        if wanted_digest:
+            if encoder.weights_digest != wanted_digest:
+                message = (f"the {role} encoder {encoder.name} has weights {encoder.weights_digest}, but the model "
+                           f"was trained on features of {trained_on} with weights {wanted_digest}: another model, "
+                           "its predictions differ")
+                if strict:
+                    raise PredictError(message + " (--strict)")
+                out.append(message)
+        elif wanted_revision and encoder.revision != wanted_revision:
             out.append(f"{encoder.name} is revision {encoder.revision}, the model was trained on features of "
-                       f"revision {wanted}: predictions may differ")
+                       f"revision {wanted_revision}: predictions may differ (this model's recipe has no weights "
+                       "digest to tell)")
     return out
+
+
+def _transcript_notes(items: List[Item], predictor: Predictor) -> None:
+    """Notes on transcripts the model reads differently from what was given: empty, or cut."""
+    limit = predictor.recipe.max_tokens
+    for item in items:
+        if item.error or item.text is None:
+            continue
+        if not item.text.strip():
+            item.notes.append("empty transcript")
+            continue
+        tokens = len(predictor.text.tokenizer(item.text, truncation=False)["input_ids"])
+        if tokens > limit:
+            item.notes.append(f"transcript cut to its first {limit} of {tokens} tokens")
 
 
 def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predictor):
@@ -190,18 +234,24 @@ def _table(items: List[Item], scores: Dict[str, np.ndarray], predictor: Predicto
     durations = {}
     rows = []
     for i, item in enumerate(items):
-        start = item.start or 0.0
+        start = np.nan if item.error.startswith(BAD_TIMES) else item.start or 0.0  # never a made-up 0.0
         end = item.end
-        if end is None and not item.error:  # to the end of the file
+        if not item.error:
             if item.file_id not in durations:  # one probe per input, however many segments it has
                 durations[item.file_id] = item.source.probe().duration
-            end = durations[item.file_id]
+            if end is None:  # to the end of the file
+                end = durations[item.file_id]
+            elif end > durations[item.file_id] + 1e-3:  # as the audio is read: up to the file's end
+                item.notes.append(f"end {end} s is past the file's end ({durations[item.file_id]:.2f} s)")
+                end = durations[item.file_id]
         row = {"id": item.item_id, "file": str(item.path) if item.path is not None else "", "start": start, "end": end,
                "kind": "segment" if item.file_id != item.item_id else "utterance", "source_id": item.file_id}
         row.update({k: v[i] for k, v in scores.items()})
         row.update({"transcript": item.text if item.text is not None else "", "text_source": item.text_source,
                     "notes": "; ".join(item.notes), "error": item.error})
-        row.update({k if k not in row else f"input_{k}": v for k, v in item.extra.items()})  # e.g. input_label
+        # Decision: every kept manifest column is prefixed (input_label, input_speaker), so an input
+        # column can never read like a prediction, whatever the bundle's task.
+        row.update({f"{INPUT_PREFIX}{k}": v for k, v in item.extra.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -215,10 +265,10 @@ def _with_file_means(table, predictor: Predictor, abstain_below: Optional[float]
     for source, group in table.groupby("source_id", sort=False):
         ok = group[group["error"] == ""]
         row = {"id": source, "file": group["file"].iloc[0], "start": group["start"].min(), "end": group["end"].max(),
-               "kind": "file-mean", "source_id": source, "transcript": "", "text_source": "",
+               "kind": FILE_MEAN, "source_id": source, "transcript": "", "text_source": "",
                "notes": f"mean of {len(ok)} of {len(group)} rows", "error": "" if len(ok) else "no row predicted"}
         row.update({c: ok[c].mean() if len(ok) else np.nan for c in values})
-        if "label" in table.columns:
+        if predictor.bundle.task == "classification":
             probs = np.array([row[c] for c in values])
             row["label"] = predictor.bundle.label_names[int(np.argmax(probs))] if len(ok) else ""
             if len(ok) and abstain_below is not None and probs.max() < abstain_below:
@@ -228,7 +278,7 @@ def _with_file_means(table, predictor: Predictor, abstain_below: Optional[float]
 
 
 def _write(table, out: Path, fmt: str) -> None:
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
     try:
         if fmt == "csv":
             table.to_csv(partial, index=False)
@@ -236,5 +286,5 @@ def _write(table, out: Path, fmt: str) -> None:
             table.to_json(partial, orient="records", lines=True, force_ascii=False)
         os.replace(partial, out)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise PredictError(f"{option('out', str(out))}: cannot write the predictions ({exc})") from exc
+        remove_quietly(partial)
+        raise PredictError(f"{option('out', str(out))}: cannot write the predictions ({exc.strerror or exc})") from None

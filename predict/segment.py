@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from swrr.extract.audio import AudioError, segment_frames
-from swrr.predict.inputs import Item
+from swrr.predict.inputs import Item, failure_text
 
 # Pauses shorter than this stay inside one speech region: words of one sentence are not split.
 # Silero's own default (100 ms) cuts sentences at commas; 300 ms keeps utterances whole.
@@ -80,7 +80,12 @@ def segment_long_items(items: List[Item], predictor, mode: str, hop: Optional[fl
             out.append(item)
             continue
         if mode == "vad":
-            wave = item.source.load(sample_rate, max_samples=None)
+            try:
+                wave = item.source.load(sample_rate, max_samples=None)
+            except AudioError as err:  # NaN samples, a corrupt body: this file's error row, as in window mode
+                item.error = failure_text(err.reason, err.detail)
+                out.append(item)
+                continue
             regions = speech_regions(wave, sample_rate)
             if not regions:
                 item.error = NO_SPEECH

@@ -214,6 +214,7 @@ def load_bundle(path_or_hub_id, device: Union[str, torch.device] = "cpu", fold: 
         recipe = CacheMeta(**{f.name: config["recipe"][f.name] for f in fields(CacheMeta) if f.name in config["recipe"]})
     except (CacheError, TypeError) as exc:
         raise BundleError(f"{folder / CONFIG}: the extraction recipe is invalid ({exc})") from exc
+    check_recipe_fits(folder, recipe, model.config)
     return Bundle(folder, model, config["task"], list(config["label_names"]), config["objective"], recipe,
                   dict(config.get("provenance", {})), _temperature(folder, config), _onnx_files(folder, config))
 
@@ -240,6 +241,17 @@ def _onnx_files(folder: Path, config: Dict[str, Any]) -> Dict[str, Any]:
     return onnx
 
 
+def check_recipe_fits(folder: Path, recipe: CacheMeta, model_config: SWRRConfig) -> None:
+    """BundleError when the recipe (how features are made) and the model disagree on the feature
+    sizes: such a bundle would load, then fail once the encoders are built."""
+    differ = [f"{key} {getattr(recipe, key)} vs {getattr(model_config, key)}"
+              for key in ("max_frames", "max_tokens", "audio_dim", "text_dim")
+              if getattr(recipe, key) != getattr(model_config, key)]
+    if differ:
+        raise BundleError(f"{folder / CONFIG}: the recipe and the model disagree ({', '.join(differ)}: recipe vs "
+                          "model); the bundle is damaged or mixed from two models")
+
+
 def _local_folder(path_or_hub_id) -> Path:
     folder = Path(path_or_hub_id).expanduser()
     if folder.exists():
@@ -249,6 +261,11 @@ def _local_folder(path_or_hub_id) -> Path:
     text = str(path_or_hub_id)
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
         raise BundleError(f"{folder}: no such model bundle folder (and not a hub id like owner/name)")
+    if folder.parent.is_dir():  # runs/nope: a mistyped local folder, not a hub id to download
+        near = sorted(p.name for p in folder.parent.iterdir() if p.is_dir())[:5]
+        raise BundleError(f"{folder}: no such model bundle folder in {folder.parent}"
+                          + (f" (it holds {', '.join(near)})" if near else "")
+                          + f"; a hub id owner/name is downloaded only when no local folder {folder.parent} exists")
     try:
         from huggingface_hub import snapshot_download
 
@@ -271,12 +288,18 @@ def read_config(folder: Path) -> Dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != FORMAT_TAG:
         raise BundleError(f"{folder / CONFIG}: not an swrr model bundle (no format {FORMAT_TAG!r})")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{folder / CONFIG}: format_version is {version!r}, not an integer; the bundle is damaged")
+    if version > FORMAT_VERSION:
         raise BundleError(f"{folder}: bundle format version {version!r} is newer than this swrr reads "
                           f"({FORMAT_VERSION}); upgrade swrr (pip install -U swrr)")
     lacking = [k for k in ("task", "label_names", "objective", "model", "recipe") if k not in config]
     if lacking:
         raise BundleError(f"{folder / CONFIG}: lacks the keys {lacking}; the bundle is damaged")
+    names = config["label_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise BundleError(f"{folder / CONFIG}: label_names must be a list of distinct class names, got {names!r}; "
+                          "the bundle is damaged")
     if config["task"] == "classification" and len(config["label_names"]) != config["model"].get("num_outputs"):
         raise BundleError(f"{folder / CONFIG}: {len(config['label_names'])} label names for a model with "
                           f"{config['model'].get('num_outputs')} outputs")
@@ -317,12 +340,24 @@ def _read_weights(folder: Path, model: SWRR) -> Dict[str, torch.Tensor]:
     unexpected = sorted(set(weights) - set(expected))
     wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
              if k in weights and weights[k].shape != v.shape]
+    wrong += [f"{k} is {weights[k].dtype} vs {v.dtype}" for k, v in expected.items()  # integer weights would load
+              if k in weights and weights[k].is_floating_point() != v.is_floating_point()]  # as silent zeros
     if missing or unexpected or wrong:
         parts = ([f"missing {missing[:3]}"] if missing else []) + ([f"unexpected {unexpected[:3]}"] if unexpected else []) \
             + ([f"shapes differ: {', '.join(wrong[:3])}"] if wrong else [])
         raise BundleError(f"{folder / WEIGHTS}: the weights do not match {CONFIG} ({'; '.join(parts)}); "
                           "the bundle is damaged or mixed from two models")
+    check_finite_weights(folder, weights)
     return weights
+
+
+def check_finite_weights(folder: Path, weights: Dict[str, torch.Tensor]) -> None:
+    """BundleError naming the tensors that hold NaN or inf: such a model predicts nothing."""
+    bad = [name for name, tensor in weights.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise BundleError(f"{folder / WEIGHTS}: {len(bad)} tensors hold NaN or inf values ({', '.join(bad[:3])}); "
+                          "the bundle is damaged: export it again from its run")
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -360,7 +395,7 @@ def find_bundle(path, fold: Optional[int] = None):
     if len(units) == 1:
         return units[0].bundle
     listing = "; ".join(f"{u.path.name}: {_fold_summary(u.bundle)}" for u in units)
-    choose = ("pass one unit's bundle folder as --model, e.g. " + str(units[0].bundle)) if fold is not None or \
+    choose = ("give one unit's bundle folder instead, e.g. " + str(units[0].bundle)) if fold is not None or \
         len(by_fold) == 1 else "choose one with --fold K"
     raise BundleError(f"{path} holds {len(units)} models; {choose} ({listing}). "
                       "To deploy, train on every row with --protocol all and quote the cross-validation numbers")

@@ -15,6 +15,8 @@ Layout (SCHEMA_VERSION 3), N utterances, La / Lt stored hidden states of each en
         (Version 1 stored it relative to the working folder of the extraction; version 1
         caches are still read.)
     /done        (N,)  bool     rows already written (resume)
+    /row_digest  (N, 16) uint8  OPTIONAL (caches made before issue 18 lack it): BLAKE2b-128 of
+                 each row's lengths and stored (padded) feature bytes, written with the row
     /labels/<kind>  (N,)  optional, one per further label kind named in attrs["label_kinds"]
         (e.g. valence, arousal, dominance, sentiment): float32 scores (NaN = not rated) for a
         kind {"type": "score", "scale": [lo, hi]}, int64 indices into "names" (-1 = none) for
@@ -29,13 +31,19 @@ Layout (SCHEMA_VERSION 3), N utterances, La / Lt stored hidden states of each en
 
     attrs: format, schema_version, complete, and every field of CacheMeta
            (lists and dicts as JSON strings); audio_layers / text_layers name the hidden states
-           stored along the layer axis (0 = the transformer's input).
+           stored along the layer axis (0 = the transformer's input); OPTIONAL feature_digest (set by `finalize`
+           from /row_digest; absent in older caches, which compute it when asked).
 
 Versions 1 and 2 have no layer axis ((N, max_frames, audio_dim)): they open as one-layer caches
 holding hidden state `layer` (-1: the last). Decision: one chunk per (row, layer), not one
 dataset per layer: reading k of L layers of a row touches exactly k chunks (one layer of an
 IEMOCAP-size row is 255 x 768 x 2 B = 392 kB, a good HDF5 chunk), the row and layer axes stay
 one array, and a distributed extraction still copies chunks as stored bytes.
+
+
+Two digests say what a model learns from (see `FeatureCache.task_digest` / `feature_digest`):
+the task digest covers row ids, labels (with the class names), splits, speakers and sessions;
+the feature digest covers every row's lengths and feature contents, in row order.
 
 A cache is written to `<path>.partial` and renamed to `<path>` only when every row is
 written and `complete` is set, so a file at the final path is never a half-written one.
@@ -49,6 +57,7 @@ Embedding chunks carry Fletcher-32 checksums, so corrupted bytes fail loudly on 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -70,12 +79,17 @@ PARTIAL_SUFFIX = ".partial"
 SCRATCH_SUFFIX = ".new"  # <path>.partial.new: the layout being created, renamed to .partial when whole
 LOCK_OWNER = "swrr-extract"
 STRING_COLUMNS = ("utt_id", "speaker", "session", "split", "transcript", "source")
+ROW_DIGEST = "row_digest"  # optional dataset: one digest per row, written with the row
+DIGEST_BYTES = 16
+FEATURE_DIGEST_ATTR = "feature_digest"  # optional attribute: the digest of all row digests, set on finalize
+TASK_COLUMNS = ("utt_id", "split", "speaker", "session")  # with the labels: what the task digest covers
 # A cache file's own label is a class or a score; "dimensional" (several scores at once) exists only
 # in the training view of a cache (swrr_core/targets.py) and in the bundles trained on it.
 TASKS = ("classification", "regression", "dimensional")
 JSON_FIELDS = ("label_names", "config", "label_scale", "label_kinds", "asr", "audio_layers", "text_layers")  # CacheMeta fields stored as JSON strings
 MISSING_CLASS = -1  # a classes label kind's index where the row has none
-OPTIONAL_FIELDS = ("label_scale", "label_kinds", "transcripts", "asr")  # CacheMeta fields older caches lack
+OPTIONAL_FIELDS = ("label_scale", "label_kinds", "transcripts", "asr", "audio_encoder_digest",
+                   "text_encoder_digest")  # CacheMeta fields older caches lack
 DTYPES = ("float16", "float32")
 
 
@@ -102,6 +116,9 @@ class CacheMeta:
     audio_encoder_revision: str = ""
     text_encoder_revision: str = ""
     random_encoders: bool = False  # True: features come from randomly initialised encoders
+    # optional (issue 18; "" in older caches): extract.encoders.weights_digest of each encoder as loaded
+    audio_encoder_digest: str = ""
+    text_encoder_digest: str = ""
     tool_version: str = ""
     source_root: str = ""  # absolute dataset folder that relative `source` paths start from
     config: Dict = field(default_factory=dict)  # the full extraction config, compared on resume
@@ -258,6 +275,8 @@ class CacheWriter:
                 h5["text"][row] = text[i]
             h5["audio_len"][rows] = audio_len
             h5["text_len"][rows] = text_len
+            if ROW_DIGEST in h5:  # a .partial begun by an older swrr has none: its digest is computed on open
+                h5[ROW_DIGEST][rows] = row_digests(audio, audio_len, text, text_len)
             h5.flush()
             h5["done"][rows] = True
             h5.flush()
@@ -282,8 +301,9 @@ class CacheWriter:
                         for layer in range(h5[name].shape[1]):
                             mask, chunk = src_id.read_direct_chunk((int(row), layer, 0, 0))
                             dst_id.write_direct_chunk((int(row), layer, 0, 0), chunk, mask)
-                for name in ("audio_len", "text_len"):
-                    h5[name][rows] = src[name][rows]
+                for name in ("audio_len", "text_len", ROW_DIGEST):
+                    if name in h5 and name in src:
+                        h5[name][rows] = src[name][rows]
             h5.flush()
             h5["done"][rows] = True
             h5.flush()
@@ -303,6 +323,10 @@ class CacheWriter:
         if not done.all():
             missing = int((~done).sum())
             raise CacheError(f"{self.partial_path}: {missing} rows are still missing; not marking it complete")
+        if ROW_DIGEST in self._h5:
+            digests = self._h5[ROW_DIGEST][:]
+            if digests.any(axis=1).all():  # every row's digest was written (not copied from an older shard)
+                self._h5.attrs[FEATURE_DIGEST_ATTR] = feature_digest_of(digests)
         self._h5.attrs["complete"] = True
         self._h5.close()
         _check_whole(self.partial_path)
@@ -321,6 +345,25 @@ class CacheWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def row_digests(audio: np.ndarray, audio_len, text: np.ndarray, text_len) -> np.ndarray:
+    """(B, DIGEST_BYTES) uint8: per row, BLAKE2b of its two lengths and its stored (padded,
+    cache-dtype) audio and text feature bytes. The writer and a reader of the finished file
+    compute the same value from the same row."""
+    out = np.empty((len(audio), DIGEST_BYTES), dtype=np.uint8)
+    for i in range(len(audio)):
+        h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+        h.update(np.asarray([audio_len[i], text_len[i]], dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(audio[i]).tobytes())
+        h.update(np.ascontiguousarray(text[i]).tobytes())
+        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
+    return out
+
+
+def feature_digest_of(digests: np.ndarray) -> str:
+    """The feature digest of a cache from its row digests (N, DIGEST_BYTES), in row order."""
+    return hashlib.blake2b(np.ascontiguousarray(digests, dtype=np.uint8).tobytes(), digest_size=16).hexdigest()
 
 
 def _pad_to(x: np.ndarray, length: int, dtype: str, name: str, layers: int) -> np.ndarray:
@@ -407,6 +450,24 @@ def shard_partials(path) -> List[Path]:
     """The shard files of distributed extractions of `path` on disk, of any world size."""
     path = Path(path)
     return sorted(path.parent.glob(f"{glob.escape(path.name)}.rank-*-of-*{PARTIAL_SUFFIX}"))
+
+
+def discard_shard(shard_partial) -> None:
+    """Delete an assembled shard (`<out>.rank-R-of-W.partial`) and its lock file. The lock is taken
+    first: a shard some live process still holds keeps its lock file (deleting it would let two
+    processes lock two different files), so no `.lock` is left beside a finished cache otherwise."""
+    shard_partial = Path(shard_partial)
+    shard = shard_partial.with_name(shard_partial.name[: -len(PARTIAL_SUFFIX)])
+    try:
+        lock = OutputLock(shard, LOCK_OWNER).acquire()
+    except (LockHeld, OSError):
+        shard_partial.unlink(missing_ok=True)  # assembled already: the rows are in the cache
+        return
+    try:
+        shard_partial.unlink(missing_ok=True)
+        lock.file.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def refuse_finished(path, meta: CacheMeta) -> None:
@@ -519,8 +580,16 @@ def _check_disk(path: Path, meta: CacheMeta, n_rows: int) -> None:
     need = estimated_bytes(meta, n_rows)
     free = shutil.disk_usage(folder).free
     if need > free:
-        raise CacheError(f"{path}: the cache needs about {need / 1e9:.2f} GB but {folder} has "
-                         f"{free / 1e9:.2f} GB free; free some space or choose another --out")
+        raise CacheError(f"{path}: the cache needs about {human_bytes(need)} but {folder} has "
+                         f"{human_bytes(free)} free; free some space or choose another --out")
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB': a size in the unit that shows it (not '0.00 GB' for a small cache)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> None:
@@ -551,6 +620,7 @@ def _create_layout(h5: h5py.File, meta: CacheMeta, rows: Sequence[RowInfo]) -> N
         h5.create_dataset(f"labels/{kind}", data=np.asarray([r.extra_labels.get(kind, missing) for r in rows],
                                                             dtype="int64" if classes else "float32"))
     h5.create_dataset("done", (n,), dtype="bool", fillvalue=False)
+    h5.create_dataset(ROW_DIGEST, (n, DIGEST_BYTES), dtype="uint8", fillvalue=0)
     h5.flush()
 
 
@@ -576,7 +646,9 @@ def _validate_layout(h5: h5py.File, path, versions: Sequence[int] = READABLE_SCH
         "audio": (n, *axis("audio"), meta.max_frames, meta.audio_dim),
         "text": (n, *axis("text"), meta.max_tokens, meta.text_dim),
     }
-    for name in required:
+    if ROW_DIGEST in h5:
+        expected[ROW_DIGEST] = (n, DIGEST_BYTES)
+    for name in (*required, *([ROW_DIGEST] if ROW_DIGEST in h5 else [])):
         shape = h5[name].shape
         want = expected.get(name, (n,))
         if shape != want:
@@ -795,6 +867,38 @@ class FeatureCache:
 
     def __exit__(self, *exc):
         self.close()
+
+    def task_digest(self) -> str:
+        """What the model is taught and scored on: the task, class names, and per row (in order)
+        its id, label, split, speaker and session. Equal task digests: the same rows with the same
+        labels in the same splits, whatever the features (other encoders, layers, transcripts)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([self.meta.task, list(self.meta.label_names)]).encode())
+        h.update(np.ascontiguousarray(self.label, dtype="<i8" if self.meta.task == "classification"
+                                      else "<f4").tobytes())
+        for column in TASK_COLUMNS:
+            h.update(json.dumps(self.columns[column].tolist()).encode())
+        return h.hexdigest()
+
+    def feature_digest(self, chunk_rows: int = 128) -> str:
+        """Every row's lengths and feature contents, in row order: the attribute the writer stored,
+        or (a cache made before it existed) computed now with one chunked pass over the embeddings."""
+        stored = self._file().attrs.get(FEATURE_DIGEST_ATTR)
+        if stored is not None:
+            return stored.decode() if isinstance(stored, bytes) else str(stored)
+        if getattr(self, "_feature_digest", None) is None:
+            digests = []
+            try:
+                h5 = self._file()
+                for start in range(0, len(self), chunk_rows):
+                    rows = slice(start, start + chunk_rows)
+                    digests.append(row_digests(h5["audio"][rows], self.audio_len[rows], h5["text"][rows],
+                                               self.text_len[rows]))
+            except OSError as exc:
+                raise CacheError(f"{self.path}: reading the embeddings failed ({exc}); "
+                                 "the file is damaged: re-extract it with --overwrite") from exc
+            self._feature_digest = feature_digest_of(np.concatenate(digests))
+        return self._feature_digest
 
     def nonfinite_rows(self, chunk_rows: int = 128) -> np.ndarray:
         """Indices (sorted, int64) of the rows whose audio or text embeddings hold NaN or inf.

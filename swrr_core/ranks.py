@@ -16,6 +16,7 @@ raises `RankFailed` on every rank with one message naming the first failing rank
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +28,11 @@ from swrr.errors import SwrrError
 # finishing): far longer than torch's 30-minute default. A rank that dies closes its sockets, so
 # the others fail at once and do not wait for this timeout.
 WAIT = timedelta(hours=24)
+# Joining the group is bounded apart: without a launcher (RANK/WORLD_SIZE set by hand), a rank
+# whose peers never start would otherwise wait the whole WAIT. Seconds, from the environment, as
+# MASTER_ADDR/MASTER_PORT are (a launch setting, the same for both stages).
+RENDEZVOUS_ENV = "SWRR_RENDEZVOUS_TIMEOUT"
+RENDEZVOUS_DEFAULT_S = 300
 
 
 class RankError(SwrrError):
@@ -75,15 +81,13 @@ class Ranks:
     @classmethod
     def from_env(cls) -> "Ranks":
         """The launcher's RANK, WORLD_SIZE and LOCAL_RANK (torchrun, Slurm via torchrun, ...)."""
-        try:
-            world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-            if world <= 1:
-                return cls()
-            rank = int(os.environ["RANK"])
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-        except (KeyError, ValueError) as exc:
-            raise RankError(f"WORLD_SIZE > 1 but RANK/LOCAL_RANK are missing or not integers ({exc}); "
-                            "launch with torchrun, which sets them") from None
+        world = _int_env("WORLD_SIZE", "1")
+        if world <= 1:
+            return cls()
+        if "RANK" not in os.environ:
+            raise RankError(f"WORLD_SIZE={world} but RANK is not set; launch with torchrun, which sets both "
+                            "(or unset WORLD_SIZE to run one process)")
+        rank, local = _int_env("RANK", "0"), _int_env("LOCAL_RANK", "0")
         if not 0 <= rank < world:
             raise RankError(f"RANK={rank} is outside 0..{world - 1} (WORLD_SIZE={world})")
         return cls(rank, world, local)
@@ -120,11 +124,35 @@ class Ranks:
         if dist.is_initialized():  # a caller (or the previous stage in one process) made it
             yield self
             return
-        dist.init_process_group("gloo", rank=self.rank, world_size=self.world, timeout=WAIT)
+        self._join(dist)
         try:
             yield self
         finally:
             dist.destroy_process_group()
+
+    def _join(self, dist) -> None:
+        """init_process_group (env:// rendezvous at MASTER_ADDR:MASTER_PORT), the wait for the other
+        ranks bounded by SWRR_RENDEZVOUS_TIMEOUT; RankError in one line when it cannot be joined."""
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing:
+            raise RankError(f"RANK={self.rank} and WORLD_SIZE={self.world} are set but {' and '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} not; launch with torchrun, which sets them all "
+                            "(or unset WORLD_SIZE to run one process)")
+        seconds = rendezvous_seconds()
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        bounded = hasattr(dist.distributed_c10d, "_set_pg_timeout")  # else the join waits as long as collectives
+        if "TORCHELASTIC_RUN_ID" not in os.environ:  # no launcher started the peers: say what we wait for
+            print(f"rank {self.rank} of {self.world}: waiting up to {seconds if bounded else WAIT.total_seconds():.0f} s "
+                  f"for the other ranks at {where} ({RENDEZVOUS_ENV})", file=sys.stderr, flush=True)
+        try:
+            dist.init_process_group("gloo", rank=self.rank, world_size=self.world,
+                                    timeout=timedelta(seconds=seconds) if bounded else WAIT)
+        except (RuntimeError, ValueError, OSError) as exc:  # DistStoreError is a RuntimeError
+            raise RankError(f"rank {self.rank} of {self.world} could not join the other ranks at {where} within "
+                            f"{seconds:.0f} s ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                            f"start every rank (torchrun does), or raise {RENDEZVOUS_ENV}") from None
+        if bounded:
+            dist.distributed_c10d._set_pg_timeout(WAIT)  # collectives then wait as long as the work needs
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank (picklable objects)."""
@@ -177,6 +205,28 @@ class Ranks:
                flag: Optional[FailureFlag] = None, advice: str = "") -> Any:
         """`work` runs on rank 0 only; its result on every rank (its failure: RankFailed on every rank)."""
         return self.broadcast(self.step(lambda: work() if self.is_main else None, user_errors, flag, advice))
+
+
+def _int_env(name: str, default: str) -> int:
+    value = os.environ.get(name, default) or default
+    try:
+        return int(value)
+    except ValueError:
+        raise RankError(f"{name}={value!r} is not an integer; it is set by the launcher (torchrun)") from None
+
+
+def rendezvous_seconds() -> float:
+    """SWRR_RENDEZVOUS_TIMEOUT (seconds > 0), default RENDEZVOUS_DEFAULT_S; RankError when malformed."""
+    value = os.environ.get(RENDEZVOUS_ENV, "")
+    if not value:
+        return float(RENDEZVOUS_DEFAULT_S)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise RankError(f"{RENDEZVOUS_ENV}={value!r} must be a number of seconds > 0")
+    return seconds
 
 
 def deal(costs: Sequence[float], world: int) -> Tuple[List[List[int]], List[float]]:

@@ -113,7 +113,7 @@ def test_a_fold_with_several_seeds_names_its_units(tmp_path):
     make_bundle(run / "fold01-seed0" / "model", fold=1, wa=0.61)
     make_bundle(run / "fold01-seed1" / "model", fold=1, wa=0.64, seed=1)
     for fold in (None, 1):
-        with pytest.raises(BundleError, match="pass one unit's bundle folder as --model") as info:
+        with pytest.raises(BundleError, match="give one unit's bundle folder instead") as info:
             find_bundle(run, fold)
         assert "fold01-seed0: spk1 wa 0.61" in str(info.value) and "fold01-seed1: spk1 wa 0.64" in str(info.value)
     assert find_bundle(run / "fold01-seed1" / "model") == run / "fold01-seed1" / "model"

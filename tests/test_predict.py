@@ -152,7 +152,7 @@ def test_bad_audio_becomes_error_rows(trained, tmp_path):
     assert errors["stereo8k"] == "" and table.set_index("id").loc["stereo8k", "notes"] == \
         "resampled from 8000 Hz; 2 channels averaged"
     assert summary.predicted == 1 and sum(summary.errors.values()) == 4
-    assert (table["speaker"] == "x").all()  # extra manifest columns are kept
+    assert (table["input_speaker"] == "x").all()  # extra manifest columns are kept, prefixed
 
 
 def test_audio_only_model_needs_no_text(trained, tmp_path):
@@ -363,7 +363,7 @@ def test_manifest_times_that_are_not_finite_seconds_make_an_error_row(tmp_path, 
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path,text,start,end\nclip.wav,hello,{start},{end}\n")
     (item,) = collect_inputs([str(manifest)])
-    assert "are not times in seconds" in item.error and item.error.startswith("line 2:")
+    assert item.error.startswith("start/end are not times in seconds (line 2:")
 
 
 def test_a_multi_layer_bundle_of_a_non_default_pair_predicts_with_parity(tmp_path):

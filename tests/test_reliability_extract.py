@@ -188,7 +188,7 @@ def no_encoding(monkeypatch):
 
 
 BAD_OUTPUTS = [
-    ("disk full", "GB free; free some space or choose another --out"),
+    ("disk full", "1.0 kB free; free some space or choose another --out"),
     ("read-only folder", "the output folder is not writable; choose another --out"),
     ("out is a folder", "is a folder, not a cache file"),
     ("out is a folder, --overwrite", "is a folder, not a cache file"),

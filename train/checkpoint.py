@@ -25,8 +25,17 @@ def save(path: Path, payload: Dict[str, Any], identity: Dict[str, Any]) -> None:
     so a kill mid-write leaves the previous checkpoint intact."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT_TAG, "version": VERSION, "identity": identity, **payload}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format": FORMAT_TAG, "version": VERSION, "identity": identity, **payload}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk: torch's zip writer raises RuntimeError
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise TrainError(f"cannot write the checkpoint {path} ({cause}); the previous checkpoint is kept: free "
+                         "some space and continue with --resume") from None
 
 
 def load(path: Path, identity: Dict[str, Any]) -> Dict[str, Any]:

@@ -17,6 +17,9 @@ Only run folders are read (config.json and each unit's metrics.json), never the 
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -28,6 +31,11 @@ from swrr.train.report import NAMES, PERCENT, RANDOM_NOTE, sample_std, shown
 from swrr.errors import SwrrError
 
 RESAMPLES = 10_000
+# Decision: fewer resamples than this cannot place the 2.5 % tails of a 95 % interval (with 1 or 2
+# the "interval" may not even hold the mean, and the plot's error bars are negative).
+MIN_RESAMPLES = 100
+RECORD = "compare.json"  # in an output folder: which runs it compares
+PARTIAL_SUFFIX = ".partial"
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95  # confidence level of the intervals
 ALPHA = 0.05  # significance level of the verdicts
@@ -282,15 +290,46 @@ def compare_runs(runs: Sequence[RunResults], metrics: Sequence[str] = (), resamp
 
 # ------------------------------------------------------------------ compare.csv, compare.md, compare.png
 def write_outputs(rows: List[Dict], runs: Sequence[RunResults], out: Path) -> None:
+    """compare.csv, compare.md, compare.png and compare.json (which runs) into `out`, all or nothing:
+    written into `<out>.partial/`, then renamed into place (an earlier comparison of the same runs
+    there is replaced; one of other runs, or a folder that is no comparison, is refused)."""
     import pandas as pd
 
+    check_compare_out(out, runs)
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(out / "compare.csv", index=False)
-        (out / "compare.md").write_text(markdown(rows, runs))
-        plot(rows, runs, out / "compare.png")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        pd.DataFrame(rows).to_csv(partial / "compare.csv", index=False)
+        (partial / "compare.md").write_text(markdown(rows, runs))
+        plot(rows, runs, partial / "compare.png")
+        (partial / RECORD).write_text(json.dumps({"runs": _run_paths(runs)}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
     except OSError as exc:
-        raise CompareError(f"cannot write the comparison into {out} ({exc.strerror or exc})") from None
+        shutil.rmtree(partial, ignore_errors=True)
+        raise CompareError(f"cannot write the comparison into {out} ({exc.strerror or exc}); nothing was "
+                           "written") from None
+
+
+def _run_paths(runs: Sequence[RunResults]) -> List[str]:
+    return [str(run.path.resolve()) for run in runs]
+
+
+def check_compare_out(out: Path, runs: Sequence[RunResults]) -> None:
+    """CompareError when `out` exists and is not an earlier comparison of these very runs: two
+    comparisons whose runs share folder names must not replace each other's outputs."""
+    if not out.exists():
+        return
+    try:
+        recorded = json.loads((out / RECORD).read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CompareError(f"--out {out} exists and is not a comparison folder (no readable {RECORD}); "
+                           "choose another --out") from None
+    if recorded != _run_paths(runs):
+        raise CompareError(f"{out} holds the comparison of other runs ({', '.join(recorded)}); give --out "
+                           "a new folder for this one")
 
 
 def markdown(rows: List[Dict], runs: Sequence[RunResults]) -> str:
@@ -299,8 +338,8 @@ def markdown(rows: List[Dict], runs: Sequence[RunResults]) -> str:
     corrected = len(runs) > 2
     first = rows[0]
     lines = [f"# {' vs '.join(run.name for run in runs)}", "",
-             f"Reference: **{runs[0].name}** ({runs[0].path}); protocol {runs[0].protocol}, cache fingerprint "
-             f"{runs[0].cache_fingerprint}; {len(units)} paired units (fold x seed). Differences are run − "
+             f"Reference: **{runs[0].name}** ({runs[0].path}); protocol {runs[0].protocol}, task digest "
+             f"{runs[0].task_digest or runs[0].cache_fingerprint}; {len(units)} paired units (fold x seed). Differences are run − "
              f"reference; {LEVEL:.0%} CI from a paired bootstrap over units ({first['bootstrap_resamples']} "
              f"resamples, seed {first['bootstrap_seed']}); p from a paired t-test and a Wilcoxon signed-rank test."]
     if corrected:
@@ -384,8 +423,8 @@ def default_out(paths: Sequence) -> Path:
 def run_compare(paths: Sequence, metrics: Sequence[str] = (), out: Optional[Path] = None,
                 resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Tuple[List[Dict], Path]:
     """Everything `swrr-compare` does: load, pair, test, write; returns (rows, output folder)."""
-    if resamples < 1:
-        raise CompareError(f"--resamples must be >= 1, got {resamples}")
+    if resamples < MIN_RESAMPLES:
+        raise CompareError(f"--resamples must be >= {MIN_RESAMPLES} for a {LEVEL:.0%} interval, got {resamples}")
     runs = load_runs(paths)
     rows = compare_runs(runs, metrics, resamples, seed)
     out = Path(out) if out else default_out(paths)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from swrr.cli import CONTEXT, OneLineErrors
-from swrr.train.compare import BOOTSTRAP_SEED, RESAMPLES, run_compare
+from swrr.train.compare import BOOTSTRAP_SEED, MIN_RESAMPLES, RESAMPLES, run_compare
 
 
 @click.command("swrr-compare", cls=OneLineErrors, context_settings=CONTEXT)
@@ -13,10 +13,12 @@ from swrr.train.compare import BOOTSTRAP_SEED, RESAMPLES, run_compare
               help="Compare on this metric (as shown: WA, UA, F1w, ACC7, ACC2, F1, MAE, r, ... or its key); "
                    "repeatable. Default: every metric the runs report.")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Folder for compare.csv, compare.md and compare.png. Default: <folder>/compare for an "
-                   "ablation folder, else compare-<A>-vs-<B>... beside the first run.")
-@click.option("--resamples", type=int, default=RESAMPLES, show_default=True,
-              help="Paired-bootstrap resamples for the confidence intervals.")
+              help="Folder for compare.csv, compare.md, compare.png and compare.json (the runs compared), "
+                   "written all at once. Default: <folder>/compare for an ablation folder, else "
+                   "compare-<A>-vs-<B>... beside the first run. An earlier comparison of the same runs there is "
+                   "replaced; one of other runs is refused.")
+@click.option("--resamples", type=click.IntRange(min=MIN_RESAMPLES), default=RESAMPLES, show_default=True,
+              help=f"Paired-bootstrap resamples for the confidence intervals (at least {MIN_RESAMPLES}).")
 @click.option("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED, show_default=True,
               help="Seed of the bootstrap (the same seed gives the same intervals).")
 def main(runs, metrics, out, resamples, bootstrap_seed):
@@ -30,7 +32,8 @@ def main(runs, metrics, out, resamples, bootstrap_seed):
     \b
     Per metric: each run's mean ± std, the paired difference with a 95% bootstrap CI, paired
     t-test and Wilcoxon p-values, the number of paired units and a verdict in words. Runs must
-    share the cache (fingerprint), the protocol and their folds' definitions.
+    share the task (the rows, labels and splits of their caches: the task digest; encoders,
+    layers and transcripts may differ), the protocol and their folds' definitions.
     """
     rows, folder = run_compare(runs, metrics, out, resamples, bootstrap_seed)
     for row in rows:

@@ -62,6 +62,7 @@ RUNTIME_FIELDS = ("runs_dir", "name", "device", "stream", "workers", "parallel_f
 # What --resume may change: how the run executes, and where its (fingerprint-checked) cache lies.
 # Not the folder: --resume names it, so --runs-dir and --name cannot be given with it.
 RESUMABLE_FIELDS = (*(f for f in RUNTIME_FIELDS if f not in ("runs_dir", "name")), "cache")
+MAX_NAME_BYTES = 255 - len(".lock")  # a run folder's name, with room for its lock file beside it
 
 
 @dataclass
@@ -253,6 +254,9 @@ def check(config: TrainConfig) -> None:
     if config.name is not None and not _plain_name(config.name):
         problems.append(f"{option('name')} must be a plain folder name, without path separators or '..', got "
                         f"{config.name!r}; {option('runs_dir')} chooses where run folders go")
+    elif config.name is not None and len(config.name.encode()) > MAX_NAME_BYTES:
+        problems.append(f"{option('name')} is {len(config.name.encode())} bytes long; at most {MAX_NAME_BYTES} (the "
+                        f"run folder's lock file <name>.lock must fit a file name of 255 bytes)")
     if config.folds is not None and (not config.folds or min(config.folds) < 1):
         problems.append(f"{option('folds')} takes 1-based fold numbers, got {config.folds}")
     if config.seeds is not None:
@@ -383,6 +387,22 @@ def _type_name(hint: Any) -> str:
     return "null" if hint is type(None) else hint.__name__
 
 
+def _yaml_numbers(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Float fields given as numeric strings, as floats. YAML 1.1 (PyYAML) reads `1e-3` as the
+    string '1e-3' (its floats need a dot: 1.0e-3); the user meant the number."""
+    hints = get_type_hints(TrainConfig)
+    out = dict(data)
+    for key, value in data.items():
+        if key in hints and isinstance(value, str) and float in get_args(hints[key]) + (hints[key],):
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if math.isfinite(number):
+                out[key] = number
+    return out
+
+
 # Keys of a run's config.json that say where that run lived, not what it computed: a rerun from
 # the file gets a new folder (the default name, or --name / --runs-dir), and is never stopped early.
 _RUN_LOCATION_KEYS = ("name", "runs_dir", "stop_after_epochs")
@@ -412,9 +432,15 @@ def load_config_file(path) -> Dict[str, Any]:
             raise TrainError(f"{path} is not valid JSON ({exc}); YAML files need a .yaml or .yml suffix") from None
     if not isinstance(data, dict):
         raise TrainError(f"{path} must hold a mapping of training options, not {type(data).__name__}")
-    if isinstance(data.get("train"), dict):  # a run folder's config.json
+    if isinstance(data.get("train"), dict):  # a run folder's config.json: it records both seed and seeds
         data = {k: v for k, v in data["train"].items() if k not in _RUN_LOCATION_KEYS}
+        data.pop("seed" if data.get("seeds") is not None else "seeds", None)  # keep the one that ran
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "seed" in data and data.get("seeds") is not None:
+        raise TrainError(f"{path} gives both seed ({data['seed']}) and seeds ({data['seeds']}); they exclude each "
+                         "other: keep seeds (every fold once per seed) or seed (one run)")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = _yaml_numbers(data)
     try:
         check(TrainConfig.from_dict({"cache": "", **data}))
     except TrainError as exc:

@@ -54,6 +54,12 @@ def start_training(cache=None, **options) -> Path:
         return resume(resume_dir, **values)
     if config_file is not None:
         data = load_config_file(config_file)
+        if "seed" in values and data.get("seeds") is not None:
+            raise TrainError(f"{option('seed', values['seed'])} contradicts seeds {data['seeds']} of {config_file}; "
+                             f"give {option('seeds', str(values['seed']) + ',')} to train that seed alone, or the "
+                             "seeds you want")
+        if "seeds" in values:
+            data.pop("seed", None)  # --seeds replaces the file's single seed
         if "model" in values:
             values["model"] = {**data.get("model", {}), **values["model"]}
         if "cache" not in {**data, **values}:

@@ -140,7 +140,21 @@ def resume(run_dir, *, coordination=ONE_PROCESS, **runtime: Any) -> Path:
         if plan.cache_fingerprint != saved["cache"]["fingerprint"]:
             raise TrainError(f"{plan.cache.path} is not the cache {run_dir} was trained on "
                              f"(its rows or extraction config differ); pass the original with --cache")
+        check_same_data(saved["cache"], plan.cache, run_dir)
         return _execute(plan, run_dir, coordination)
+
+
+def check_same_data(saved: Dict[str, Any], cache: FeatureCache, run_dir: Path) -> None:
+    """--resume continues on the very data the run began with: TrainError unless the cache's task
+    digest (ids, labels, splits, speakers, sessions) and feature digest (lengths, features) equal
+    those in the run's config.json. Decision: a run made before the digests existed records
+    neither; it is checked by its fingerprint alone (ids and extraction config), as it always was."""
+    for key, what, now in (("task_digest", "labels, splits, speakers or sessions", cache.task_digest),
+                           ("feature_digest", "features", cache.feature_digest)):
+        if key in saved and saved[key] != now():
+            raise TrainError(f"{cache.path} is not the cache {run_dir} was trained on: its {what} differ "
+                             f"({key} {now()} vs {saved[key]}); resume with the original cache (--cache), "
+                             "or start a new run on this one")
 
 
 @contextmanager
@@ -388,16 +402,6 @@ def _cache_fingerprint(cache: FeatureCache) -> str:
     return fingerprint({"meta": cache.meta.identity_attrs(), "rows": len(cache), "utt_ids": ids})
 
 
-def task_digest(cache: FeatureCache) -> str:
-    """What the units of a run on `cache` are tested on, without how its features were made: the
-    rows (ids, target labels, splits, speakers, sessions) and the target's classes or dimensions.
-    A gold-transcript cache and an ASR cache of the same rows share it, so swrr-compare pairs them."""
-    columns = [cache.utt_id, cache.split, cache.speaker, cache.session]
-    digest = hashlib.sha256("\n".join("\t".join(map(str, row)) for row in zip(*columns)).encode())
-    digest.update(np.ascontiguousarray(cache.label).tobytes())
-    return fingerprint({"rows": digest.hexdigest(), "task": cache.meta.task, "labels": cache.meta.label_names})
-
-
 def _new_run_dir(config: TrainConfig, dataset: str) -> Path:
     if config.name:
         folder = RunFolder(Path(config.runs_dir) / config.name)
@@ -421,7 +425,8 @@ def _write_config(run_dir: Path, plan: Plan, rerun: Optional[Dict[str, Any]] = N
         "train": plan.config.to_dict(),
         "model": asdict(plan.jobs[0].model_config),
         "cache": {"path": str(plan.cache.path), "fingerprint": plan.cache_fingerprint, "rows": len(plan.cache),
-                  "task_digest": task_digest(plan.cache), "transcripts": meta.transcripts,
+                  "task_digest": plan.cache.task_digest(), "feature_digest": plan.cache.feature_digest(),
+                  "transcripts": meta.transcripts,
                   "dataset": meta.dataset, "task": meta.task, "label_names": meta.label_names,
                   "audio_encoder": meta.audio_encoder, "text_encoder": meta.text_encoder,
                   "random_encoders": meta.random_encoders},

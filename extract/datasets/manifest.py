@@ -20,7 +20,7 @@ import io
 import math
 import re
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 from .base import DatasetError, DatasetReader, Utterance
 
@@ -86,6 +86,19 @@ def _lines(rows: List[int]) -> str:
     """CSV line numbers (header = line 1) of data rows, at most 5 shown."""
     shown = ", ".join(str(r + 2) for r in rows[:5])
     return shown + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def check_unique_ids(csv_path, ids: Sequence[str], has_utt_ids: bool) -> None:
+    """DatasetError naming the repeated utterance ids of a manifest (swrr-extract and swrr-predict
+    follow this one rule: a manifest's rows are told apart by their ids)."""
+    seen, duplicates = set(), []
+    for utt_id in ids:
+        if utt_id in seen and utt_id not in duplicates:
+            duplicates.append(utt_id)
+        seen.add(utt_id)
+    if duplicates:
+        fix = "make the utt_id values unique" if has_utt_ids else "add a unique utt_id column"
+        raise DatasetError(f"{csv_path}: duplicate utterance ids {', '.join(duplicates[:5])}; {fix}")
 
 
 def is_number(text: str) -> bool:
@@ -163,14 +176,7 @@ class ManifestReader(DatasetReader):
                 f"(e.g. {columns['split'][bad_splits[0]]!r}); use train, valid, test or leave it empty"
             )
         ids = [columns["utt_id"][i] or Path(columns["path"][i]).with_suffix("").as_posix() for i in range(n)]
-        seen, duplicates = set(), []
-        for utt_id in ids:
-            if utt_id in seen and utt_id not in duplicates:
-                duplicates.append(utt_id)
-            seen.add(utt_id)
-        if duplicates:
-            fix = "make the utt_id values unique" if self.has_utt_ids else "add a unique utt_id column"
-            raise DatasetError(f"{self.csv_path}: duplicate utterance ids {', '.join(duplicates[:5])}; {fix}")
+        check_unique_ids(self.csv_path, ids, self.has_utt_ids)
         records = []
         for i in range(n):
             start = _seconds(columns["start"][i], "start", i, self.csv_path)
