@@ -46,9 +46,10 @@ def export_bundle(run_or_bundle, out, fold: Optional[int] = None, onnx: bool = F
                 report.update(details)
         partial.rename(out)
     except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
         raise BundleError(f"--out {out}: cannot copy the bundle there ({copy_failure(exc)}); nothing was "
                           "written") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone after the rename; a failed export leaves nothing
     return out
 
 

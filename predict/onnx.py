@@ -14,6 +14,7 @@ OnnxHead runs the same check before every call instead.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -45,8 +46,10 @@ def validation_rows(bundle: Bundle, seed: int = 0) -> List[Tuple[torch.Tensor, .
             length[0] = top  # the full length and the shortest one are both checked
             if size > 1:
                 length[-1] = 1
-        batches.append((torch.randn(size, cfg.max_frames, cfg.audio_dim, generator=generator), lengths[0],
-                        torch.randn(size, cfg.max_tokens, cfg.text_dim, generator=generator), lengths[1]))
+        shapes = [((layers,) if layers > 1 else ()) + (top, dim) for layers, top, dim in
+                  ((cfg.audio_layers, cfg.max_frames, cfg.audio_dim), (cfg.text_layers, cfg.max_tokens, cfg.text_dim))]
+        batches.append((torch.randn(size, *shapes[0], generator=generator), lengths[0],
+                        torch.randn(size, *shapes[1], generator=generator), lengths[1]))
     return batches
 
 
@@ -115,54 +118,58 @@ class OnnxHead:
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(path), providers=providers)
         self.check_inputs = bundle.model.check_inputs  # the length check the exported graph leaves out
+        cfg = bundle.model_config
+        self.layers = {"audio": cfg.audio_layers, "text": cfg.text_layers}
 
     def __call__(self, audio, audio_len, text, text_len) -> torch.Tensor:
         self.check_inputs(audio, audio_len, text, text_len)
+        # a one-layer head was exported on (B, frames, dim): the featurizer's layer axis of 1 goes
+        audio = audio[:, 0] if self.layers["audio"] == 1 and audio.dim() == 4 else audio
+        text = text[:, 0] if self.layers["text"] == 1 and text.dim() == 4 else text
         return torch.from_numpy(self.session.run(None, _feed((audio, audio_len, text, text_len)))[0])
 
 
 # ------------------------------------------------------------------------------ encoders
 class AudioGraph(torch.nn.Module):
-    """(input_values (B, S), lengths (B,)) -> the encoder's chosen layer (B, F, D), with extract's
-    exact batching (the first conv's GroupNorm over each row's valid samples only) in the graph."""
+    """(input_values (B, S), lengths (B,)) -> the encoder's chosen hidden states (B, L, F, D), with
+    extract's exact-batching steps (masked GroupNorm statistics, positional-conv masks) in the graph.
+    Waveform families only (Whisper's log-mel window is refused by export_encoders)."""
 
     def __init__(self, encoder):
         super().__init__()
-        self.model, self.first_conv, self.layer = encoder.model, encoder._first_conv, encoder.layer
+        self.model, self.layers = encoder.model, list(encoder.layers)
+        self.front_end, self.steps = encoder.front_end, encoder._steps
 
     def forward(self, input_values, lengths):
-        mask = torch.arange(input_values.shape[1], device=input_values.device)[None, :] < lengths[:, None]
-        if self.first_conv is not None:
-            self.first_conv.sample_lengths = lengths
-        try:
-            out = self.model(input_values=input_values, attention_mask=mask.long(), output_hidden_states=self.layer != -1)
-        finally:
-            if self.first_conv is not None:
-                self.first_conv.sample_lengths = None
-        return out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        frame_lengths = self.front_end.frames(lengths)
+        with contextlib.ExitStack() as exact:
+            for step in self.steps:
+                exact.enter_context(step.active(lengths, frame_lengths))
+            out = self.model(**self.front_end.model_inputs(input_values, lengths), output_hidden_states=True)
+        return torch.stack([out.hidden_states[k] for k in self.layers], dim=1)
 
 
 class TextGraph(torch.nn.Module):
-    """(input_ids, attention_mask, token_type_ids) (B, T) -> the encoder's chosen layer (B, T, D)."""
+    """(input_ids, attention_mask, token_type_ids) (B, T) -> the encoder's chosen hidden states (B, L, T, D)."""
 
     def __init__(self, encoder):
         super().__init__()
-        self.model, self.layer = encoder.model, encoder.layer
+        self.model, self.layers, self.inputs = encoder.model, list(encoder.layers), encoder.family.inputs
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                         output_hidden_states=self.layer != -1)
-        return out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        out = self.model(**{k: v for k, v in given.items() if k in self.inputs}, output_hidden_states=True)
+        return torch.stack([out.hidden_states[k] for k in self.layers], dim=1)
 
 
 class OnnxEncoderModel:
     """Stands in for an encoder's transformers model (`encoder.model`): called with the model's
     keyword inputs, runs the exported graph on onnxruntime and answers like the model (an object
-    with last_hidden_state, and hidden_states[layer]), so AudioEncoder/TextEncoder's own code
+    with hidden_states[k] for each chosen hidden state k), so AudioEncoder/TextEncoder's own code
     (lengths, masking past them, the cache dtype rounding after) runs unchanged around it."""
 
-    def __init__(self, session, config, layer: int, role: str):
-        self.session, self.config, self.layer, self.role = session, config, layer, role
+    def __init__(self, session, config, layers: List[int], role: str):
+        self.session, self.config, self.layers, self.role = session, config, list(layers), role
 
     def to(self, *_args, **_kwargs):
         return self  # onnxruntime places it; the inputs are moved to the host per call
@@ -180,8 +187,8 @@ class OnnxEncoderModel:
         else:
             ids = inputs["input_ids"]
             feed = {name: inputs.get(name, torch.zeros_like(ids)).long().cpu().numpy() for name in TEXT_INPUTS}
-        hidden = torch.from_numpy(self.session.run(None, feed)[0]).to(device)
-        return SimpleNamespace(last_hidden_state=hidden, hidden_states={self.layer: hidden})
+        hidden = torch.from_numpy(self.session.run(None, feed)[0]).to(device)  # (B, L, F, D)
+        return SimpleNamespace(hidden_states={k: hidden[:, i] for i, k in enumerate(self.layers)})
 
 
 def _validation_audio(audio, max_samples: int, seed: int = 0):
@@ -210,6 +217,9 @@ def export_encoders(bundle: Bundle, folder, audio, text, tolerance: Optional[flo
     require("onnx", "onnxscript")
     ort = require("onnx", "onnxruntime")
     folder = Path(folder)
+    if audio.family.input_kind != "waveform":
+        raise BundleError(f"{audio.name}: the {audio.family.label} encoder takes log-mel features over a fixed "
+                          "window; --onnx-encoders exports waveform encoders only (the head exports with --onnx)")
     recipe, model = bundle.recipe, bundle.model.to("cpu").eval()
     max_samples = audio.samples_for(recipe.max_frames)
     waves = _validation_audio(audio, max_samples)
@@ -230,8 +240,8 @@ def export_encoders(bundle: Bundle, folder, audio, text, tolerance: Optional[flo
             torch_features = [(audio(*w), text(t)) for w, t in zip(waves, tokens)]
             sessions = {part: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                         for part, path in partials.items()}
-            audio.model = OnnxEncoderModel(sessions["audio_encoder"], audio.model.config, audio.layer, "audio")
-            text.model = OnnxEncoderModel(sessions["text_encoder"], text.model.config, text.layer, "text")
+            audio.model = OnnxEncoderModel(sessions["audio_encoder"], audio.model.config, audio.layers, "audio")
+            text.model = OnnxEncoderModel(sessions["text_encoder"], text.model.config, text.layers, "text")
             onnx_features = [(audio(*w), text(t)) for w, t in zip(waves, tokens)]
             feature_diff = logit_diff = 0.0
             for (ta, tt), (oa, ot) in zip(torch_features, onnx_features):
@@ -263,8 +273,8 @@ def _head_logits(model, recipe, audio_out, text_out) -> torch.Tensor:
     import torch.nn.functional as F
 
     (audio, frames), (text, n_tokens) = audio_out, text_out
-    audio = F.pad(audio.float(), (0, 0, 0, recipe.max_frames - audio.shape[1]))
-    text = F.pad(text.float(), (0, 0, 0, recipe.max_tokens - text.shape[1]))
+    audio = F.pad(audio.float(), (0, 0, 0, recipe.max_frames - audio.shape[-2]))  # (B, L, F, D)
+    text = F.pad(text.float(), (0, 0, 0, recipe.max_tokens - text.shape[-2]))
     return model(audio, torch.as_tensor(frames), text, torch.as_tensor(n_tokens))
 
 
@@ -277,5 +287,5 @@ def use_onnx_encoders(bundle: Bundle, audio, text) -> bool:
     ort = require("onnx", "onnxruntime")
     for encoder, part, role in ((audio, "audio_encoder", "audio"), (text, "text_encoder", "text")):
         session = ort.InferenceSession(str(paths[part]), providers=["CPUExecutionProvider"])
-        encoder.model = OnnxEncoderModel(session, encoder.model.config, encoder.layer, role)
+        encoder.model = OnnxEncoderModel(session, encoder.model.config, encoder.layers, role)
     return True

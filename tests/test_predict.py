@@ -400,7 +400,8 @@ def test_a_multi_layer_bundle_of_a_non_default_pair_predicts_with_parity(tmp_pat
     assert summary.predicted == 4 and not summary.errors
     trainer = pd.read_csv(run_dir / "fold01" / "predictions.csv")
     names = bundle.label_names
-    expected = torch.softmax(torch.from_numpy(trainer[[f"logit_{n}" for n in names]].to_numpy(np.float32)), -1).numpy()
+    logits = torch.from_numpy(trainer[[f"logit_{n}" for n in names]].to_numpy(np.float32))
+    expected = torch.softmax(logits / bundle.temperature, -1).numpy()  # the split run's fitted temperature
     got = table.set_index("id").loc[trainer["utt_id"], [f"prob_{n}" for n in names]].to_numpy()
     np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0)
     assert "mixed by learned weights" in (run_dir / "fold01" / "model" / "README.md").read_text()
