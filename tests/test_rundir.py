@@ -1,17 +1,15 @@
 """The run folder contract (swrr_core/rundir.py) and the trainer's layers above it: unit names,
 what a run folder holds, fold training without files, the one-process entry under torchrun, and
 swrr-train's defaults taken from TrainConfig."""
-import json
 from dataclasses import replace
 from pathlib import Path
 
-import click
 import pytest
 import torch
 
 from swrr import rundir
 from swrr.bundle import find_bundle
-from swrr.rundir import RunFolder, UnitFolder, parse_unit_name, unit_name
+from swrr.rundir import RunFolder, parse_unit_name, unit_name
 from swrr.train.cli import main
 from swrr.train.config import DEFAULTS, TrainConfig, TrainError
 from swrr.train.data import make_source

@@ -15,7 +15,7 @@ the GPU to hand them back.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from swrr.cache import CacheError, FeatureCache
 from swrr.errors import option
-from swrr.targets import resolve_target, with_target
+from swrr.targets import Target, resolve_target, with_target
 from swrr.train.config import TrainConfig, TrainError, training_layers
 
 logger = logging.getLogger("swrr.train")  # the commands show its INFO lines on stdout (swrr.cli)
@@ -32,13 +32,20 @@ Batch = Dict[str, torch.Tensor]
 LENGTHS = ("audio_len", "text_len")  # the columns that stay on the host
 
 
+def target_view(config: TrainConfig) -> Tuple[FeatureCache, Target]:
+    """The run's cache opened with the labels of its --target (the runner and fold worker
+    processes alike), and that target."""
+    cache = FeatureCache(config.cache)
+    target = resolve_target(cache, config.target)
+    return with_target(cache, target), target
+
+
 def training_cache(config: TrainConfig, cache: Optional[FeatureCache] = None) -> FeatureCache:
-    """The run's cache as its units read it: `cache` (prepared by the runner), or opened here with
-    the labels of the run's --target (fold worker processes); reading only the hidden states the head
-    uses (`--layers`, `--layer-mix LAYER`) from now on."""
+    """The run's cache as its units read it: `cache` (the runner's target view), or opened here
+    (fold worker processes); reading only the hidden states the head uses (`--layers`,
+    `--layer-mix LAYER`) from now on."""
     if cache is None:
-        cache = FeatureCache(config.cache)
-        cache = with_target(cache, resolve_target(cache, config.target))
+        cache, _ = target_view(config)
     layers = training_layers(config, cache.meta)
     return cache.select_layers(layers["audio"], layers["text"])
 

@@ -39,11 +39,10 @@ from swrr.metrics import metric_options
 from swrr.model import ABLATIONS
 from swrr.ranks import Ranks
 from swrr.rundir import RunFolder, RunFolderError, UnitFolder, numbered_run_folder
-from swrr.targets import resolve_target, with_target
 from swrr.train import report
 from swrr.train.config import (FULL_MODEL, RESUMABLE_FIELDS, TrainConfig, TrainError, check, fingerprint,
                                model_config, resolve, unit_seeds)
-from swrr.train.data import make_source, training_cache
+from swrr.train.data import make_source, target_view, training_cache
 from swrr.train.loop import EpochBudget, FoldJob, RunInterrupted, selects_on_valid, train_fold
 from swrr.train.protocols import Fold, default_protocol, make_folds, pick_folds, rated_folds
 from swrr.train.tensorboard_log import require_tensorboard
@@ -185,9 +184,7 @@ def prepare(config: TrainConfig, check_finite: bool = True) -> Plan:
     device = resolve_device(config.device)  # a bad --device is refused before any folder exists
     if config.tensorboard:
         require_tensorboard()
-    cache = FeatureCache(config.cache)
-    target = resolve_target(cache, config.target)
-    cache = with_target(cache, target)  # the cache as this run's --target reads it
+    cache, target = target_view(config)  # the cache as this run's --target reads it
     meta = cache.meta
     _check_lengths(cache)
     config = resolve(config, meta, default_protocol(meta.task, cache.speaker, cache.split))
