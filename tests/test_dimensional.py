@@ -185,3 +185,16 @@ def test_a_sims_scale_run_reports_mmsa_sims_metrics(tmp_path):
     metrics = json.loads((run_dir / "fold01" / "metrics.json").read_text())["metrics"]
     metrics.pop("loss")
     assert metrics == pytest.approx(M.sims_metrics(table["label"], table["prediction"]), rel=1e-4, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_fold_processes_read_the_runs_target_as_a_sequential_run_does(tmp_path):
+    """CPU --parallel-folds: each fold process opens the cache itself; it must read the labels of
+    the run's --target (two dimensions here), not the cache's own category."""
+    path, _ = make_dimensional_cache(tmp_path / "vad.h5")
+    units = {}
+    for lanes in (1, 2):
+        run_dir = run(_config(path, tmp_path / "runs", protocol="loso-speaker", target="valence,arousal", epochs=2,
+                              parallel_folds=lanes, name=f"lanes{lanes}"))
+        units[lanes] = [json.loads((run_dir / f"fold0{k}" / "metrics.json").read_text())["metrics"] for k in (1, 2, 3)]
+    assert "ccc_valence" in units[1][0] and units[2] == units[1]
