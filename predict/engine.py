@@ -70,35 +70,30 @@ def load_recipe_encoders(bundle: Bundle, audio_override: Optional[str] = None,
 BACKENDS = ("torch", "onnx")
 
 
-def head_backend(bundle: Bundle, backend: str, device: torch.device):
-    """A callable (audio, audio_len, text, text_len) -> logits tensor running the head on `backend`."""
-    if backend not in BACKENDS:
-        raise PredictError(f"{option('backend')} must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    from swrr.predict.onnx import OnnxHead
-
-    return OnnxHead(bundle, device)
-
-
 class Predictor:
     """A bundle ready to score items: its featurizer (both encoders) and head on one device."""
 
     def __init__(self, bundle: Bundle, device: str = "auto", audio_encoder: Optional[str] = None,
                  text_encoder: Optional[str] = None, batch_seconds: Union[float, str] = AUTO, workers: int = 0,
                  backend: str = "torch"):
+        if backend not in BACKENDS:  # before any encoder is loaded
+            raise PredictError(f"{option('backend')} must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.bundle, self.recipe = bundle, bundle.recipe
         self.backend = backend
         self.device = resolve_device(device)
         recipe = self.recipe
         self.featurizer = Featurizer(*load_recipe_encoders(bundle, audio_encoder, text_encoder), recipe.dtype,
                                      recipe.max_frames, recipe.max_tokens, recipe.sample_rate)
+        self.model = bundle.model.to(self.device).eval()
+        self.head = self.model  # (audio, audio_len, text, text_len) -> logits
         self.onnx_encoders = False  # True: the encoders run on onnxruntime too
-        if backend == "onnx":  # the encoders too, when the bundle has them as ONNX (swrr-export --onnx-encoders)
-            from swrr.predict.onnx import use_onnx_encoders
+        if backend == "onnx":
+            from swrr.predict.onnx import OnnxHead, use_onnx_encoders
 
+            self.head = OnnxHead(bundle, self.device)
+            # the encoders too, when the bundle has them as ONNX (swrr-export --onnx-encoders)
             self.onnx_encoders = use_onnx_encoders(bundle, self.featurizer.audio, self.featurizer.text)
         self.featurizer.to(self.device)  # as swrr-extract places them
-        self.model = bundle.model.to(self.device).eval()
-        self.head = self.model if backend == "torch" else head_backend(bundle, backend, self.device)
         self.batch_seconds, _ = resolve_batch_seconds(batch_seconds, self.device, recipe.dtype)
         self.workers = workers
 
